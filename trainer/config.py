@@ -1,0 +1,38 @@
+"""The trainer's configuration: a frozen dataclass built from flat hyperparameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from trainer.params import PARAMS, ParamValue, check_param
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    lr: float = 1e-3
+    batch_size: int = 64
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    dropout: float = 0.0
+    weight_decay: float = 0.0
+    hidden_layers: int = 2
+    hidden_units: int = 128
+    activation: str = "relu"
+    max_epochs: int = 20
+    seed: int = 0
+
+    @classmethod
+    def from_params(
+        cls, params: dict[str, ParamValue], *, max_epochs: int, seed: int = 0
+    ) -> TrainConfig:
+        """Build a config from searched + fixed values; missing ones take their defaults."""
+        errors = [f"{k}: {e}" for k, v in params.items() if (e := check_param(k, v)) is not None]
+        if errors:
+            raise ValueError("; ".join(errors))
+        values: dict[str, Any] = {name: spec.default for name, spec in PARAMS.items()}
+        values.update(params)
+        for f in fields(cls):
+            if f.name in values and PARAMS.get(f.name) is not None and PARAMS[f.name].kind == "int":
+                values[f.name] = int(values[f.name])
+        return cls(**values, max_epochs=max_epochs, seed=seed)

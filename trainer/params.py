@@ -1,0 +1,93 @@
+"""The trainer's hyperparameters: names, types, domains and defaults.
+
+This registry is the single source of truth for "which parameters exist and which values
+are legal"; the service validates study specs against it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+ParamValue = float | int | str
+ParamKind = Literal["float", "int", "categorical"]
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "leaky_relu", "elu")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    kind: ParamKind
+    default: ParamValue
+    help: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # True: low itself is not allowed
+    high_open: bool = False
+    choices: tuple[str, ...] = ()
+
+    def check(self, value: object) -> str | None:
+        """Return why `value` is not legal for this parameter, or None when it is."""
+        if self.kind == "categorical":
+            if not isinstance(value, str) or value not in self.choices:
+                return f"must be one of {list(self.choices)}, got {value!r}"
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"must be a number, got {value!r}"
+        if self.kind == "int" and not float(value).is_integer():
+            return f"must be an integer, got {value!r}"
+        if not math.isfinite(value):
+            return f"must be finite, got {value!r}"
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            op = ">" if self.low_open else ">="
+            return f"must be {op} {self.low:g}, got {value!r}"
+        if self.high is not None and (
+            value > self.high or (self.high_open and value == self.high)
+        ):
+            op = "<" if self.high_open else "<="
+            return f"must be {op} {self.high:g}, got {value!r}"
+        return None
+
+    def domain(self) -> str:
+        if self.kind == "categorical":
+            return f"one of {list(self.choices)}"
+        left = "(" if self.low_open else "["
+        right = ")" if self.high_open else "]"
+        low = "-inf" if self.low is None else f"{self.low:g}"
+        high = "inf" if self.high is None else f"{self.high:g}"
+        return f"{self.kind} in {left}{low}, {high}{right}"
+
+
+PARAMS: dict[str, ParamSpec] = {
+    p.name: p
+    for p in (
+        ParamSpec("lr", "float", 1e-3, "learning rate η", low=0.0, low_open=True, high=10.0),
+        ParamSpec("batch_size", "int", 64, "mini-batch size", low=1, high=65536),
+        ParamSpec("optimizer", "categorical", "adam", "update rule", choices=OPTIMIZERS),
+        ParamSpec(
+            "momentum", "float", 0.9, "β of momentum and nesterov", low=0.0, high=1.0,
+            high_open=True,
+        ),
+        ParamSpec(
+            "dropout", "float", 0.0, "drop probability p of hidden units", low=0.0, high=1.0,
+            high_open=True,
+        ),
+        ParamSpec(
+            "weight_decay", "float", 0.0, "L2 strength λ (cost + λ·ΣW², weights only)", low=0.0,
+            high=10.0,
+        ),
+        ParamSpec("hidden_layers", "int", 2, "number of hidden layers", low=0, high=32),
+        ParamSpec("hidden_units", "int", 128, "units per hidden layer", low=1, high=8192),
+        ParamSpec("activation", "categorical", "relu", "hidden activation", choices=ACTIVATIONS),
+    )
+}
+
+
+def check_param(name: str, value: object) -> str | None:
+    spec = PARAMS.get(name)
+    if spec is None:
+        return f"unknown parameter {name!r}; known: {sorted(PARAMS)}"
+    return spec.check(value)
