@@ -116,7 +116,8 @@ def split_and_standardize(
     std[std == 0] = 1.0  # constant features (e.g. digits' border pixels) stay centred at 0
 
     def norm(a: FloatArray) -> FloatArray:
-        return ((a - mean) / std).astype(np.float32)
+        out: FloatArray = ((a - mean) / std).astype(np.float32)
+        return out
 
     return DataSplits(
         x_train=norm(x_train),
@@ -149,7 +150,7 @@ class TensorData:
 
     @classmethod
     def from_splits(cls, splits: DataSplits, device: str | torch.device) -> TensorData:
-        def t(a: np.ndarray) -> torch.Tensor:  # type: ignore[type-arg]
+        def t(a: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(a).to(device)
 
         return cls(

@@ -88,7 +88,7 @@ def train_epoch(
         idx = perm[start : start + batch_size]
         loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
         losses += loss.detach()
         n_batches += 1

@@ -44,9 +44,7 @@ class ParamSpec:
         if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
             op = ">" if self.low_open else ">="
             return f"must be {op} {self.low:g}, got {value!r}"
-        if self.high is not None and (
-            value > self.high or (self.high_open and value == self.high)
-        ):
+        if self.high is not None and (value > self.high or (self.high_open and value == self.high)):
             op = "<" if self.high_open else "<="
             return f"must be {op} {self.high:g}, got {value!r}"
         return None
@@ -68,15 +66,29 @@ PARAMS: dict[str, ParamSpec] = {
         ParamSpec("batch_size", "int", 64, "mini-batch size", low=1, high=65536),
         ParamSpec("optimizer", "categorical", "adam", "update rule", choices=OPTIMIZERS),
         ParamSpec(
-            "momentum", "float", 0.9, "β of momentum and nesterov", low=0.0, high=1.0,
+            "momentum",
+            "float",
+            0.9,
+            "β of momentum and nesterov",
+            low=0.0,
+            high=1.0,
             high_open=True,
         ),
         ParamSpec(
-            "dropout", "float", 0.0, "drop probability p of hidden units", low=0.0, high=1.0,
+            "dropout",
+            "float",
+            0.0,
+            "drop probability p of hidden units",
+            low=0.0,
+            high=1.0,
             high_open=True,
         ),
         ParamSpec(
-            "weight_decay", "float", 0.0, "L2 strength λ (cost + λ·ΣW², weights only)", low=0.0,
+            "weight_decay",
+            "float",
+            0.0,
+            "L2 strength λ (cost + λ·ΣW², weights only)",
+            low=0.0,
             high=10.0,
         ),
         ParamSpec("hidden_layers", "int", 2, "number of hidden layers", low=0, high=32),

@@ -1,0 +1,97 @@
+"""/api/studies"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.exceptions import RequestValidationError
+
+from service import studies as study_service
+from service import trials as trial_service
+from service.api.deps import SettingsDep
+from service.schemas import (
+    BestTrial,
+    StudyCreated,
+    StudyDetail,
+    StudySpec,
+    StudySummary,
+    TrialPage,
+)
+
+router = APIRouter(prefix="/api/studies", tags=["studies"])
+
+
+def _check_caps(spec: StudySpec, settings: SettingsDep) -> None:
+    errors = []
+    if spec.budget.n_trials > settings.max_trials:
+        errors.append(
+            {
+                "type": "less_than_equal",
+                "loc": ("body", "budget", "n_trials"),
+                "msg": f"n_trials must be <= {settings.max_trials} on this service "
+                f"(HPO_MAX_TRIALS), got {spec.budget.n_trials}",
+                "input": spec.budget.n_trials,
+            }
+        )
+    if spec.objective.max_epochs > settings.max_epochs:
+        errors.append(
+            {
+                "type": "less_than_equal",
+                "loc": ("body", "objective", "max_epochs"),
+                "msg": f"max_epochs must be <= {settings.max_epochs} on this service "
+                f"(HPO_MAX_EPOCHS), got {spec.objective.max_epochs}",
+                "input": spec.objective.max_epochs,
+            }
+        )
+    if errors:
+        raise RequestValidationError(errors)
+
+
+@router.post("", status_code=201, response_model=StudyCreated)
+def create_study(spec: StudySpec, settings: SettingsDep) -> StudyCreated:
+    """Submit a study. 409 if the name is taken; 422 names the bad field."""
+    _check_caps(spec, settings)
+    try:
+        return study_service.create_study(settings.database_url, spec)
+    except study_service.StudyExists as e:
+        raise HTTPException(409, str(e)) from e
+
+
+@router.get("", response_model=list[StudySummary])
+def list_studies(
+    settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[StudySummary]:
+    return study_service.list_studies(settings.database_url, limit, offset)
+
+
+@router.get("/{study_id}", response_model=StudyDetail)
+def get_study(study_id: int, settings: SettingsDep) -> StudyDetail:
+    return study_service.get_study(settings.database_url, study_id)
+
+
+@router.get("/{study_id}/trials", response_model=TrialPage)
+def list_trials(
+    study_id: int,
+    settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    state: Annotated[str | None, Query(pattern="^(running|complete|pruned|fail|waiting)$")] = None,
+) -> TrialPage:
+    return trial_service.list_trials(settings.database_url, study_id, limit, offset, state)
+
+
+@router.get("/{study_id}/best", response_model=BestTrial)
+def get_best(study_id: int, settings: SettingsDep) -> BestTrial:
+    best = study_service.get_best(settings.database_url, study_id)
+    if best is None:
+        raise HTTPException(404, f"study {study_id} has no completed trial yet")
+    return best
+
+
+@router.post("/{study_id}/stop", response_model=StudySummary)
+def stop_study(study_id: int, settings: SettingsDep) -> StudySummary:
+    """No new trials start; running ones finish."""
+    return study_service.stop_study(settings.database_url, study_id)

@@ -1,0 +1,226 @@
+"""Claiming trial slots so that a study never runs more than its budget, and giving slots
+back when a trial fails or its worker dies.
+
+A slot is claimed with one conditional UPDATE (`slots_used < n_trials`), which both SQLite
+(one writer at a time) and PostgreSQL (row lock on the study) apply atomically, so no
+number of concurrent workers can overshoot. Optuna's own WAITING queue is not used for
+enqueued configurations: popping it is racy on SQLite (no SELECT ... FOR UPDATE), so an
+enqueued configuration is claimed here, in the same transaction as its slot.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from sqlalchemy import and_, func, select, update
+
+from service.db.engine import session_scope
+from service.db.models import EnqueuedConfig, Study, TrialRecord, Worker, utcnow
+from service.optuna_storage import get_storage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Claim:
+    record_id: int
+    study_id: int
+    claim_index: int
+    fixed_params: dict[str, Any] | None
+
+
+def expire_deadlines(url: str) -> None:
+    """Studies past their timeout start no new trials; running ones finish."""
+    now = utcnow()
+    with session_scope(url) as session:
+        session.execute(
+            update(Study)
+            .where(Study.status == "running", Study.deadline_at.is_not(None))
+            .where(Study.deadline_at < now)
+            .values(status="completed", finished_at=now, updated_at=now)
+        )
+
+
+def candidate_studies(url: str) -> list[int]:
+    """Running studies with budget left, the ones with the fewest running trials first."""
+    running = (
+        select(TrialRecord.study_id, func.count().label("n"))
+        .where(TrialRecord.finished_at.is_(None))
+        .group_by(TrialRecord.study_id)
+        .subquery()
+    )
+    with session_scope(url) as session:
+        rows = session.execute(
+            select(Study.id)
+            .outerjoin(running, running.c.study_id == Study.id)
+            .where(Study.status == "running", Study.slots_used < Study.n_trials)
+            .order_by(Study.priority.desc(), func.coalesce(running.c.n, 0), Study.id)
+        ).all()
+    return [r[0] for r in rows]
+
+
+def claim_slot(url: str, study_id: int, worker_id: int | None) -> Claim | None:
+    with session_scope(url) as session:
+        claim_index = session.scalar(
+            update(Study)
+            .where(
+                Study.id == study_id,
+                Study.status == "running",
+                Study.slots_used < Study.n_trials,
+            )
+            .values(
+                slots_used=Study.slots_used + 1,
+                n_claims=Study.n_claims + 1,
+                updated_at=utcnow(),
+            )
+            .returning(Study.n_claims)
+        )
+        if claim_index is None:
+            return None
+        # The study row is now locked by this transaction (a write lock on SQLite, a row lock
+        # on PostgreSQL): no other claim of this study can interleave until commit.
+        enqueued = session.scalars(
+            select(EnqueuedConfig)
+            .where(EnqueuedConfig.study_id == study_id, EnqueuedConfig.claimed.is_(False))
+            .order_by(EnqueuedConfig.position)
+            .limit(1)
+        ).first()
+        if enqueued is not None:
+            enqueued.claimed = True
+        record = TrialRecord(
+            study_id=study_id,
+            claim_index=claim_index,
+            worker_id=worker_id,
+            enqueued_id=None if enqueued is None else enqueued.id,
+            state="claimed",
+            started_at=utcnow(),
+        )
+        session.add(record)
+        session.flush()
+        return Claim(
+            record_id=record.id,
+            study_id=study_id,
+            claim_index=claim_index,
+            fixed_params=None if enqueued is None else dict(enqueued.params),
+        )
+
+
+def attach_trial(url: str, record_id: int, optuna_trial_id: int, number: int) -> None:
+    with session_scope(url) as session:
+        session.execute(
+            update(TrialRecord)
+            .where(TrialRecord.id == record_id)
+            .values(optuna_trial_id=optuna_trial_id, number=number, state="running")
+        )
+
+
+def finish_record(
+    url: str,
+    record_id: int,
+    state: str,
+    *,
+    error: str | None = None,
+    test_accuracy: float | None = None,
+) -> bool:
+    """Mark a claimed trial finished; on failure give its slot back. Returns False if it was
+    already finished (e.g. by the reaper), so that a slot is never given back twice."""
+    now = utcnow()
+    with session_scope(url) as session:
+        result = session.execute(
+            update(TrialRecord)
+            .where(TrialRecord.id == record_id, TrialRecord.finished_at.is_(None))
+            .values(state=state, error=error, test_accuracy=test_accuracy, finished_at=now)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            return False
+        record = session.get(TrialRecord, record_id)
+        assert record is not None
+        if state == "fail":
+            session.execute(
+                update(Study)
+                .where(Study.id == record.study_id)
+                .values(
+                    slots_used=Study.slots_used - 1,
+                    n_failed=Study.n_failed + 1,
+                    updated_at=now,
+                )
+            )
+        _settle_status(session, record.study_id)
+    return True
+
+
+def _settle_status(session: Any, study_id: int) -> None:
+    """completed once the budget is finished; failed past max_failed_trials."""
+    study = session.get(Study, study_id, with_for_update=True)
+    if study is None or study.status != "running":
+        return
+    finished = session.scalar(
+        select(func.count())
+        .select_from(TrialRecord)
+        .where(TrialRecord.study_id == study_id, TrialRecord.state.in_(("complete", "pruned")))
+    )
+    max_failed = study.spec["budget"].get("max_failed_trials")
+    if max_failed is None:
+        max_failed = study.n_trials
+    now = utcnow()
+    if finished >= study.n_trials:
+        study.status, study.finished_at, study.updated_at = "completed", now, now
+    elif study.n_failed > max_failed:
+        last = session.scalar(
+            select(TrialRecord.error)
+            .where(TrialRecord.study_id == study_id, TrialRecord.state == "fail")
+            .order_by(TrialRecord.id.desc())
+            .limit(1)
+        )
+        study.status, study.finished_at, study.updated_at = "failed", now, now
+        study.error = f"{study.n_failed} trials failed (more than {max_failed}); last: {last}"
+
+
+def reap_dead_workers(url: str, grace_seconds: float) -> int:
+    """Mark workers without a heartbeat for `grace_seconds` dead and fail their trials."""
+    cutoff = utcnow() - timedelta(seconds=grace_seconds)
+    with session_scope(url) as session:
+        dead = session.scalars(
+            select(Worker.id).where(Worker.status == "running", Worker.heartbeat_at < cutoff)
+        ).all()
+    for worker_id in dead:
+        reap_worker(url, worker_id, f"worker {worker_id} stopped sending heartbeats")
+    return len(dead)
+
+
+def reap_worker(url: str, worker_id: int, reason: str) -> None:
+    with session_scope(url) as session:
+        session.execute(
+            update(Worker)
+            .where(Worker.id == worker_id, Worker.status == "running")
+            .values(status="dead", current_trial_id=None)
+        )
+    fail_orphans(url, worker_id, reason)
+
+
+def fail_orphans(url: str, worker_id: int, reason: str) -> None:
+    """Finish the unfinished trial records of a worker that is not training them."""
+    with session_scope(url) as session:
+        orphans = session.execute(
+            select(TrialRecord.id, TrialRecord.optuna_trial_id).where(
+                and_(TrialRecord.worker_id == worker_id, TrialRecord.finished_at.is_(None))
+            )
+        ).all()
+    storage = get_storage(url)
+    for record_id, optuna_trial_id in orphans:
+        state: str = "fail"
+        error: str | None = reason
+        if optuna_trial_id is not None:
+            try:
+                storage.set_trial_state_values(optuna_trial_id, TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # It finished in Optuna but the worker died before recording it here.
+                frozen = storage.get_trial(optuna_trial_id)
+                state, error = frozen.state.name.lower(), None
+        finish_record(url, record_id, state, error=error)
+        log.warning("trial record %s of worker %s -> %s (%s)", record_id, worker_id, state, reason)

@@ -1,0 +1,128 @@
+"""The service's own tables. Optuna owns its tables (`studies`, `trials`, ...) in the same
+database, so ours carry an `hpo_` prefix."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit key.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    """Naive UTC: stored and compared identically by SQLite and PostgreSQL."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Study(Base):
+    __tablename__ = "hpo_studies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    optuna_study_id: Mapped[int] = mapped_column(Integer)
+    n_trials: Mapped[int] = mapped_column(Integer)
+    # Trials holding a slot of the budget: claimed, running, complete or pruned.
+    slots_used: Mapped[int] = mapped_column(Integer, default=0)
+    # Monotonic count of claims; seeds each trial's sampler so workers never repeat draws.
+    n_claims: Mapped[int] = mapped_column(Integer, default=0)
+    n_failed: Mapped[int] = mapped_column(Integer, default=0)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow, onupdate=utcnow)
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(), default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(), default=None)
+
+
+class TrialRecord(Base):
+    """What the service knows about a trial beyond Optuna: who runs it, why it failed."""
+
+    __tablename__ = "hpo_trials"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("hpo_studies.id", ondelete="CASCADE"))
+    optuna_trial_id: Mapped[int | None] = mapped_column(Integer, unique=True, default=None)
+    number: Mapped[int | None] = mapped_column(Integer, default=None)
+    claim_index: Mapped[int] = mapped_column(Integer)
+    worker_id: Mapped[int | None] = mapped_column(
+        ForeignKey("hpo_workers.id", ondelete="SET NULL"), default=None
+    )
+    enqueued_id: Mapped[int | None] = mapped_column(
+        ForeignKey("hpo_enqueued.id", ondelete="SET NULL"), default=None
+    )
+    # claimed -> running -> complete | pruned | fail
+    state: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    test_accuracy: Mapped[float | None] = mapped_column(Float, default=None)
+    started_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(), default=None)
+
+    __table_args__ = (Index("ix_hpo_trials_study_state", "study_id", "state"),)
+
+
+class CurvePoint(Base):
+    __tablename__ = "hpo_curve_points"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    trial_id: Mapped[int] = mapped_column(Integer)  # Optuna's trial_id
+    step: Mapped[int] = mapped_column(Integer)
+    metric: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float] = mapped_column(Float)
+
+    # Also the index that serves "all curves of one trial".
+    __table_args__ = (
+        UniqueConstraint(
+            "trial_id", "metric", "step", name="uq_hpo_curve_points_trial_metric_step"
+        ),
+    )
+
+
+class Worker(Base):
+    __tablename__ = "hpo_workers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    device: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(32))
+    # running | stopped | dead
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    current_trial_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    started_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
+
+
+class EnqueuedConfig(Base):
+    """A (partial) configuration to try before the sampler takes over; run exactly once."""
+
+    __tablename__ = "hpo_enqueued"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("hpo_studies.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Set, once, by the claim that runs it.
+    claimed: Mapped[bool] = mapped_column(default=False)
+
+    __table_args__ = (Index("ix_hpo_enqueued_study", "study_id", "claimed", "position"),)

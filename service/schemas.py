@@ -1,0 +1,287 @@
+"""API schemas: the study spec (what users submit) and every response."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
+
+from trainer.data import BUILTIN
+from trainer.params import PARAMS
+
+Scalar = StrictInt | StrictFloat | StrictStr
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FloatDist(_Strict):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> FloatDist:
+        _check_range(self.low, self.high, self.log, self.step)
+        return self
+
+    def contains(self, value: object) -> bool:
+        return isinstance(value, int | float) and self.low <= value <= self.high
+
+
+class IntDist(_Strict):
+    type: Literal["int"]
+    low: int
+    high: int
+    log: bool = False
+    step: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> IntDist:
+        _check_range(self.low, self.high, self.log, self.step)
+        return self
+
+    def contains(self, value: object) -> bool:
+        return (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and (self.low <= value <= self.high)
+        )
+
+
+class CategoricalDist(_Strict):
+    type: Literal["categorical"]
+    choices: list[Scalar] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> CategoricalDist:
+        if len(set(map(repr, self.choices))) != len(self.choices):
+            raise ValueError("choices must not repeat")
+        return self
+
+    def contains(self, value: object) -> bool:
+        return any(type(value) is type(c) and value == c for c in self.choices)
+
+
+def _check_range(low: float, high: float, log: bool, step: float | None) -> None:
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError("low and high must be finite")
+    if low >= high:
+        raise ValueError(f"low ({low:g}) must be < high ({high:g})")
+    if log and low <= 0:
+        raise ValueError(f"log=true needs low > 0, got low={low:g}")
+    if log and step is not None:
+        raise ValueError("step cannot be combined with log=true")
+
+
+Distribution = Annotated[FloatDist | IntDist | CategoricalDist, Field(discriminator="type")]
+
+
+class DatasetSpec(_Strict):
+    name: str = Field(description=f"built-in: {', '.join(sorted(BUILTIN))}")
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    test_fraction: float = Field(0.2, ge=0, lt=1)
+    seed: int = 0
+    n_samples: int = Field(1000, ge=20, le=1_000_000, description="synthetic datasets only")
+    noise: float = Field(0.2, ge=0, le=100, description="synthetic datasets only")
+
+    @model_validator(mode="after")
+    def _check(self) -> DatasetSpec:
+        if self.name not in BUILTIN:
+            raise ValueError(f"name: unknown dataset {self.name!r}; built-in: {sorted(BUILTIN)}")
+        if self.val_fraction + self.test_fraction > 0.8:
+            raise ValueError(
+                "val_fraction + test_fraction must leave at least 20% of the rows for training"
+            )
+        return self
+
+
+class ModelSpec(_Strict):
+    family: Literal["mlp"] = "mlp"
+
+
+class ObjectiveSpec(_Strict):
+    metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    direction: Literal["maximize", "minimize"] | None = None
+    max_epochs: int = Field(20, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> ObjectiveSpec:
+        natural: Literal["maximize", "minimize"] = (
+            "maximize" if self.metric == "val_accuracy" else "minimize"
+        )
+        if self.direction is None:
+            self.direction = natural
+        elif self.direction != natural:
+            raise ValueError(f"direction: {self.metric} must be {natural}d, not {self.direction}d")
+        return self
+
+
+class SamplerSpec(_Strict):
+    name: Literal["tpe", "random", "grid", "cmaes", "gp", "qmc"] = "tpe"
+    seed: int | None = None
+    n_startup_trials: int | None = Field(None, ge=0, description="tpe and gp only")
+
+
+class PrunerSpec(_Strict):
+    name: Literal["median", "percentile", "successive_halving", "hyperband", "none"] = "median"
+    n_startup_trials: int = Field(5, ge=0, description="median and percentile")
+    n_warmup_steps: int = Field(0, ge=0, description="median and percentile: epochs never pruned")
+    percentile: float = Field(25.0, gt=0, lt=100, description="percentile only")
+    min_resource: int = Field(1, ge=1, description="successive_halving and hyperband: epochs")
+    reduction_factor: int = Field(3, ge=2, description="successive_halving and hyperband")
+
+
+class BudgetSpec(_Strict):
+    n_trials: int = Field(ge=1, description="finished (complete + pruned) trials to run")
+    timeout_seconds: float | None = Field(None, gt=0)
+    max_failed_trials: int | None = Field(
+        None, ge=0, description="failed trials tolerated before the study fails; default n_trials"
+    )
+
+
+class StudySpec(_Strict):
+    name: str = Field(min_length=1, max_length=200)
+    dataset: DatasetSpec
+    model: ModelSpec = ModelSpec()
+    objective: ObjectiveSpec = ObjectiveSpec()
+    space: dict[str, Distribution] = Field(default_factory=dict)
+    fixed: dict[str, Scalar] = Field(default_factory=dict)
+    sampler: SamplerSpec = SamplerSpec()
+    pruner: PrunerSpec = PrunerSpec()
+    budget: BudgetSpec
+    enqueue: list[dict[str, Scalar]] = Field(default_factory=list, max_length=1000)
+
+    @model_validator(mode="after")
+    def _check(self) -> StudySpec:
+        errors: list[str] = []
+        for name, dist in self.space.items():
+            errors += [f"space.{name}: {e}" for e in _space_errors(name, dist)]
+        for name, value in self.fixed.items():
+            if name in self.space:
+                errors.append(f"fixed.{name}: is also in space; search it or fix it, not both")
+            elif name not in PARAMS:
+                errors.append(f"fixed.{name}: unknown parameter; known: {sorted(PARAMS)}")
+            elif (e := PARAMS[name].check(value)) is not None:
+                errors.append(f"fixed.{name}: {e}")
+        for i, config in enumerate(self.enqueue):
+            for name, value in config.items():
+                if name not in self.space:
+                    errors.append(f"enqueue[{i}].{name}: not in space (only searched params)")
+                elif not self.space[name].contains(value):
+                    errors.append(f"enqueue[{i}].{name}: {value!r} is outside space.{name}")
+        if self.sampler.name == "grid":
+            for name, dist in self.space.items():
+                if isinstance(dist, FloatDist) and dist.step is None:
+                    errors.append(f"space.{name}: the grid sampler needs a step or choices")
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+
+def _space_errors(name: str, dist: FloatDist | IntDist | CategoricalDist) -> list[str]:
+    param = PARAMS.get(name)
+    if param is None:
+        return [f"unknown parameter; known: {sorted(PARAMS)}"]
+    allowed = {"float": ("float", "categorical"), "int": ("int", "categorical")}.get(
+        param.kind, ("categorical",)
+    )
+    if dist.type not in allowed:
+        return [f"type {dist.type!r} does not fit {param.domain()}; use {' or '.join(allowed)}"]
+    if isinstance(dist, CategoricalDist):
+        values: list[object] = list(dist.choices)
+        return [f"choices: {e}" for v in values if (e := param.check(v)) is not None]
+    return [
+        f"{end}: {e}"
+        for end, v in (("low", dist.low), ("high", dist.high))
+        if (e := param.check(v)) is not None
+    ]
+
+
+# ---- responses ----------------------------------------------------------------------------
+
+
+class StudyCreated(BaseModel):
+    id: int
+    name: str
+    status: str
+
+
+class TrialCounts(BaseModel):
+    running: int = 0
+    complete: int = 0
+    pruned: int = 0
+    fail: int = 0
+    waiting: int = 0
+
+
+class BestTrial(BaseModel):
+    trial_id: int
+    number: int
+    value: float
+    params: dict[str, Any] = Field(description="the searched parameters' values")
+    config: dict[str, Any] = Field(description="searched + fixed: the full configuration")
+    test_accuracy: float | None
+
+
+class StudySummary(BaseModel):
+    id: int
+    name: str
+    status: str
+    n_trials: int
+    counts: TrialCounts
+    best_value: float | None
+    direction: str
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class StudyDetail(StudySummary):
+    spec: dict[str, Any]
+    best: BestTrial | None
+
+
+class TrialSummary(BaseModel):
+    trial_id: int
+    study_id: int
+    number: int
+    state: str
+    params: dict[str, Any]
+    value: float | None
+    duration_seconds: float | None
+    error: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class TrialPage(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    items: list[TrialSummary]
+
+
+class TrialDetail(TrialSummary):
+    test_accuracy: float | None
+    intermediate_values: dict[int, float]
+    curves: dict[str, list[tuple[int, float]]]
+
+
+class Health(BaseModel):
+    status: str
+    database: str
+    version: str

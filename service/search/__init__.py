@@ -1,0 +1,1 @@
+"""Optuna glue: spec -> suggest calls, sampler and pruner factories."""

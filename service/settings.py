@@ -1,0 +1,42 @@
+"""Settings from the environment (HPO_ prefix); CLI flags override them."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///./hpo-data/hpo.db"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HPO_", extra="ignore")
+
+    database_url: str = Field(
+        "", description=f"SQLAlchemy URL; default {DEFAULT_DATABASE_URL} (in data_dir)"
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(2, ge=0, le=256, description="local worker processes under `hpo serve`")
+    data_dir: Path = Path("./hpo-data")
+    device: str | None = Field(None, description="cpu, cuda or cuda:N; default: cuda if present")
+    max_trials: int = Field(1000, ge=1, description="cap on a study's budget.n_trials")
+    max_epochs: int = Field(1000, ge=1, description="cap on objective.max_epochs")
+    worker_poll_seconds: float = Field(1.0, gt=0)
+    heartbeat_seconds: float = Field(5.0, gt=0)
+    worker_grace_seconds: float = Field(60.0, gt=0, description="heartbeat age of a dead worker")
+    torch_threads: int | None = Field(None, ge=1, description="intra-op threads per worker")
+    log_level: str = "info"
+
+    @model_validator(mode="after")
+    def _default_database(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir.as_posix()}/hpo.db"
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,137 @@
+"""`hpo serve`: the API in this process and N local worker processes beside it.
+
+A worker process that dies is restarted (with back-off if it keeps dying), and its
+unfinished trial is failed at once so its slot goes back to the budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import uvicorn
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from service.claims import reap_worker
+from service.db.engine import session_scope
+from service.db.models import Worker
+from service.main import create_app
+from service.settings import Settings
+
+log = logging.getLogger("hpo.serve")
+
+STOP_GRACE_S = 30.0  # how long workers get to stop after SIGTERM before SIGKILL
+RESTART_BACKOFF_MAX_S = 30.0
+
+
+class LocalWorkers:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.failures: list[int] = []
+        self.next_start: list[float] = []
+        self.stopping = threading.Event()
+        self._thread = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
+
+    def _command(self) -> list[str]:
+        s = self.settings
+        cmd = [sys.executable, "-m", "service.cli", "worker", "--database-url", s.database_url]
+        cmd += ["--log-level", s.log_level]
+        if s.device:
+            cmd += ["--device", s.device]
+        threads = s.torch_threads or max(1, (os.cpu_count() or 1) // max(s.workers, 1))
+        cmd += ["--threads", str(threads)]
+        return cmd
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self._command())
+
+    def start(self) -> None:
+        for _ in range(self.settings.workers):
+            self.procs.append(self._spawn())
+            self.failures.append(0)
+            self.next_start.append(0.0)
+        self._thread.start()
+
+    def _reap(self, pid: int, code: int) -> None:
+        try:
+            with session_scope(self.settings.database_url) as session:
+                ids = session.scalars(
+                    select(Worker.id).where(
+                        Worker.host == socket.gethostname(),
+                        Worker.pid == pid,
+                        Worker.status == "running",
+                    )
+                ).all()
+            for worker_id in ids:
+                reap_worker(
+                    self.settings.database_url,
+                    worker_id,
+                    f"worker process {pid} exited with code {code}",
+                )
+        except SQLAlchemyError:
+            log.exception("could not clean up after worker pid %d", pid)
+
+    def _supervise(self) -> None:
+        while not self.stopping.wait(1.0):
+            for i, proc in enumerate(self.procs):
+                code = proc.poll()
+                if code is None or self.stopping.is_set():
+                    continue
+                now = time.monotonic()
+                if self.next_start[i] == 0.0:
+                    log.warning("worker pid %d exited with code %s; restarting", proc.pid, code)
+                    self._reap(proc.pid, code)
+                    self.failures[i] += 1
+                    delay = min(2.0 ** (self.failures[i] - 1), RESTART_BACKOFF_MAX_S)
+                    self.next_start[i] = now + delay
+                if now >= self.next_start[i]:
+                    self.procs[i] = self._spawn()
+                    self.next_start[i] = 0.0
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("worker pid %d did not stop in time; killing it", proc.pid)
+                proc.kill()
+                proc.wait()
+                self._reap(proc.pid, -9)
+
+
+def serve(settings: Settings) -> None:
+    workers = LocalWorkers(settings)
+    workers.start()
+    log.info(
+        "serving http://%s:%d with %d local worker(s) on %s",
+        settings.host,
+        settings.port,
+        settings.workers,
+        settings.database_url,
+    )
+    # uvicorn re-raises the SIGTERM it caught once it has shut down; with the default
+    # handler that would kill this process before the workers are stopped.
+    signal.signal(signal.SIGTERM, lambda _s, _f: sys.exit(0))
+    try:
+        config = uvicorn.Config(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+        )
+        uvicorn.Server(config).run()
+    finally:
+        workers.stop()

@@ -1,0 +1,84 @@
+"""Trial queries: Optuna's view of a trial joined with the service's record and curves."""
+
+from __future__ import annotations
+
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy import select
+
+from service.db.engine import session_scope
+from service.db.models import CurvePoint, TrialRecord
+from service.optuna_storage import get_storage
+from service.schemas import TrialDetail, TrialPage, TrialSummary
+from service.studies import get_study_row, trial_errors
+
+
+class TrialNotFound(Exception):
+    def __init__(self, trial_id: int) -> None:
+        super().__init__(f"trial {trial_id} not found")
+
+
+def summarize_trial(t: FrozenTrial, study_id: int, record: TrialRecord | None) -> TrialSummary:
+    duration = None
+    if t.datetime_start is not None and t.datetime_complete is not None:
+        duration = (t.datetime_complete - t.datetime_start).total_seconds()
+    return TrialSummary(
+        trial_id=t._trial_id,
+        study_id=study_id,
+        number=t.number,
+        state=t.state.name.lower(),
+        params=t.params,
+        value=t.value if t.state == TrialState.COMPLETE else None,
+        duration_seconds=duration,
+        error=None if record is None else record.error,
+        started_at=t.datetime_start,
+        finished_at=t.datetime_complete,
+    )
+
+
+def list_trials(
+    url: str, study_id: int, limit: int, offset: int, state: str | None = None
+) -> TrialPage:
+    study = get_study_row(url, study_id)
+    trials = get_storage(url).get_all_trials(study.optuna_study_id, deepcopy=False)
+    if state is not None:
+        trials = [t for t in trials if t.state.name.lower() == state]
+    trials = sorted(trials, key=lambda t: t.number)
+    records = trial_errors(url, study_id)
+    page = trials[offset : offset + limit]
+    return TrialPage(
+        total=len(trials),
+        limit=limit,
+        offset=offset,
+        items=[summarize_trial(t, study_id, records.get(t._trial_id)) for t in page],
+    )
+
+
+def get_curves(url: str, trial_id: int) -> dict[str, list[tuple[int, float]]]:
+    with session_scope(url) as session:
+        rows = session.execute(
+            select(CurvePoint.metric, CurvePoint.step, CurvePoint.value)
+            .where(CurvePoint.trial_id == trial_id)
+            .order_by(CurvePoint.metric, CurvePoint.step)
+        ).all()
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for metric, step, value in rows:
+        curves.setdefault(metric, []).append((step, value))
+    return curves
+
+
+def get_trial(url: str, trial_id: int) -> TrialDetail:
+    with session_scope(url) as session:
+        record = session.scalar(select(TrialRecord).where(TrialRecord.optuna_trial_id == trial_id))
+    if record is None:
+        raise TrialNotFound(trial_id)
+    try:
+        frozen = get_storage(url).get_trial(trial_id)
+    except KeyError as e:
+        raise TrialNotFound(trial_id) from e
+    summary = summarize_trial(frozen, record.study_id, record)
+    return TrialDetail(
+        **summary.model_dump(),
+        test_accuracy=record.test_accuracy,
+        intermediate_values=dict(frozen.intermediate_values),
+        curves=get_curves(url, trial_id),
+    )
