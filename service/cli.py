@@ -65,7 +65,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     _logging(settings.log_level)
-    return WorkerProcess(settings).run(max_trials=args.max_trials)
+    return WorkerProcess(settings).run(max_trials=args.max_trials, until_idle=args.until_idle)
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -242,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if available)")
     sp.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     sp.add_argument("--max-trials", type=int, help="exit after this many trials")
+    sp.add_argument(
+        "--until-idle", action="store_true", help="exit when no running study has budget left"
+    )
     sp.set_defaults(func=cmd_worker)
 
     sp = sub.add_parser("db", help="database schema")

@@ -112,12 +112,20 @@ class WorkerProcess:
         log.info("worker %s: signal %d, stopping after the current epoch", self.worker_id, signum)
         self.stopping.set()
 
-    def run(self, max_trials: int | None = None) -> int:
-        """Run until stopped (or `max_trials` trials ran); returns the exit code."""
+    def run(
+        self,
+        max_trials: int | None = None,
+        *,
+        until_idle: bool = False,
+        install_signals: bool = True,
+    ) -> int:
+        """Run until stopped, `max_trials` trials ran, or (`until_idle`) no study has budget
+        left; returns the exit code."""
         if self.settings.torch_threads:
             torch.set_num_threads(self.settings.torch_threads)
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        if install_signals:
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
         self.worker_id = self.register()
         log.info("worker %s started on %s (pid %d)", self.worker_id, self.device, os.getpid())
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
@@ -125,6 +133,8 @@ class WorkerProcess:
         ran = 0
         backoff = self.settings.worker_poll_seconds
         while not self.stopping.is_set() and (max_trials is None or ran < max_trials):
+            if until_idle and not self._has_work():
+                break
             try:
                 claim = self._next_claim()
                 backoff = self.settings.worker_poll_seconds
@@ -149,6 +159,9 @@ class WorkerProcess:
         self._set_worker(status="stopped", current_trial_id=None, heartbeat_at=utcnow())
         log.info("worker %s stopped", self.worker_id)
         return 0
+
+    def _has_work(self) -> bool:
+        return bool(candidate_studies(self.url))
 
     def _next_claim(self) -> Claim | None:
         assert self.worker_id is not None

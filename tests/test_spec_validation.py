@@ -1,0 +1,152 @@
+"""Bad study specs are answered 422 with a message naming the field, and write nothing."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from service.db.engine import session_scope
+from service.db.models import Study
+from service.optuna_storage import get_storage
+from tests.conftest import DIGITS_SPEC, unique
+
+Mutation = Callable[[dict[str, Any]], None]
+
+
+def _set(path: str, value: Any) -> Mutation:
+    def mutate(spec: dict[str, Any]) -> None:
+        *parents, leaf = path.split(".")
+        node = spec
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+
+    return mutate
+
+
+def _delete(path: str) -> Mutation:
+    def mutate(spec: dict[str, Any]) -> None:
+        *parents, leaf = path.split(".")
+        node = spec
+        for key in parents:
+            node = node[key]
+        del node[leaf]
+
+    return mutate
+
+
+# (case id, mutation, text that must appear in the error's location or message)
+BAD_SPECS: list[tuple[str, Mutation, str]] = [
+    ("low >= high", _set("space.lr", {"type": "float", "low": 0.1, "high": 0.01}), "lr"),
+    ("low == high", _set("space.dropout", {"type": "float", "low": 0.2, "high": 0.2}), "dropout"),
+    (
+        "log with low <= 0",
+        _set("space.weight_decay", {"type": "float", "low": 0.0, "high": 1e-2, "log": True}),
+        "weight_decay",
+    ),
+    ("dropout < 0", _set("space.dropout", {"type": "float", "low": -0.1, "high": 0.5}), "dropout"),
+    ("dropout >= 1", _set("space.dropout", {"type": "float", "low": 0.0, "high": 1.0}), "dropout"),
+    ("fixed dropout 1", _set("fixed.dropout", 1.0), "dropout"),
+    (
+        "batch_size 0",
+        _set("space.batch_size", {"type": "categorical", "choices": [0, 32]}),
+        "batch_size",
+    ),
+    (
+        "unknown optimizer",
+        _set("space.optimizer", {"type": "categorical", "choices": ["adam", "lion"]}),
+        "optimizer",
+    ),
+    (
+        "unknown parameter name",
+        _set("space.learning_rate", {"type": "float", "low": 1e-4, "high": 1e-1}),
+        "learning_rate",
+    ),
+    ("unknown fixed parameter", _set("fixed.hidden_neurons", 64), "hidden_neurons"),
+    ("unknown dataset", _set("dataset.name", "imagenet"), "dataset"),
+    ("n_trials 0", _set("budget.n_trials", 0), "n_trials"),
+    ("n_trials over the cap", _set("budget.n_trials", 51), "n_trials"),
+    ("max_epochs over the cap", _set("objective.max_epochs", 101), "max_epochs"),
+    (
+        "empty choices",
+        _set("space.batch_size", {"type": "categorical", "choices": []}),
+        "choices",
+    ),
+    ("n_trials wrong type", _set("budget.n_trials", "six"), "n_trials"),
+    ("low wrong type", _set("space.lr", {"type": "float", "low": "tiny", "high": 0.1}), "low"),
+    ("unknown space type", _set("space.lr", {"type": "uniform", "low": 0.1, "high": 1}), "lr"),
+    (
+        "float search of int param",
+        _set("space.hidden_units", {"type": "float", "low": 8, "high": 64}),
+        "hidden_units",
+    ),
+    ("searched and fixed", _set("fixed.lr", 0.01), "lr"),
+    ("unknown top-level key", _set("epochs", 10), "epochs"),
+    ("missing budget", _delete("budget"), "budget"),
+    ("missing name", _delete("name"), "name"),
+    ("val+test too large", _set("dataset.val_fraction", 0.7), "val_fraction"),
+    ("unknown sampler", _set("sampler.name", "bayes"), "sampler"),
+    ("unknown pruner", _set("pruner.name", "asha"), "pruner"),
+    ("direction contradicts metric", _set("objective.direction", "minimize"), "direction"),
+    ("enqueue outside space", _set("enqueue", [{"lr": 5.0}]), "enqueue"),
+    ("enqueue unknown param", _set("enqueue", [{"momentum": 0.9}]), "momentum"),
+    (
+        "grid over continuous float",
+        _set("sampler", {"name": "grid"}),
+        "grid",
+    ),
+]
+
+
+def _count_studies(url: str) -> tuple[int, int]:
+    with session_scope(url) as session:
+        ours = session.scalar(select(func.count()).select_from(Study)) or 0
+    return int(ours), len(get_storage(url).get_all_studies())
+
+
+def _error_text(body: dict[str, Any]) -> str:
+    return " ".join(
+        f"{'.'.join(str(p) for p in err.get('loc', []))} {err.get('msg', '')}"
+        for err in body["detail"]
+    )
+
+
+@pytest.mark.parametrize(("case", "mutate", "field"), BAD_SPECS, ids=[c[0] for c in BAD_SPECS])
+def test_bad_spec_is_422_naming_the_field_and_writes_nothing(
+    client: httpx.Client, database_url: str, case: str, mutate: Mutation, field: str
+) -> None:
+    spec = copy.deepcopy(DIGITS_SPEC)
+    spec["name"] = unique("bad")
+    mutate(spec)
+    before = _count_studies(database_url)
+
+    response = client.post("/api/studies", json=spec)
+
+    assert response.status_code == 422, response.text
+    assert field in _error_text(response.json()), response.json()
+    assert _count_studies(database_url) == before
+
+
+def test_malformed_json_is_422_and_writes_nothing(client: httpx.Client, database_url: str) -> None:
+    before = _count_studies(database_url)
+    body = json.dumps(DIGITS_SPEC)[:-7]  # cut off mid-object
+    response = client.post(
+        "/api/studies", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert "json" in response.text.lower()
+    assert _count_studies(database_url) == before
+
+
+def test_the_issue_spec_is_accepted(client: httpx.Client) -> None:
+    spec = copy.deepcopy(DIGITS_SPEC)
+    spec["name"] = unique("ok")
+    response = client.post("/api/studies", json=spec)
+    assert response.status_code == 201, response.text
+    assert response.json()["status"] == "running"
