@@ -1,0 +1,191 @@
+"""Budget slots: exact under concurrency, given back on failure, reaped from dead workers."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from optuna.trial import TrialState
+from sqlalchemy import select, update
+
+from service import claims
+from service.db.engine import session_scope
+from service.db.models import Study, TrialRecord, Worker, utcnow
+from service.optuna_storage import get_storage
+from service.schemas import StudySpec
+from service.studies import create_study
+from tests.conftest import tiny_spec, unique
+
+
+def new_study(url: str, n_trials: int, **overrides: object) -> int:
+    return create_study(
+        url, StudySpec.model_validate(tiny_spec(unique("claims"), n_trials, **overrides))
+    ).id
+
+
+def study_row(url: str, study_id: int) -> Study:
+    with session_scope(url) as session:
+        study = session.get(Study, study_id)
+        assert study is not None
+        return study
+
+
+def new_worker(url: str, heartbeat_age_s: float = 0.0) -> int:
+    beat = utcnow() - timedelta(seconds=heartbeat_age_s)
+    with session_scope(url) as session:
+        w = Worker(
+            host="test", pid=1, device="cpu", version="t", status="running", heartbeat_at=beat
+        )
+        session.add(w)
+        session.flush()
+        return w.id
+
+
+def test_claims_stop_at_the_budget(database_url: str) -> None:
+    study_id = new_study(database_url, 3)
+    got = [claims.claim_slot(database_url, study_id, None) for _ in range(5)]
+    assert [c is not None for c in got] == [True, True, True, False, False]
+    assert [c.claim_index for c in got if c] == [1, 2, 3]
+    assert study_row(database_url, study_id).slots_used == 3
+
+
+def test_concurrent_claims_never_overshoot(database_url: str) -> None:
+    study_id = new_study(database_url, 7)
+    results: list[object] = []
+    lock = threading.Lock()
+
+    def grab() -> None:
+        for _ in range(5):
+            c = claims.claim_slot(database_url, study_id, None)
+            with lock:
+                results.append(c)
+
+    threads = [threading.Thread(target=grab) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    won = [c for c in results if c is not None]
+    assert len(won) == 7
+    assert sorted(c.claim_index for c in won) == list(range(1, 8))  # type: ignore[attr-defined]
+
+
+def test_failure_gives_the_slot_back_once(database_url: str) -> None:
+    study_id = new_study(database_url, 1)
+    claim = claims.claim_slot(database_url, study_id, None)
+    assert claim is not None
+    assert claims.claim_slot(database_url, study_id, None) is None
+    assert claims.finish_record(database_url, claim.record_id, "fail", error="boom") is True
+    # A second finish (e.g. the reaper racing the worker) changes nothing.
+    assert claims.finish_record(database_url, claim.record_id, "fail", error="again") is False
+    row = study_row(database_url, study_id)
+    assert (row.slots_used, row.n_failed) == (0, 1)
+    assert claims.claim_slot(database_url, study_id, None) is not None
+
+
+def test_completing_the_budget_completes_the_study(database_url: str) -> None:
+    study_id = new_study(database_url, 2)
+    a = claims.claim_slot(database_url, study_id, None)
+    b = claims.claim_slot(database_url, study_id, None)
+    assert a and b
+    claims.finish_record(database_url, a.record_id, "complete")
+    assert study_row(database_url, study_id).status == "running"
+    claims.finish_record(database_url, b.record_id, "pruned")
+    row = study_row(database_url, study_id)
+    assert row.status == "completed"
+    assert row.finished_at is not None
+
+
+def test_too_many_failures_fail_the_study(database_url: str) -> None:
+    study_id = new_study(database_url, 5, budget={"n_trials": 5, "max_failed_trials": 1})
+    for i in range(2):
+        c = claims.claim_slot(database_url, study_id, None)
+        assert c is not None
+        claims.finish_record(database_url, c.record_id, "fail", error=f"error {i}")
+    row = study_row(database_url, study_id)
+    assert row.status == "failed"
+    assert row.error is not None and "error 1" in row.error
+    assert claims.claim_slot(database_url, study_id, None) is None
+
+
+def test_enqueued_configs_are_claimed_in_order_once(database_url: str) -> None:
+    study_id = new_study(database_url, 4, enqueue=[{"lr": 0.01}, {"lr": 0.02, "batch_size": 32}])
+    fixed = [claims.claim_slot(database_url, study_id, None) for _ in range(4)]
+    assert [c.fixed_params if c else "none" for c in fixed] == [
+        {"lr": 0.01},
+        {"lr": 0.02, "batch_size": 32},
+        None,
+        None,
+    ]
+
+
+def test_dead_worker_trial_is_failed_and_its_slot_returned(database_url: str) -> None:
+    study_id = new_study(database_url, 1)
+    worker_id = new_worker(database_url, heartbeat_age_s=120)
+    claim = claims.claim_slot(database_url, study_id, worker_id)
+    assert claim is not None
+    storage = get_storage(database_url)
+    optuna_trial_id = storage.create_new_trial(study_row(database_url, study_id).optuna_study_id)
+    claims.attach_trial(database_url, claim.record_id, optuna_trial_id, 0)
+
+    assert claims.reap_dead_workers(database_url, grace_seconds=60) >= 1
+
+    assert storage.get_trial(optuna_trial_id).state == TrialState.FAIL
+    with session_scope(database_url) as session:
+        record = session.get(TrialRecord, claim.record_id)
+        worker = session.get(Worker, worker_id)
+        assert record is not None and worker is not None
+        assert record.state == "fail"
+        assert record.error is not None and "heartbeat" in record.error
+        assert worker.status == "dead"
+    assert study_row(database_url, study_id).slots_used == 0
+
+
+def test_reaper_keeps_a_trial_that_finished_in_optuna(database_url: str) -> None:
+    """The worker told Optuna, then died before recording it: the slot stays used."""
+    study_id = new_study(database_url, 1)
+    worker_id = new_worker(database_url, heartbeat_age_s=120)
+    claim = claims.claim_slot(database_url, study_id, worker_id)
+    assert claim is not None
+    storage = get_storage(database_url)
+    optuna_trial_id = storage.create_new_trial(study_row(database_url, study_id).optuna_study_id)
+    claims.attach_trial(database_url, claim.record_id, optuna_trial_id, 0)
+    storage.set_trial_state_values(optuna_trial_id, TrialState.COMPLETE, [0.5])
+
+    claims.reap_worker(database_url, worker_id, "gone")
+
+    with session_scope(database_url) as session:
+        record = session.get(TrialRecord, claim.record_id)
+        assert record is not None and record.state == "complete"
+    row = study_row(database_url, study_id)
+    assert (row.slots_used, row.status) == (1, "completed")
+
+
+def test_live_workers_are_not_reaped(database_url: str) -> None:
+    worker_id = new_worker(database_url, heartbeat_age_s=0)
+    claims.reap_dead_workers(database_url, grace_seconds=60)
+    with session_scope(database_url) as session:
+        assert session.scalar(select(Worker.status).where(Worker.id == worker_id)) == "running"
+
+
+def test_deadline_completes_the_study(database_url: str) -> None:
+    study_id = new_study(database_url, 5, budget={"n_trials": 5, "timeout_seconds": 60})
+    with session_scope(database_url) as session:
+        session.execute(
+            update(Study)
+            .where(Study.id == study_id)
+            .values(deadline_at=utcnow() - timedelta(seconds=1))
+        )
+    claims.expire_deadlines(database_url)
+    assert study_row(database_url, study_id).status == "completed"
+    assert claims.claim_slot(database_url, study_id, None) is None
+
+
+@pytest.mark.parametrize("n_trials", [1, 4])
+def test_candidates_only_list_studies_with_budget(database_url: str, n_trials: int) -> None:
+    study_id = new_study(database_url, n_trials)
+    assert study_id in claims.candidate_studies(database_url)
+    for _ in range(n_trials):
+        assert claims.claim_slot(database_url, study_id, None) is not None
+    assert study_id not in claims.candidate_studies(database_url)
