@@ -301,12 +301,6 @@ def test_check_param_unknown_name() -> None:
     assert error is not None and "learning_rate" in error
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="BUG params.py ParamSpec.check: float(value)/math.isfinite(value) raise "
-    "OverflowError for ints beyond float range instead of returning an error message",
-)
 @pytest.mark.parametrize("name", ["batch_size", "lr"])
 def test_check_huge_int_returns_message_not_exception(name: str) -> None:
     error = check_param(name, 10**400)

@@ -93,13 +93,15 @@ def _tiny_linear() -> nn.Linear:
     return lin
 
 
-# Two steps with different known gradients: step 2 exercises the optimizer state
-# (momentum buffers, Adam's bias correction at t=2, accumulated squares).
+# Three steps with different known gradients: steps 2-3 exercise the optimizer state
+# (momentum buffers, Adam's bias correction at t>1, accumulated squares, and a step whose
+# second moments decrease, which would expose AMSGrad's running maximum).
 GRADS_W = [
     np.array([[0.1, -0.2, 0.3], [-0.4, 0.5, 0.05]]),
     np.array([[-0.3, 0.1, 0.2], [0.25, -0.15, 0.4]]),
+    np.array([[0.0, 0.01, -0.02], [0.0, 0.0, 0.03]]),  # small/zero: second moments shrink
 ]
-GRADS_B = [np.array([0.7, -0.2]), np.array([-0.1, 0.35])]
+GRADS_B = [np.array([0.7, -0.2]), np.array([-0.1, 0.35]), np.array([0.0, -0.01])]
 
 
 @pytest.mark.parametrize("lam", [0.0, LAM])
@@ -144,6 +146,7 @@ def test_optimizer_hyperparameters(name: str) -> None:
     if name in ("adam", "adamw"):
         assert weight_group["betas"] == (ADAM_B1, ADAM_B2)
         assert weight_group["eps"] == ADAM_EPS
+        assert not weight_group["amsgrad"]
     if name == "rmsprop":
         assert weight_group["alpha"] == RMS_ALPHA
         assert weight_group["eps"] == RMS_EPS

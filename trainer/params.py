@@ -37,10 +37,10 @@ class ParamSpec:
             return None
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"must be a number, got {value!r}"
-        if self.kind == "int" and not float(value).is_integer():
-            return f"must be an integer, got {value!r}"
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             return f"must be finite, got {value!r}"
+        if self.kind == "int" and isinstance(value, float) and not value.is_integer():
+            return f"must be an integer, got {value!r}"
         if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
             op = ">" if self.low_open else ">="
             return f"must be {op} {self.low:g}, got {value!r}"
