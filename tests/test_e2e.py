@@ -24,7 +24,6 @@ from tests.conftest import DIGITS_SPEC, free_port, tiny_spec
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
 FOUR_CURVES = ("train_loss", "val_loss", "train_accuracy", "val_accuracy")
 
 
@@ -108,10 +107,6 @@ def hpo_cli(svc: Service, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*hpo_command(), *args, "--url", svc.url], capture_output=True, text=True, timeout=60
     )
-
-
-def test_quickstart_yaml_is_the_issue_spec() -> None:
-    assert yaml.safe_load((ROOT / "examples" / "digits.yaml").read_text()) == DIGITS_SPEC
 
 
 def test_digits_study_end_to_end(service2: Service) -> None:

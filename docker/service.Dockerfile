@@ -1,0 +1,17 @@
+# The API service (and, optionally, CPU workers). Build from the repository root:
+#   docker build -f docker/service.Dockerfile -t hpo-service .
+FROM python:3.11-slim
+
+WORKDIR /app
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HPO_HOST=0.0.0.0 HPO_PORT=8000
+COPY pyproject.toml README.md alembic.ini ./
+COPY service service
+COPY trainer trainer
+COPY alembic alembic
+# Editable install: `hpo db upgrade` reads the migrations from /app/alembic.
+RUN pip install --no-cache-dir -e .
+
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --retries=5 \
+  CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/api/health')"
+CMD ["hpo", "serve", "--workers", "0"]
