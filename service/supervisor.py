@@ -29,6 +29,7 @@ log = logging.getLogger("hpo.serve")
 
 STOP_GRACE_S = 30.0  # how long workers get to stop after SIGTERM before SIGKILL
 RESTART_BACKOFF_MAX_S = 30.0
+HEALTHY_RUN_S = 60.0  # a worker that ran this long before dying restarts without back-off
 
 
 class LocalWorkers:
@@ -37,6 +38,7 @@ class LocalWorkers:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.failures: list[int] = []
         self.next_start: list[float] = []
+        self.started: list[float] = []
         self.stopping = threading.Event()
         self._thread = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
 
@@ -58,6 +60,7 @@ class LocalWorkers:
             self.procs.append(self._spawn())
             self.failures.append(0)
             self.next_start.append(0.0)
+            self.started.append(time.monotonic())
         self._thread.start()
 
     def _reap(self, pid: int, code: int) -> None:
@@ -89,12 +92,15 @@ class LocalWorkers:
                 if self.next_start[i] == 0.0:
                     log.warning("worker pid %d exited with code %s; restarting", proc.pid, code)
                     self._reap(proc.pid, code)
+                    if now - self.started[i] > HEALTHY_RUN_S:
+                        self.failures[i] = 0
                     self.failures[i] += 1
                     delay = min(2.0 ** (self.failures[i] - 1), RESTART_BACKOFF_MAX_S)
                     self.next_start[i] = now + delay
                 if now >= self.next_start[i]:
                     self.procs[i] = self._spawn()
                     self.next_start[i] = 0.0
+                    self.started[i] = now
 
     def stop(self) -> None:
         self.stopping.set()
