@@ -65,7 +65,7 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def _postgres_database(admin_url: str) -> Iterator[str]:
+def postgres_database(admin_url: str) -> Iterator[str]:
     """A fresh database on the server of `admin_url`, dropped afterwards."""
     import psycopg
 
@@ -109,7 +109,7 @@ def database_url(
         upgrade(url)
         yield url
     else:
-        for url in _postgres_database(os.environ[PG_ENV]):
+        for url in postgres_database(os.environ[PG_ENV]):
             upgrade(url)
             yield url
 

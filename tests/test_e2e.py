@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from service.db.engine import session_scope
 from service.db.models import Worker
-from tests.conftest import DIGITS_SPEC, free_port, tiny_spec
+from tests.conftest import DIGITS_SPEC, PG_ENV, backends, free_port, postgres_database, tiny_spec
 
 pytestmark = pytest.mark.slow
 
@@ -33,8 +33,8 @@ def hpo_command() -> list[str]:
 
 
 class Service:
-    def __init__(self, tmp: Path, workers: int) -> None:
-        self.db_url = f"sqlite:///{tmp / 'hpo.db'}"
+    def __init__(self, tmp: Path, workers: int, db_url: str | None = None) -> None:
+        self.db_url = db_url or f"sqlite:///{tmp / 'hpo.db'}"
         self.url = f"http://127.0.0.1:{free_port()}"
         self.log_path = tmp / "serve.log"
         self._log = self.log_path.open("wb")
@@ -162,20 +162,36 @@ def test_cli_submit_and_bad_spec(service2: Service, tmp_path: Path) -> None:
     assert "cli-bad" not in names
 
 
-def test_four_workers_forty_trials_ten_enqueued(tmp_path: Path) -> None:
-    svc = Service(tmp_path, workers=4)
+@pytest.fixture(params=backends())
+def e2e_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database; `hpo serve` migrates it itself."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'hpo.db'}"
+    else:
+        yield from postgres_database(os.environ[PG_ENV])
+
+
+def test_four_workers_forty_trials_ten_enqueued(tmp_path: Path, e2e_database_url: str) -> None:
+    svc = Service(tmp_path, workers=4, db_url=e2e_database_url)
     try:
         spec = tiny_spec("concurrency", n_trials=40)
         enqueued = [{"lr": round(0.001 * (i + 1), 4), "batch_size": 16} for i in range(10)]
         spec["enqueue"] = enqueued
         study_id = svc.client.post("/api/studies", json=spec).json()["id"]
+        # A second study shares the same workers at the same time.
+        other_id = svc.client.post("/api/studies", json=tiny_spec("beside", n_trials=5)).json()[
+            "id"
+        ]
 
         study = svc.wait_finished(study_id)
+        other = svc.wait_finished(other_id)
 
         trials = svc.trials(study_id)
         assert study["status"] == "completed"
         assert len([t for t in trials if t["state"] in ("complete", "pruned")]) == 40
         assert [t for t in trials if t["state"] == "fail"] == []
+        assert other["status"] == "completed"
+        assert other["counts"]["complete"] + other["counts"]["pruned"] == 5
         for config in enqueued:
             assert sum(1 for t in trials if t["params"] == config) == 1, config
         # No worker crashed: the same four processes ran from start to end.
