@@ -42,6 +42,18 @@ def new_worker(url: str, heartbeat_age_s: float = 0.0) -> int:
         return w.id
 
 
+def running_trial_of_silent_worker(url: str) -> tuple[int, int, claims.Claim, int]:
+    """A 1-trial study whose only trial runs on a worker silent for two minutes."""
+    study_id = new_study(url, 1)
+    worker_id = new_worker(url, heartbeat_age_s=120)
+    claim = claims.claim_slot(url, study_id, worker_id)
+    assert claim is not None
+    optuna_study_id = study_row(url, study_id).optuna_study_id
+    optuna_trial_id = get_storage(url).create_new_trial(optuna_study_id)
+    claims.attach_trial(url, claim.record_id, optuna_trial_id, 0)
+    return study_id, worker_id, claim, optuna_trial_id
+
+
 def test_claims_stop_at_the_budget(database_url: str) -> None:
     study_id = new_study(database_url, 3)
     got = [claims.claim_slot(database_url, study_id, None) for _ in range(5)]
@@ -121,13 +133,8 @@ def test_enqueued_configs_are_claimed_in_order_once(database_url: str) -> None:
 
 
 def test_dead_worker_trial_is_failed_and_its_slot_returned(database_url: str) -> None:
-    study_id = new_study(database_url, 1)
-    worker_id = new_worker(database_url, heartbeat_age_s=120)
-    claim = claims.claim_slot(database_url, study_id, worker_id)
-    assert claim is not None
+    study_id, worker_id, claim, optuna_trial_id = running_trial_of_silent_worker(database_url)
     storage = get_storage(database_url)
-    optuna_trial_id = storage.create_new_trial(study_row(database_url, study_id).optuna_study_id)
-    claims.attach_trial(database_url, claim.record_id, optuna_trial_id, 0)
 
     assert claims.reap_dead_workers(database_url, grace_seconds=60) >= 1
 
@@ -144,13 +151,8 @@ def test_dead_worker_trial_is_failed_and_its_slot_returned(database_url: str) ->
 
 def test_reaper_keeps_a_trial_that_finished_in_optuna(database_url: str) -> None:
     """The worker told Optuna, then died before recording it: the slot stays used."""
-    study_id = new_study(database_url, 1)
-    worker_id = new_worker(database_url, heartbeat_age_s=120)
-    claim = claims.claim_slot(database_url, study_id, worker_id)
-    assert claim is not None
+    study_id, worker_id, claim, optuna_trial_id = running_trial_of_silent_worker(database_url)
     storage = get_storage(database_url)
-    optuna_trial_id = storage.create_new_trial(study_row(database_url, study_id).optuna_study_id)
-    claims.attach_trial(database_url, claim.record_id, optuna_trial_id, 0)
     storage.set_trial_state_values(optuna_trial_id, TrialState.COMPLETE, [0.5])
 
     claims.reap_worker(database_url, worker_id, "gone")

@@ -23,27 +23,26 @@ router = APIRouter(prefix="/api/studies", tags=["studies"])
 
 
 def _check_caps(spec: StudySpec, settings: SettingsDep) -> None:
-    errors = []
-    if spec.budget.n_trials > settings.max_trials:
-        errors.append(
-            {
-                "type": "less_than_equal",
-                "loc": ("body", "budget", "n_trials"),
-                "msg": f"n_trials must be <= {settings.max_trials} on this service "
-                f"(HPO_MAX_TRIALS), got {spec.budget.n_trials}",
-                "input": spec.budget.n_trials,
-            }
-        )
-    if spec.objective.max_epochs > settings.max_epochs:
-        errors.append(
-            {
-                "type": "less_than_equal",
-                "loc": ("body", "objective", "max_epochs"),
-                "msg": f"max_epochs must be <= {settings.max_epochs} on this service "
-                f"(HPO_MAX_EPOCHS), got {spec.objective.max_epochs}",
-                "input": spec.objective.max_epochs,
-            }
-        )
+    """The service's own limits, reported like any other validation error."""
+    caps = (
+        (("budget", "n_trials"), spec.budget.n_trials, settings.max_trials, "HPO_MAX_TRIALS"),
+        (
+            ("objective", "max_epochs"),
+            spec.objective.max_epochs,
+            settings.max_epochs,
+            "HPO_MAX_EPOCHS",
+        ),
+    )
+    errors = [
+        {
+            "type": "less_than_equal",
+            "loc": ("body", *loc),
+            "msg": f"{loc[-1]} must be <= {cap} on this service ({env}), got {value}",
+            "input": value,
+        }
+        for loc, value, cap, env in caps
+        if value > cap
+    ]
     if errors:
         raise RequestValidationError(errors)
 
