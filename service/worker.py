@@ -104,7 +104,8 @@ class WorkerProcess:
     def _heartbeat_loop(self) -> None:
         while not self.stopping.wait(self.settings.heartbeat_seconds):
             try:
-                self._set_worker(heartbeat_at=utcnow())
+                # status too: a worker declared dead during a long outage is alive again.
+                self._set_worker(heartbeat_at=utcnow(), status="running")
             except SQLAlchemyError as e:  # the database is down: try again next beat
                 log.warning("heartbeat failed: %s", e.__class__.__name__)
 
@@ -133,9 +134,9 @@ class WorkerProcess:
         ran = 0
         backoff = self.settings.worker_poll_seconds
         while not self.stopping.is_set() and (max_trials is None or ran < max_trials):
-            if until_idle and not self._has_work():
-                break
             try:
+                if until_idle and not self._has_work():
+                    break
                 claim = self._next_claim()
                 backoff = self.settings.worker_poll_seconds
             except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
@@ -156,7 +157,11 @@ class WorkerProcess:
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
             ran += 1
         self.stopping.set()
-        self._set_worker(status="stopped", current_trial_id=None, heartbeat_at=utcnow())
+        beat.join()
+        try:
+            self._set_worker(status="stopped", current_trial_id=None, heartbeat_at=utcnow())
+        except SQLAlchemyError as e:  # peers will mark it dead after the grace period
+            log.warning("could not record the stop: %s", e.__class__.__name__)
         log.info("worker %s stopped", self.worker_id)
         return 0
 
@@ -205,19 +210,20 @@ class WorkerProcess:
         return study.ask()
 
     def run_trial(self, claim: Claim) -> None:
-        storage = get_storage(self.url)
-        row = get_study_row(self.url, claim.study_id)
-        spec = StudySpec.model_validate(row.spec)
-        study = optuna.load_study(
-            study_name=f"hpo:{spec.name}",
-            storage=storage,
-            sampler=build_sampler(spec, claim.claim_index),
-            pruner=build_pruner(spec.pruner, spec.objective.max_epochs),
-        )
         try:
+            row = get_study_row(self.url, claim.study_id)
+            spec = StudySpec.model_validate(row.spec)
+            study = optuna.load_study(
+                study_name=f"hpo:{spec.name}",
+                storage=get_storage(self.url),
+                sampler=build_sampler(spec, claim.claim_index),
+                pruner=build_pruner(spec.pruner, spec.objective.max_epochs),
+            )
             trial = self._start_trial(claim, spec, study)
+        except (SQLAlchemyError, optuna.exceptions.StorageInternalError):
+            raise  # the run loop backs off; the claim is failed once the database is back
         except Exception as e:
-            log.exception("could not create a trial for study %s", claim.study_id)
+            log.exception("could not start a trial for study %s", claim.study_id)
             finish_record(self.url, claim.record_id, "fail", error=f"{type(e).__name__}: {e}")
             return
         trial_id = trial._trial_id
