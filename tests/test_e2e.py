@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from service.db.engine import session_scope
 from service.db.models import Worker
+from service.studies import get_study, get_study_row
 from tests.conftest import DIGITS_SPEC, PG_ENV, backends, free_port, postgres_database, tiny_spec
 
 pytestmark = pytest.mark.slow
@@ -238,3 +239,28 @@ def test_killed_worker_is_restarted_and_its_trial_replaced(tmp_path: Path) -> No
         assert list(statuses.values()).count("running") == 1  # the replacement
     finally:
         assert svc.stop() == 0, svc.log()
+
+
+def test_sigterm_stops_cleanly_and_leaves_no_trial_running(tmp_path: Path) -> None:
+    svc = Service(tmp_path, workers=1)
+    spec = copy.deepcopy(DIGITS_SPEC)
+    spec.update(name="sigterm", pruner={"name": "none"}, budget={"n_trials": 3})
+    spec["objective"]["max_epochs"] = 200
+    study_id = svc.client.post("/api/studies", json=spec).json()["id"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if svc.client.get(f"/api/studies/{study_id}").json()["counts"]["running"]:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError(svc.log())
+
+    assert svc.stop() == 0, svc.log()
+
+    study = get_study(svc.db_url, study_id)
+    assert study.counts.running == 0
+    assert study.counts.fail == 1
+    # The interrupted trial gave its slot back: a later worker will run a replacement.
+    assert get_study_row(svc.db_url, study_id).slots_used == study.counts.complete
+    with session_scope(svc.db_url) as session:
+        assert set(session.scalars(select(Worker.status)).all()) == {"stopped"}
