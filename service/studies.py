@@ -8,7 +8,7 @@ from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from service.db.engine import session_scope
@@ -35,7 +35,6 @@ class StudyNotFound(Exception):
 
 
 ACTIVE = "running"
-FINAL_STATUSES = ("completed", "stopped", "failed")
 
 
 def optuna_direction(spec: StudySpec) -> optuna.study.StudyDirection:
@@ -100,12 +99,7 @@ def get_study_row(url: str, study_id: int) -> Study:
         return study
 
 
-def find_study_id(url: str, name: str) -> int | None:
-    with session_scope(url) as session:
-        return session.scalar(select(Study.id).where(Study.name == name))
-
-
-def trial_errors(url: str, study_id: int) -> dict[int, TrialRecord]:
+def trial_records(url: str, study_id: int) -> dict[int, TrialRecord]:
     """Service-side records of a study's trials, by Optuna trial id."""
     with session_scope(url) as session:
         rows = session.scalars(
@@ -150,7 +144,7 @@ def best_of(
 def summarize(url: str, study: Study) -> tuple[StudySummary, BestTrial | None]:
     trials = get_storage(url).get_all_trials(study.optuna_study_id, deepcopy=False)
     direction = str(study.spec["objective"]["direction"])
-    best = best_of(trials, direction, trial_errors(url, study.id), study.spec.get("fixed", {}))
+    best = best_of(trials, direction, trial_records(url, study.id), study.spec.get("fixed", {}))
     summary = StudySummary(
         id=study.id,
         name=study.name,
@@ -195,22 +189,3 @@ def stop_study(url: str, study_id: int) -> StudySummary:
         if result.rowcount == 0 and session.get(Study, study_id) is None:  # type: ignore[attr-defined]
             raise StudyNotFound(study_id)
     return summarize(url, get_study_row(url, study_id))[0]
-
-
-def finished_count(url: str, study_id: int) -> int:
-    with session_scope(url) as session:
-        return int(
-            session.scalar(
-                select(func.count())
-                .select_from(TrialRecord)
-                .where(
-                    TrialRecord.study_id == study_id,
-                    TrialRecord.state.in_(("complete", "pruned")),
-                )
-            )
-            or 0
-        )
-
-
-def spec_of(study: Study) -> StudySpec:
-    return StudySpec.model_validate(study.spec)

@@ -9,7 +9,7 @@ from service.db.engine import session_scope
 from service.db.models import CurvePoint, TrialRecord
 from service.optuna_storage import get_storage
 from service.schemas import TrialDetail, TrialPage, TrialSummary
-from service.studies import get_study_row, trial_errors
+from service.studies import get_study_row, trial_records
 
 
 class TrialNotFound(Exception):
@@ -43,7 +43,7 @@ def list_trials(
     if state is not None:
         trials = [t for t in trials if t.state.name.lower() == state]
     trials = sorted(trials, key=lambda t: t.number)
-    records = trial_errors(url, study_id)
+    records = trial_records(url, study_id)
     page = trials[offset : offset + limit]
     return TrialPage(
         total=len(trials),
