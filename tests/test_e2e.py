@@ -212,7 +212,7 @@ def test_killed_worker_is_restarted_and_its_trial_replaced(tmp_path: Path) -> No
     try:
         spec = copy.deepcopy(DIGITS_SPEC)
         spec.update(name="kill-9", pruner={"name": "none"}, budget={"n_trials": 2})
-        spec["objective"]["max_epochs"] = 40
+        spec["objective"]["max_epochs"] = 80  # long enough that the kill lands mid-trial
         study_id = svc.client.post("/api/studies", json=spec).json()["id"]
         deadline = time.monotonic() + 60
         victim = None
