@@ -114,6 +114,15 @@ def database_url(
             yield url
 
 
+@pytest.fixture(params=backends())
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database nobody has migrated yet, one per test."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fresh.db'}"
+    else:
+        yield from postgres_database(os.environ[PG_ENV])
+
+
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     return Settings(

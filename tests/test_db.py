@@ -3,30 +3,17 @@ backends, and our migration downgrades cleanly."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
-import pytest
 from sqlalchemy import create_engine, inspect, text
 
 from alembic import command
 from service.db.migrate import alembic_config, upgrade
-from tests.conftest import PG_ENV, backends, postgres_database
 
 OURS = {"hpo_studies", "hpo_trials", "hpo_curve_points", "hpo_workers", "hpo_enqueued"}
 OPTUNAS = {"studies", "trials", "trial_params", "trial_values", "version_info"}
-
-
-@pytest.fixture(params=backends())
-def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fresh.db'}"
-    else:
-        yield from postgres_database(os.environ[PG_ENV])
 
 
 def tables(url: str) -> set[str]:

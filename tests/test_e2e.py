@@ -21,7 +21,7 @@ from sqlalchemy import select
 from service.db.engine import session_scope
 from service.db.models import Worker
 from service.studies import get_study, get_study_row
-from tests.conftest import DIGITS_SPEC, PG_ENV, backends, free_port, postgres_database, tiny_spec
+from tests.conftest import DIGITS_SPEC, free_port, tiny_spec
 
 pytestmark = pytest.mark.slow
 
@@ -163,17 +163,8 @@ def test_cli_submit_and_bad_spec(service2: Service, tmp_path: Path) -> None:
     assert "cli-bad" not in names
 
 
-@pytest.fixture(params=backends())
-def e2e_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database; `hpo serve` migrates it itself."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'hpo.db'}"
-    else:
-        yield from postgres_database(os.environ[PG_ENV])
-
-
-def test_four_workers_forty_trials_ten_enqueued(tmp_path: Path, e2e_database_url: str) -> None:
-    svc = Service(tmp_path, workers=4, db_url=e2e_database_url)
+def test_four_workers_forty_trials_ten_enqueued(tmp_path: Path, empty_database_url: str) -> None:
+    svc = Service(tmp_path, workers=4, db_url=empty_database_url)
     try:
         spec = tiny_spec("concurrency", n_trials=40)
         enqueued = [{"lr": round(0.001 * (i + 1), 4), "batch_size": 16} for i in range(10)]
