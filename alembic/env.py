@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from alembic import context
+
 from service.db.engine import get_engine
 from service.db.models import Base
 

@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import httpx
+from alembic import command
 from sqlalchemy import create_engine, inspect, text
 
-from alembic import command
 from service.db.migrate import alembic_config, upgrade
 
 OURS = {"hpo_studies", "hpo_trials", "hpo_curve_points", "hpo_workers", "hpo_enqueued"}

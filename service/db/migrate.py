@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from alembic import command
 from alembic.config import Config
 
-from alembic import command
 from service.db.engine import ensure_sqlite_dir
 from service.optuna_storage import get_storage
 
