@@ -115,7 +115,13 @@ def attach_trial(url: str, record_id: int, optuna_trial_id: int, number: int) ->
         session.execute(
             update(TrialRecord)
             .where(TrialRecord.id == record_id)
-            .values(optuna_trial_id=optuna_trial_id, number=number, state="running")
+            .values(optuna_trial_id=optuna_trial_id, number=number)
+        )
+        # A record the reaper already finished keeps its final state.
+        session.execute(
+            update(TrialRecord)
+            .where(TrialRecord.id == record_id, TrialRecord.finished_at.is_(None))
+            .values(state="running")
         )
 
 
