@@ -78,6 +78,9 @@ class WorkerProcess:
         self.worker_id: int | None = None
         self._data: dict[str, TensorData] = {}
         self._last_reap = 0.0
+        # Set when a trial's end could not be recorded; its record is failed once the
+        # database is back.
+        self._lost_trial = False
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -152,6 +155,7 @@ class WorkerProcess:
             except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
                 # The trial's end could not be recorded; _next_claim fails it once the
                 # database is back, which gives its slot back.
+                self._lost_trial = True
                 log.warning("database unavailable during a trial (%s)", e)
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
@@ -170,7 +174,9 @@ class WorkerProcess:
 
     def _next_claim(self) -> Claim | None:
         assert self.worker_id is not None
-        fail_orphans(self.url, self.worker_id, "the worker lost the database during the trial")
+        if self._lost_trial:
+            fail_orphans(self.url, self.worker_id, "the worker lost the database during the trial")
+            self._lost_trial = False
         if time.monotonic() - self._last_reap > REAP_EVERY_S:
             self._last_reap = time.monotonic()
             reap_dead_workers(self.url, self.settings.worker_grace_seconds)
