@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from trainer.params import PARAMS, ParamValue, check_param
@@ -32,7 +32,7 @@ class TrainConfig:
             raise ValueError("; ".join(errors))
         values: dict[str, Any] = {name: spec.default for name, spec in PARAMS.items()}
         values.update(params)
-        for f in fields(cls):
-            if f.name in values and PARAMS.get(f.name) is not None and PARAMS[f.name].kind == "int":
-                values[f.name] = int(values[f.name])
+        for name, spec in PARAMS.items():
+            if spec.kind == "int":
+                values[name] = int(values[name])  # 64.0 from JSON -> 64
         return cls(**values, max_epochs=max_epochs, seed=seed)
