@@ -19,7 +19,7 @@ from trainer import loop
 from trainer.config import TrainConfig
 from trainer.data import TensorData, load_dataset
 from trainer.loop import CURVE_METRICS, DivergedError, EpochMetrics, evaluate, fit
-from trainer.model import build_activation, build_mlp
+from trainer.model import TrainerModel, build_activation, build_mlp, build_model, weight_layers
 from trainer.optim import build_optimizer
 from trainer.params import OPTIMIZERS
 
@@ -162,7 +162,7 @@ def test_unknown_optimizer_raises() -> None:
         build_optimizer(cfg, _tiny_linear())
 
 
-def _mlp64(seed: int = 0) -> nn.Sequential:
+def _mlp64(seed: int = 0) -> TrainerModel:
     torch.manual_seed(seed)
     cfg = TrainConfig(hidden_layers=1, hidden_units=5, activation="tanh")
     return build_mlp(cfg, 4, 3).double()
@@ -212,7 +212,7 @@ def test_adamw_decay_is_decoupled_not_l2() -> None:
             opt.zero_grad()
             F.cross_entropy(model(x), y).backward()
             opt.step()
-    w_adamw, w_l2 = adamw[0].weight.detach(), adam_l2[0].weight.detach()
+    w_adamw, w_l2 = adamw.head.weight.detach(), adam_l2.head.weight.detach()
     assert not torch.allclose(w_adamw, w_l2, rtol=1e-6, atol=1e-8)
 
 
@@ -232,6 +232,18 @@ def test_sgd_biases_get_no_decay_even_with_zero_gradient() -> None:
 # --------------------------------------------------------------------------------------
 
 
+def _flat(model: TrainerModel) -> list[nn.Module]:
+    """The model's layers in forward order: each block's children, then the head."""
+    layers = [m for block in model.blocks for m in block.children()] + [model.head]
+    return [m for m in layers if not isinstance(m, nn.Flatten)]
+
+
+def test_build_model_flattens_shaped_inputs() -> None:
+    model = build_model(TrainConfig(hidden_layers=1, hidden_units=3), (1, 8, 8), 10)
+    assert weight_layers(model)[0].in_features == 64
+    assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+
+
 @pytest.mark.parametrize(
     ("hidden_layers", "dropout", "expected_types"),
     [
@@ -248,14 +260,17 @@ def test_build_mlp_structure(
 ) -> None:
     cfg = TrainConfig(hidden_layers=hidden_layers, hidden_units=7, dropout=dropout)
     model = build_mlp(cfg, n_features=5, n_outputs=4)
-    assert [type(m) for m in model] == expected_types
-    linears = [m for m in model if isinstance(m, nn.Linear)]
+    flat = _flat(model)
+    assert [type(m) for m in flat] == expected_types
+    assert len(model.blocks) == hidden_layers
+    linears = [m for m in flat if isinstance(m, nn.Linear)]
+    assert weight_layers(model) == linears
     assert len(linears) == hidden_layers + 1
     widths = [5] + [7] * hidden_layers + [4]
     for lin, (fan_in, fan_out) in zip(linears, itertools.pairwise(widths), strict=True):
         assert (lin.in_features, lin.out_features) == (fan_in, fan_out)
         assert lin.weight.shape == (fan_out, fan_in) and lin.bias.shape == (fan_out,)
-    for m in model:
+    for m in flat:
         if isinstance(m, nn.Dropout):
             assert m.p == dropout
     out = model(torch.zeros(2, 5))
@@ -274,7 +289,7 @@ def test_build_mlp_structure(
 )
 def test_build_mlp_uses_chosen_activation(name: str, cls: type[nn.Module]) -> None:
     model = build_mlp(TrainConfig(hidden_layers=2, hidden_units=3, activation=name), 2, 2)
-    acts = [m for m in model if not isinstance(m, nn.Linear | nn.Dropout)]
+    acts = [m for m in _flat(model) if not isinstance(m, nn.Linear | nn.Dropout)]
     assert len(acts) == 2
     assert all(type(a) is cls for a in acts)
 
@@ -301,7 +316,7 @@ def test_inverted_dropout_scales_survivors_in_train_mode(p: float) -> None:
     torch.manual_seed(0)
     cfg = TrainConfig(hidden_layers=1, hidden_units=2000, dropout=p, activation="sigmoid")
     model = build_mlp(cfg, 6, 3).double()
-    dropout = model[2]
+    dropout = _flat(model)[2]
     assert isinstance(dropout, nn.Dropout)
     seen: dict[str, torch.Tensor] = {}
 
@@ -318,14 +333,14 @@ def test_inverted_dropout_scales_survivors_in_train_mode(p: float) -> None:
     torch.testing.assert_close(d[kept], h[kept] / (1 - p), rtol=1e-14, atol=0)
     drop_rate = 1 - kept.double().mean().item()
     assert abs(drop_rate - p) < 0.02  # 16000 Bernoulli draws
-    torch.testing.assert_close(out, model[3](d), rtol=1e-14, atol=0)
+    torch.testing.assert_close(out, model.head(d), rtol=1e-14, atol=0)
 
 
 def test_dropout_is_identity_in_eval_mode() -> None:
     torch.manual_seed(0)
     cfg = TrainConfig(hidden_layers=2, hidden_units=32, dropout=0.5, activation="elu")
     model = build_mlp(cfg, 6, 3).double()
-    no_dropout = nn.Sequential(*[m for m in model if not isinstance(m, nn.Dropout)])
+    no_dropout = nn.Sequential(*[m for m in _flat(model) if not isinstance(m, nn.Dropout)])
     x = torch.randn(10, 6, dtype=torch.float64)
     model.eval()
     first, second = model(x), model(x)
@@ -537,3 +552,26 @@ def test_fit_reports_train_metrics_in_eval_mode(moons: TensorData) -> None:
     want = evaluate(result.model, moons.x_train, moons.y_train)
     assert result.curves["train_loss"][-1] == pytest.approx(want[0], rel=1e-6)
     assert result.curves["train_accuracy"][-1] == pytest.approx(want[1])
+
+
+def test_prepare_model_runs_before_the_optimizer_and_frozen_layers_stay_put(
+    moons: TensorData,
+) -> None:
+    """Transfer learning's hook: frozen blocks keep their weights, the head trains."""
+    seen: dict[str, list[torch.Tensor]] = {}
+
+    def freeze_blocks(model: TrainerModel) -> None:
+        for p in model.blocks.parameters():
+            p.requires_grad_(False)
+        seen["before"] = [p.detach().clone() for p in model.blocks.parameters()]
+        seen["head"] = [p.detach().clone() for p in model.head.parameters()]
+
+    result = fit(_small_cfg(max_epochs=2), moons, prepare_model=freeze_blocks)
+    after = [p.detach() for p in result.model.blocks.parameters()]
+    assert len(after) == len(seen["before"]) > 0
+    for b, a in zip(seen["before"], after, strict=True):
+        assert torch.equal(b, a)
+    assert any(
+        not torch.equal(b, a.detach())
+        for b, a in zip(seen["head"], result.model.head.parameters(), strict=True)
+    )

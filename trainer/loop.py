@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from trainer.config import TrainConfig
 from trainer.data import TensorData
-from trainer.model import build_mlp
+from trainer.model import TrainerModel, build_model
 from trainer.optim import build_optimizer
 
 CURVE_METRICS = (
@@ -44,7 +44,7 @@ class EpochMetrics:
 
 @dataclass
 class FitResult:
-    model: nn.Module
+    model: TrainerModel
     curves: dict[str, list[float]] = field(default_factory=dict)
     epochs_run: int = 0
     stopped_by_callback: bool = False
@@ -52,6 +52,8 @@ class FitResult:
 
 # The callback returns True to stop training (e.g. because the trial was pruned).
 EpochCallback = Callable[[EpochMetrics], bool | None]
+# Called with the freshly built model before the optimizer is made: load weights, freeze.
+PrepareModel = Callable[[TrainerModel], None]
 
 
 @torch.inference_mode()
@@ -99,11 +101,20 @@ def fit(
     config: TrainConfig,
     data: TensorData,
     on_epoch: EpochCallback | None = None,
+    *,
+    prepare_model: PrepareModel | None = None,
 ) -> FitResult:
-    """Train an MLP per `config` on `data`; call `on_epoch` after every epoch."""
+    """Train a model per `config` on `data`; call `on_epoch` after every epoch.
+
+    `prepare_model(model)` runs after the model is built and before the optimizer is made;
+    the optimizer only gets the parameters that still require gradients.
+    """
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    model = build_mlp(config, data.n_features, data.n_classes).to(data.x_train.device)
+    model = build_model(config, tuple(data.x_train.shape[1:]), data.n_classes)
+    model = model.to(data.x_train.device)
+    if prepare_model is not None:
+        prepare_model(model)
     optimizer = build_optimizer(config, model)
     result = FitResult(model=model, curves={m: [] for m in CURVE_METRICS})
 
