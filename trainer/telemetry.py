@@ -33,10 +33,16 @@ def _activation(block: nn.Module) -> nn.Module | None:
     return None
 
 
+def _weight(layer: nn.Module) -> torch.Tensor:
+    w = layer.weight
+    if not isinstance(w, torch.Tensor):
+        raise TypeError(f"{type(layer).__name__} has no weight tensor")
+    return w
+
+
 class GradientTelemetry:
     def __init__(self, model: TrainerModel) -> None:
-        self.weights = [layer.weight for layer in weight_layers(model)]
-        assert all(isinstance(w, torch.Tensor) for w in self.weights)
+        self.weights = [_weight(layer) for layer in weight_layers(model)]
         self._trained = [i for i, w in enumerate(self.weights) if w.requires_grad]
         self._trained_weights = [self.weights[i] for i in self._trained]
         w0 = self.weights[0]
