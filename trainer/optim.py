@@ -56,6 +56,17 @@ def _decoupled_decay(
                 torch._foreach_mul_(params, 1.0 - group["lr"] * lam)
 
 
+def _can_fuse(model: nn.Module) -> bool | None:
+    """PyTorch's fused kernels (one kernel for all parameters: about half the step time of
+    the per-parameter loop for small models) exist for SGD and Adam(W) on CPU and CUDA."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    ok = bool(params) and all(
+        p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float64)
+        for p in params
+    )
+    return True if ok else None
+
+
 def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     """Build the optimizer named by `config.optimizer` with its own hyperparameters."""
     lam = config.weight_decay
@@ -72,20 +83,21 @@ def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimi
         groups = param_groups(model, 0.0)
         groups[0]["decoupled_decay"] = lam
     betas = (config.beta1, config.beta2)
+    fused = _can_fuse(model)
     opt: torch.optim.Optimizer
     if name == "sgd":
-        opt = torch.optim.SGD(groups, lr=lr)
+        opt = torch.optim.SGD(groups, lr=lr, fused=fused)
     elif name == "momentum":
         # v <- βv + g; θ <- θ - ηv  (PyTorch's form of heavy-ball momentum)
-        opt = torch.optim.SGD(groups, lr=lr, momentum=config.momentum)
+        opt = torch.optim.SGD(groups, lr=lr, momentum=config.momentum, fused=fused)
     elif name == "nesterov":
-        opt = torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=True)
-    elif name == "adam" and decoupled:
-        opt = torch.optim.AdamW(groups, lr=lr, betas=betas, eps=config.eps)
+        opt = torch.optim.SGD(
+            groups, lr=lr, momentum=config.momentum, nesterov=True, fused=fused
+        )
+    elif name == "adamw" or (name == "adam" and decoupled):
+        opt = torch.optim.AdamW(groups, lr=lr, betas=betas, eps=config.eps, fused=fused)
     elif name == "adam":
-        opt = torch.optim.Adam(groups, lr=lr, betas=betas, eps=config.eps)
-    elif name == "adamw":
-        opt = torch.optim.AdamW(groups, lr=lr, betas=betas, eps=config.eps)
+        opt = torch.optim.Adam(groups, lr=lr, betas=betas, eps=config.eps, fused=fused)
     elif name == "nadam":
         opt = torch.optim.NAdam(
             groups, lr=lr, betas=betas, eps=config.eps, decoupled_weight_decay=decoupled
