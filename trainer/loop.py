@@ -185,13 +185,15 @@ def fit(
         for name, value in values.items():
             result.curves.setdefault(name, []).append(value)
         result.epochs_run = result.best_epoch = epoch
+        metric = values[config.monitor]
+        no_progress = stopper is not None and stopper.update(epoch, metric, model)
         if on_epoch is not None and on_epoch(EpochMetrics(epoch=epoch, values=values)):
             result.stopped_by_callback = True
             break
-        schedule.step(values[config.monitor])
-        if stopper is not None and stopper.update(epoch, values[config.monitor], model):
+        if no_progress:
             result.stopped_early = True
             break
+        schedule.step(metric)
     if stopper is not None and stopper.best_epoch:
         stopper.restore(model)
         result.best_epoch = stopper.best_epoch
