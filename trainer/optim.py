@@ -91,9 +91,7 @@ def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimi
         # v <- βv + g; θ <- θ - ηv  (PyTorch's form of heavy-ball momentum)
         opt = torch.optim.SGD(groups, lr=lr, momentum=config.momentum, fused=fused)
     elif name == "nesterov":
-        opt = torch.optim.SGD(
-            groups, lr=lr, momentum=config.momentum, nesterov=True, fused=fused
-        )
+        opt = torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=True, fused=fused)
     elif name == "adamw" or (name == "adam" and decoupled):
         opt = torch.optim.AdamW(groups, lr=lr, betas=betas, eps=config.eps, fused=fused)
     elif name == "adam":
