@@ -259,11 +259,11 @@ class WorkerProcess:
         self, trial: optuna.Trial, spec: StudySpec
     ) -> tuple[TrialState, float | None, float | None]:
         params = suggest_params(trial, spec)
+        metric = spec.objective.metric
         config = TrainConfig.from_params(
-            params, max_epochs=spec.objective.max_epochs, seed=trial.number
+            params, max_epochs=spec.objective.max_epochs, seed=trial.number, monitor=metric
         )
         data = self.data_for(spec.dataset)
-        metric = spec.objective.metric
         trial_id = trial._trial_id
 
         def on_epoch(m: EpochMetrics) -> bool:
@@ -287,4 +287,5 @@ class WorkerProcess:
             test_acc = evaluate(result.model, data.x_test, data.y_test)[1]
         if result.stopped_by_callback:
             return TrialState.PRUNED, None, test_acc
-        return TrialState.COMPLETE, result.curves[metric][-1], test_acc
+        # Under early stopping the model (and so the value) is the best epoch's.
+        return TrialState.COMPLETE, result.value(metric), test_acc

@@ -101,6 +101,16 @@ BAD_SPECS: list[tuple[str, Mutation, str]] = [
         _set("sampler", {"name": "grid"}),
         "grid",
     ),
+    ("unknown lr_schedule", _set("fixed.lr_schedule", "cosine"), "lr_schedule"),
+    ("unknown grad_clip", _set("fixed.grad_clip", "adaptive"), "grad_clip"),
+    (
+        "clip threshold 0",
+        _set("space.grad_clip_threshold", {"type": "float", "low": 0.0, "high": 1.0}),
+        "grad_clip_threshold",
+    ),
+    ("beta2 = 1", _set("fixed.beta2", 1.0), "beta2"),
+    ("negative patience", _set("fixed.early_stopping_patience", -1), "early_stopping_patience"),
+    ("unknown decay mode", _set("fixed.weight_decay_mode", "adamw"), "weight_decay_mode"),
 ]
 
 

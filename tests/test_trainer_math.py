@@ -26,16 +26,28 @@ from trainer.params import OPTIMIZERS
 LR = 0.1
 BETA = 0.9  # momentum / nesterov β
 LAM = 0.05  # L2 strength λ (cost + λ·ΣW²)
-ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8
-RMS_ALPHA, RMS_EPS = 0.99, 1e-8
-ADAGRAD_EPS = 1e-10
+# Non-default optimizer hyperparameters, so the formulas also check that they are wired.
+ADAM_B1, ADAM_B2, EPS = 0.85, 0.995, 1e-7
+NADAM_PSI = 0.004  # PyTorch's momentum_decay
+RMS_ALPHA, RMS_MOM = 0.95, 0.3
+RHO, ADADELTA_EPS = 0.85, 1e-6
+HYPER = {
+    "momentum": BETA,
+    "beta1": ADAM_B1,
+    "beta2": ADAM_B2,
+    "eps": EPS,
+    "rmsprop_alpha": RMS_ALPHA,
+    "rmsprop_momentum": RMS_MOM,
+    "adadelta_rho": RHO,
+}
 
 Array = np.ndarray
 
 
 # --------------------------------------------------------------------------------------
 # Hand-written reference updates (float64 numpy). `c` is the coefficient added to the
-# gradient for coupled L2 (2λ for weights, 0 for biases); `decoupled` is AdamW's λ.
+# gradient for coupled L2 (2λ for weights, 0 for biases); `decoupled` is the λ of
+# θ <- θ - η·λ·θ applied before the step.
 # --------------------------------------------------------------------------------------
 
 
@@ -49,13 +61,16 @@ class _Ref:
         self.decoupled = decoupled
         self.t = 0
         self.v = np.zeros_like(theta)  # momentum buffer / Adam's 2nd moment / RMS s
-        self.m = np.zeros_like(theta)  # Adam's 1st moment
+        self.m = np.zeros_like(theta)  # Adam's 1st moment / RMSprop's momentum buffer
+        self.u = np.zeros_like(theta)  # AdaDelta's running average of squared updates
         self.sum_sq = np.zeros_like(theta)  # AdaGrad Σg²
+        self.mu_product = 1.0  # NAdam Πμ_i
 
     def step(self, g: Array) -> None:
         self.t += 1
-        th = self.theta
-        d = g + self.c * th  # gradient of J + λ·ΣW²  (c = 2λ on weights)
+        t = self.t
+        th = self.theta * (1.0 - LR * self.decoupled)  # decoupled decay (0: none)
+        d = g + self.c * self.theta  # gradient of J + λ·ΣW²  (c = 2λ on weights)
         name = self.name
         if name == "sgd":
             th = th - LR * d
@@ -67,19 +82,33 @@ class _Ref:
             self.v = BETA * self.v + d
             th = th - LR * (d + BETA * self.v)
         elif name in ("adam", "adamw"):
-            if name == "adamw":
-                th = th * (1.0 - LR * self.decoupled)  # decoupled decay
             self.m = ADAM_B1 * self.m + (1 - ADAM_B1) * d
             self.v = ADAM_B2 * self.v + (1 - ADAM_B2) * d * d
-            m_hat = self.m / (1 - ADAM_B1**self.t)
-            v_hat = self.v / (1 - ADAM_B2**self.t)
-            th = th - LR * m_hat / (np.sqrt(v_hat) + ADAM_EPS)
+            m_hat = self.m / (1 - ADAM_B1**t)
+            v_hat = self.v / (1 - ADAM_B2**t)
+            th = th - LR * m_hat / (np.sqrt(v_hat) + EPS)
+        elif name == "nadam":
+            # Dozat's NAdam with PyTorch's momentum schedule μ_t = β₁(1 - ½·0.96^(tψ)).
+            mu = ADAM_B1 * (1 - 0.5 * 0.96 ** (t * NADAM_PSI))
+            mu_next = ADAM_B1 * (1 - 0.5 * 0.96 ** ((t + 1) * NADAM_PSI))
+            self.mu_product *= mu
+            self.m = ADAM_B1 * self.m + (1 - ADAM_B1) * d
+            self.v = ADAM_B2 * self.v + (1 - ADAM_B2) * d * d
+            denom = np.sqrt(self.v / (1 - ADAM_B2**t)) + EPS
+            th = th - LR * (1 - mu) / (1 - self.mu_product) * d / denom
+            th = th - LR * mu_next / (1 - self.mu_product * mu_next) * self.m / denom
         elif name == "rmsprop":
             self.v = RMS_ALPHA * self.v + (1 - RMS_ALPHA) * d * d
-            th = th - LR * d / (np.sqrt(self.v) + RMS_EPS)
+            self.m = RMS_MOM * self.m + d / (np.sqrt(self.v) + EPS)
+            th = th - LR * self.m
         elif name == "adagrad":
             self.sum_sq = self.sum_sq + d * d
-            th = th - LR * d / (np.sqrt(self.sum_sq) + ADAGRAD_EPS)
+            th = th - LR * d / (np.sqrt(self.sum_sq) + EPS)
+        elif name == "adadelta":
+            self.v = RHO * self.v + (1 - RHO) * d * d
+            delta = np.sqrt(self.u + ADADELTA_EPS) / np.sqrt(self.v + ADADELTA_EPS) * d
+            self.u = RHO * self.u + (1 - RHO) * delta * delta
+            th = th - LR * delta
         else:  # pragma: no cover - the parametrization only uses known names
             raise AssertionError(name)
         self.theta = th
@@ -104,30 +133,38 @@ GRADS_W = [
 GRADS_B = [np.array([0.7, -0.2]), np.array([-0.1, 0.35]), np.array([0.0, -0.01])]
 
 
+@pytest.mark.parametrize("mode", ["coupled", "decoupled"])
 @pytest.mark.parametrize("lam", [0.0, LAM])
 @pytest.mark.parametrize("name", OPTIMIZERS)
-def test_optimizer_steps_match_hand_written_formulas(name: str, lam: float) -> None:
+def test_optimizer_steps_match_hand_written_formulas(name: str, lam: float, mode: str) -> None:
     lin = _tiny_linear()
-    cfg = TrainConfig(optimizer=name, lr=LR, momentum=BETA, weight_decay=lam)
+    cfg = TrainConfig(optimizer=name, lr=LR, weight_decay=lam, weight_decay_mode=mode, **HYPER)  # type: ignore[arg-type]
     opt = build_optimizer(cfg, lin)
-    coupled = 0.0 if name == "adamw" else 2.0 * lam
-    decoupled = lam if name == "adamw" else 0.0
-    ref_w = _Ref(name, lin.weight.detach().numpy(), c=coupled, decoupled=decoupled)
+    decoupled = mode == "decoupled" or name == "adamw"  # adamw is decoupled by definition
+    ref_w = _Ref(
+        name,
+        lin.weight.detach().numpy(),
+        c=0.0 if decoupled else 2.0 * lam,
+        decoupled=lam if decoupled else 0.0,
+    )
     # Biases never get any decay, coupled or decoupled.
     ref_b = _Ref(name, lin.bias.detach().numpy(), c=0.0, decoupled=0.0)
+    # PyTorch keeps NAdam's Πμ_i in a float32 scalar even for float64 parameters.
+    rtol = 1e-7 if name == "nadam" else 1e-12
     for gw, gb in zip(GRADS_W, GRADS_B, strict=True):
         lin.weight.grad = torch.from_numpy(gw.copy())
         lin.bias.grad = torch.from_numpy(gb.copy())
         opt.step()
         ref_w.step(gw)
         ref_b.step(gb)
-        np.testing.assert_allclose(lin.weight.detach().numpy(), ref_w.theta, rtol=1e-12, atol=1e-14)
-        np.testing.assert_allclose(lin.bias.detach().numpy(), ref_b.theta, rtol=1e-12, atol=1e-14)
+        w, b = lin.weight.detach().numpy(), lin.bias.detach().numpy()
+        np.testing.assert_allclose(w, ref_w.theta, rtol=rtol, atol=1e-14)
+        np.testing.assert_allclose(b, ref_b.theta, rtol=rtol, atol=1e-14)
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_optimizer_hyperparameters(name: str) -> None:
-    cfg = TrainConfig(optimizer=name, lr=0.037, momentum=0.8, weight_decay=0.25)
+    cfg = TrainConfig(optimizer=name, lr=0.037, weight_decay=0.25, **{**HYPER, "momentum": 0.8})  # type: ignore[arg-type]
     opt = build_optimizer(cfg, _tiny_linear())
     weight_group, bias_group = opt.param_groups
     assert all(p.ndim >= 2 for p in weight_group["params"])
@@ -143,17 +180,23 @@ def test_optimizer_hyperparameters(name: str) -> None:
         assert weight_group["nesterov"] is (name == "nesterov")
     if name == "sgd":
         assert weight_group["momentum"] == 0
-    if name in ("adam", "adamw"):
+    if name in ("adam", "adamw", "nadam"):
         assert weight_group["betas"] == (ADAM_B1, ADAM_B2)
-        assert weight_group["eps"] == ADAM_EPS
+        assert weight_group["eps"] == EPS
+    if name in ("adam", "adamw"):
         assert not weight_group["amsgrad"]
+    if name == "nadam":
+        assert weight_group["momentum_decay"] == NADAM_PSI
+        assert weight_group["decoupled_weight_decay"] is False
     if name == "rmsprop":
         assert weight_group["alpha"] == RMS_ALPHA
-        assert weight_group["eps"] == RMS_EPS
-        assert weight_group["momentum"] == 0 and not weight_group["centered"]
+        assert weight_group["eps"] == EPS
+        assert weight_group["momentum"] == RMS_MOM and not weight_group["centered"]
     if name == "adagrad":
-        assert weight_group["eps"] == ADAGRAD_EPS
+        assert weight_group["eps"] == EPS
         assert weight_group["lr_decay"] == 0 and weight_group["initial_accumulator_value"] == 0
+    if name == "adadelta":
+        assert weight_group["rho"] == RHO and weight_group["eps"] == ADADELTA_EPS
 
 
 def test_unknown_optimizer_raises() -> None:
@@ -431,14 +474,17 @@ def test_fit_curves_have_one_value_per_epoch(moons: TensorData) -> None:
 
     def on_epoch(m: EpochMetrics) -> None:
         epochs.append(m.epoch)
-        assert set(m.values) == set(CURVE_METRICS)
+        assert set(m.values) == set(result_names)
 
+    # The base curves plus the telemetry of the 2 weight layers and the 1 ReLU block.
+    telemetry = ["grad_norm.0", "grad_norm.1", "weight_norm.0", "weight_norm.1", "dead_fraction.0"]
+    result_names = [*CURVE_METRICS, *telemetry]
     cfg = _small_cfg(max_epochs=4)
     result = fit(cfg, moons, on_epoch)
     assert epochs == [1, 2, 3, 4]
     assert result.epochs_run == 4 and not result.stopped_by_callback
-    assert set(result.curves) == set(CURVE_METRICS)
-    for name in CURVE_METRICS:
+    assert set(result.curves) == set(result_names)
+    for name in result_names:
         assert len(result.curves[name]) == 4, name
         assert all(math.isfinite(v) for v in result.curves[name]), name
     assert result.curves["lr"] == [cfg.lr] * 4

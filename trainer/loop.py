@@ -1,7 +1,9 @@
 """The training loop: fit(config, data, on_epoch) -> curves.
 
-Per epoch, in order: shuffle -> [forward -> loss -> backward -> step] per mini-batch ->
-evaluate train and validation splits under inference mode -> report to the callback.
+Per epoch, in order: shuffle -> [forward -> cost -> backward -> clip -> step] per mini-batch
+-> evaluate train and validation splits under inference mode -> report to the callback ->
+next epoch's learning rate -> early stopping. Curves hold CURVE_METRICS plus the gradient
+telemetry of trainer.telemetry (per-layer names such as `grad_norm.0`).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -18,7 +21,9 @@ from torch.nn import functional as F
 from trainer.config import TrainConfig
 from trainer.data import TensorData
 from trainer.model import TrainerModel, build_model
-from trainer.optim import build_optimizer
+from trainer.optim import build_optimizer, clip_gradients, l1_penalty, weight_params
+from trainer.schedules import EarlyStopping, EpochSchedule, metric_mode
+from trainer.telemetry import GradientTelemetry
 
 CURVE_METRICS = (
     "train_loss",
@@ -33,7 +38,7 @@ EVAL_BATCH = 4096  # rows per forward pass when evaluating; bounds memory on lar
 
 
 class DivergedError(RuntimeError):
-    """Training produced a non-finite loss."""
+    """Training produced a non-finite loss: `diverged at epoch 3: train_loss=nan`."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,13 @@ class FitResult:
     curves: dict[str, list[float]] = field(default_factory=dict)
     epochs_run: int = 0
     stopped_by_callback: bool = False
+    # The epoch whose weights `model` holds: the best one under early stopping, else the last.
+    best_epoch: int = 0
+    stopped_early: bool = False
+
+    def value(self, metric: str) -> float:
+        """`metric` at `best_epoch`: the value that describes the returned model."""
+        return self.curves[metric][self.best_epoch - 1]
 
 
 # The callback returns True to stop training (e.g. because the trial was pruned).
@@ -77,24 +89,42 @@ def train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     data: TensorData,
-    batch_size: int,
+    config: TrainConfig,
     generator: torch.Generator,
+    telemetry: GradientTelemetry | None = None,
 ) -> float:
-    """One pass over a random permutation of the training split; returns the mean batch loss."""
+    """One pass over a random permutation of the training split; returns the mean batch
+    cost (cross-entropy + L1 term).
+
+    Per step: forward -> cost -> backward -> telemetry -> clip -> step.
+    """
     model.train()
     n = data.x_train.shape[0]
     perm = torch.randperm(n, generator=generator, device="cpu").to(data.x_train.device)
     losses = torch.zeros((), device=data.x_train.device)
     n_batches = 0
-    for start in range(0, n, batch_size):
-        idx = perm[start : start + batch_size]
+    weights = weight_params(model) if config.l1 > 0 else []
+    params = [p for p in model.parameters() if p.requires_grad]
+    for start in range(0, n, config.batch_size):
+        idx = perm[start : start + config.batch_size]
         loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
+        if weights:
+            loss = loss + config.l1 * l1_penalty(weights)  # cost + λ·Σ|W|
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
+        if telemetry is not None:
+            telemetry.after_backward()
+        clip_gradients(params, config.grad_clip, config.grad_clip_threshold)
         optimizer.step()
         losses += loss.detach()
         n_batches += 1
     return float(losses) / max(n_batches, 1)  # one device sync per epoch, not per step
+
+
+def _check_finite(epoch: int, **losses: float) -> None:
+    for name, value in losses.items():
+        if not math.isfinite(value):
+            raise DivergedError(f"diverged at epoch {epoch}: {name}={value}")
 
 
 def fit(
@@ -108,7 +138,13 @@ def fit(
 
     `prepare_model(model)` runs after the model is built and before the optimizer is made;
     the optimizer only gets the parameters that still require gradients.
+
+    Per epoch: train -> evaluate -> report (`on_epoch`) -> schedule the next epoch's
+    learning rate -> early stopping. With early stopping on, the returned model holds the
+    weights of `best_epoch` (by `config.monitor`); otherwise those of the last epoch.
     """
+    if config.monitor not in CURVE_METRICS:
+        raise ValueError(f"monitor must be one of {list(CURVE_METRICS)}, got {config.monitor!r}")
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     model = build_model(config, tuple(data.x_train.shape[1:]), data.n_classes)
@@ -116,32 +152,49 @@ def fit(
     if prepare_model is not None:
         prepare_model(model)
     optimizer = build_optimizer(config, model)
+    schedule = EpochSchedule(config, optimizer)
+    telemetry = GradientTelemetry(model) if config.telemetry else None
+    stopper = None
+    if config.early_stopping_patience > 0:
+        stopper = EarlyStopping(
+            config.early_stopping_patience,
+            config.early_stopping_min_delta,
+            metric_mode(config.monitor),
+        )
     result = FitResult(model=model, curves={m: [] for m in CURVE_METRICS})
 
     for epoch in range(1, config.max_epochs + 1):
         started = time.perf_counter()
         lr = float(optimizer.param_groups[0]["lr"])
-        batch_loss = train_epoch(model, optimizer, data, config.batch_size, generator)
-        if not math.isfinite(batch_loss):
-            raise DivergedError(f"training loss became {batch_loss} at epoch {epoch}")
+        batch_loss = train_epoch(model, optimizer, data, config, generator, telemetry)
+        _check_finite(epoch, train_loss=batch_loss)
         train_loss, train_acc = evaluate(model, data.x_train, data.y_train)
-        val_loss, val_acc = evaluate(model, data.x_val, data.y_val)
-        if not math.isfinite(train_loss) or not math.isfinite(val_loss):
-            raise DivergedError(
-                f"loss became non-finite at epoch {epoch} (train {train_loss}, val {val_loss})"
-            )
+        with telemetry.watching_units() if telemetry is not None else nullcontext():
+            val_loss, val_acc = evaluate(model, data.x_val, data.y_val)
+        _check_finite(epoch, train_loss=train_loss, val_loss=val_loss)
         values = {
             "train_loss": train_loss,
             "val_loss": val_loss,
             "train_accuracy": train_acc,
             "val_accuracy": val_acc,
             "lr": lr,
-            "epoch_seconds": time.perf_counter() - started,
         }
+        if telemetry is not None:
+            values.update(telemetry.epoch_values())
+        values["epoch_seconds"] = time.perf_counter() - started
         for name, value in values.items():
-            result.curves[name].append(value)
-        result.epochs_run = epoch
+            result.curves.setdefault(name, []).append(value)
+        result.epochs_run = result.best_epoch = epoch
+        metric = values[config.monitor]
+        no_progress = stopper is not None and stopper.update(epoch, metric, model)
         if on_epoch is not None and on_epoch(EpochMetrics(epoch=epoch, values=values)):
             result.stopped_by_callback = True
             break
+        if no_progress:
+            result.stopped_early = True
+            break
+        schedule.step(metric)
+    if stopper is not None and stopper.best_epoch:
+        stopper.restore(model)
+        result.best_epoch = stopper.best_epoch
     return result

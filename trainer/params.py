@@ -13,7 +13,20 @@ from typing import Literal
 ParamValue = float | int | str
 ParamKind = Literal["float", "int", "categorical"]
 
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
+OPTIMIZERS = (
+    "sgd",
+    "momentum",
+    "nesterov",
+    "adam",
+    "adamw",
+    "nadam",
+    "rmsprop",
+    "adagrad",
+    "adadelta",
+)
+WEIGHT_DECAY_MODES = ("coupled", "decoupled")
+LR_SCHEDULES = ("none", "exponential", "step", "inverse_time", "reduce_on_plateau")
+GRAD_CLIPS = ("none", "value", "norm")
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "leaky_relu", "elu")
 
 
@@ -90,6 +103,124 @@ PARAMS: dict[str, ParamSpec] = {
             "L2 strength λ (cost + λ·ΣW², weights only)",
             low=0.0,
             high=10.0,
+        ),
+        ParamSpec(
+            "weight_decay_mode",
+            "categorical",
+            "coupled",
+            "coupled: λ·ΣW² in the cost; decoupled: θ <- θ - η·λ·θ outside the optimizer step",
+            choices=WEIGHT_DECAY_MODES,
+        ),
+        ParamSpec(
+            "l1", "float", 0.0, "L1 strength λ (cost + λ·Σ|W|, weights only)", low=0.0, high=10.0
+        ),
+        ParamSpec(
+            "beta1", "float", 0.9, "β₁ of adam, adamw, nadam", low=0.0, high=1.0, high_open=True
+        ),
+        ParamSpec(
+            "beta2", "float", 0.999, "β₂ of adam, adamw, nadam", low=0.0, high=1.0, high_open=True
+        ),
+        ParamSpec(
+            "eps",
+            "float",
+            1e-8,
+            "ε in the denominator of adam, adamw, nadam, rmsprop, adagrad",
+            low=0.0,
+            low_open=True,
+            high=1.0,
+        ),
+        ParamSpec(
+            "rmsprop_alpha",
+            "float",
+            0.99,
+            "decay alpha of rmsprop's mean square",
+            low=0.0,
+            high=1.0,
+            high_open=True,
+        ),
+        ParamSpec(
+            "rmsprop_momentum",
+            "float",
+            0.0,
+            "momentum of rmsprop",
+            low=0.0,
+            high=1.0,
+            high_open=True,
+        ),
+        ParamSpec(
+            "adadelta_rho",
+            "float",
+            0.9,
+            "decay rho of adadelta's running averages",
+            low=0.0,
+            high=1.0,
+            high_open=True,
+        ),
+        ParamSpec(
+            "lr_schedule", "categorical", "none", "per-epoch learning rate", choices=LR_SCHEDULES
+        ),
+        ParamSpec(
+            "lr_decay_k",
+            "float",
+            0.1,
+            "k of exponential η0·e^(-k·t) and inverse_time η0/(1+k·t)",
+            low=0.0,
+            high=100.0,
+        ),
+        ParamSpec(
+            "lr_step_gamma",
+            "float",
+            0.5,
+            "step schedule: multiply η by gamma every lr_step_every epochs",
+            low=0.0,
+            low_open=True,
+            high=1.0,
+        ),
+        ParamSpec(
+            "lr_step_every", "int", 10, "step schedule: epochs between steps", low=1, high=10000
+        ),
+        ParamSpec(
+            "lr_plateau_factor",
+            "float",
+            0.1,
+            "reduce_on_plateau: η <- factor·η",
+            low=0.0,
+            low_open=True,
+            high=1.0,
+            high_open=True,
+        ),
+        ParamSpec(
+            "lr_plateau_patience",
+            "int",
+            5,
+            "reduce_on_plateau: epochs without improvement before reducing",
+            low=0,
+            high=10000,
+        ),
+        ParamSpec("grad_clip", "categorical", "none", "gradient clipping", choices=GRAD_CLIPS),
+        ParamSpec(
+            "grad_clip_threshold",
+            "float",
+            1.0,
+            "clip value c (each element to [-c, c]) or max global L2 norm",
+            low=0.0,
+            low_open=True,
+            high=1e6,
+        ),
+        ParamSpec(
+            "early_stopping_patience",
+            "int",
+            0,
+            "epochs without improvement of the objective before stopping (0 = off)",
+            low=0,
+            high=10000,
+        ),
+        ParamSpec(
+            "early_stopping_min_delta",
+            "float",
+            0.0,
+            "smallest change of the objective that counts as an improvement",
+            low=0.0,
         ),
         ParamSpec("hidden_layers", "int", 2, "number of hidden layers", low=0, high=32),
         ParamSpec("hidden_units", "int", 128, "units per hidden layer", low=1, high=8192),
