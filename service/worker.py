@@ -201,6 +201,8 @@ class WorkerProcess:
                 seed=ds.seed,
                 n_samples=ds.n_samples,
                 noise=ds.noise,
+                shape=ds.shape,
+                path=ds.path,
             )
             self._data[key] = TensorData.from_splits(splits, self.device)
         return self._data[key]
@@ -260,7 +262,10 @@ class WorkerProcess:
     ) -> tuple[TrialState, float | None, float | None]:
         params = suggest_params(trial, spec)
         config = TrainConfig.from_params(
-            params, max_epochs=spec.objective.max_epochs, seed=trial.number
+            params,
+            max_epochs=spec.objective.max_epochs,
+            seed=trial.number,
+            family=spec.model.family,
         )
         data = self.data_for(spec.dataset)
         metric = spec.objective.metric
