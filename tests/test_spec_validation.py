@@ -101,6 +101,7 @@ BAD_SPECS: list[tuple[str, Mutation, str]] = [
         _set("sampler", {"name": "grid"}),
         "grid",
     ),
+    ("augment on tabular data", _set("fixed.augment", "shift"), "fixed.augment"),
 ]
 
 
