@@ -3,6 +3,7 @@ batch norm, input noise and augmentation, the mlp and cnn families, gradient che
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 
@@ -13,9 +14,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from trainer.config import TrainConfig
+from trainer.data import TensorData
 from trainer.gradcheck import check_gradients, check_module
 from trainer.initialization import fans, init_layer, resolve_init
-from trainer.layers import GaussianNoise, RandomShiftRotate, affine_warp
+from trainer.layers import BatchNorm1d, GaussianNoise, RandomShiftRotate, affine_warp
+from trainer.loop import fit
 from trainer.model import (
     TrainerModel,
     build_activation,
@@ -162,10 +165,10 @@ def _block_types(model: TrainerModel) -> list[list[type[nn.Module]]]:
 
 def test_batch_norm_placement_and_bias() -> None:
     before = build_model(TrainConfig(batch_norm="before", dropout=0.1), (5,), 3)
-    assert _block_types(before) == [[nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Dropout]] * 2
+    assert _block_types(before) == [[nn.Linear, BatchNorm1d, nn.ReLU, nn.Dropout]] * 2
     assert all(layer.bias is None for layer in weight_layers(before)[:-1])
     after = build_model(TrainConfig(batch_norm="after"), (5,), 3)
-    assert _block_types(after) == [[nn.Linear, nn.ReLU, nn.BatchNorm1d]] * 2
+    assert _block_types(after) == [[nn.Linear, nn.ReLU, BatchNorm1d]] * 2
     assert all(isinstance(layer.bias, torch.Tensor) for layer in weight_layers(after))
     cnn = build_model(TrainConfig(family="cnn", batch_norm="before", hidden_layers=0), (1, 8, 8), 3)
     assert _block_types(cnn) == [[nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d]] * 2
@@ -194,6 +197,24 @@ def test_batch_norm_uses_running_statistics_in_eval_mode() -> None:
     assert not torch.allclose(got, batch, atol=1e-2)  # not the batch's own statistics
     model.train()
     torch.testing.assert_close(bn(z).detach(), batch, rtol=1e-4, atol=1e-4)
+
+
+def test_batch_norm_accepts_a_last_batch_of_one_row() -> None:
+    cfg = TrainConfig(batch_norm="after", hidden_layers=1, hidden_units=8, max_epochs=2)
+    x, y = torch.randn(33, 4), torch.arange(33) % 2
+    # 17 training rows with batch_size 16: every epoch ends with a batch of one row
+    data = TensorData(x[:17], y[:17], x[17:], y[17:], x[:0], y[:0], 2)
+    result = fit(dataclasses.replace(cfg, batch_size=16), data)
+    assert result.epochs_run == 2
+    model = build_model(cfg, (4,), 2)
+    (bn,) = [m for m in model.modules() if isinstance(m, nn.BatchNorm1d)]
+    model(torch.randn(64, 4))
+    mean, var = bn.running_mean.clone(), bn.running_var.clone()  # type: ignore[union-attr]
+    one = torch.randn(1, 4)
+    train_out = model(one)
+    assert torch.equal(bn.running_mean, mean) and torch.equal(bn.running_var, var)
+    model.eval()
+    torch.testing.assert_close(train_out, model(one))
 
 
 def test_config_warnings_dropout_before_batch_norm() -> None:

@@ -125,3 +125,19 @@ def build_augment(name: str, image_size: int) -> nn.Module | None:
     if image_size < 16:
         shift = 1
     return RandomShiftRotate(shift, degrees)
+
+
+class BatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d that accepts a training mini-batch of one row.
+
+    A batch of one has no variance to normalize by (PyTorch raises). When the last
+    mini-batch of an epoch holds one row, it is normalized with the running statistics,
+    as in evaluation, and leaves them unchanged; every other batch is ordinary batch norm.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] == 1 and x.ndim == 2:
+            return F.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
+        return super().forward(x)

@@ -28,7 +28,7 @@ from torch import nn
 
 from trainer.config import TrainConfig
 from trainer.initialization import init_weights
-from trainer.layers import GaussianNoise, build_augment
+from trainer.layers import BatchNorm1d, GaussianNoise, build_augment
 
 Layout = Literal["auto", "tabular", "signal", "image"]
 MAX_CONV_CHANNELS = 512
@@ -85,7 +85,7 @@ def _activation(config: TrainConfig) -> nn.Module:
 
 
 def _batch_norm(kind: str, features: int) -> nn.Module:
-    return nn.BatchNorm2d(features) if kind == "2d" else nn.BatchNorm1d(features)
+    return nn.BatchNorm2d(features) if kind == "2d" else BatchNorm1d(features)
 
 
 def _block(
