@@ -104,6 +104,9 @@ class DatasetSpec(_Strict):
     path: str | None = Field(
         None, description="image datasets: their folder on the worker (default $HPO_DATA_DIR/name)"
     )
+    download: bool = Field(
+        False, description="image datasets: workers fetch missing files (needs network access)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> DatasetSpec:
@@ -115,6 +118,8 @@ class DatasetSpec(_Strict):
             raise ValueError(
                 f"path: only image datasets {list(IMAGE_DATASETS)} are read from files"
             )
+        if self.download and self.name not in IMAGE_DATASETS:
+            raise ValueError(f"download: only image datasets {list(IMAGE_DATASETS)} are fetched")
         if self.val_fraction + self.test_fraction > 0.8:
             raise ValueError(
                 "val_fraction + test_fraction must leave at least 20% of the rows for training"

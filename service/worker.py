@@ -203,6 +203,7 @@ class WorkerProcess:
                 noise=ds.noise,
                 shape=ds.shape,
                 path=ds.path,
+                download=ds.download,
             )
             self._data[key] = TensorData.from_splits(splits, self.device)
         return self._data[key]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import pickle
 import struct
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from sklearn import datasets as skdata
 
 from trainer.config import TrainConfig
 from trainer.data import TensorData, load_dataset, split_and_standardize
+from trainer.download import SOURCES, download_dataset, md5_of
 from trainer.images import read_cifar_batch, read_idx
 from trainer.loop import fit
 
@@ -205,3 +207,39 @@ def test_fit_trains_a_cnn_on_signals_and_images(tmp_path: Path) -> None:
     sig = TensorData(x[:60], y[:60], x[60:], y[60:], x[:0], y[:0], 2, layout="signal")
     model = fit(TrainConfig(family="cnn", hidden_layers=0, max_epochs=1), sig).model
     assert type(model.blocks[0][0]).__name__ == "Conv1d"
+
+
+def _mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, files: list[Path]) -> None:
+    """Serve `files` from a file:// mirror and make their MD5s the expected ones."""
+    base, _ = SOURCES[name]
+    monkeypatch.setitem(SOURCES, name, (base, {f.name: md5_of(f) for f in files}))
+    monkeypatch.setenv("HPO_DATASET_MIRROR", files[0].parent.as_uri())
+
+
+def test_download_from_a_mirror_checks_md5(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mirror = tmp_path / "mirror"
+    write_mnist(mirror, gz=True, n_train=50, n_test=20)
+    files = sorted(mirror.iterdir())
+    _mirror(tmp_path, monkeypatch, "mnist", files)
+    target = tmp_path / "data" / "mnist"
+    s = load_dataset("mnist", path=str(target), download=True, test_fraction=0.2)
+    assert len(s.y_train) + len(s.y_val) + len(s.y_test) == 70
+    assert sorted(p.name for p in target.iterdir()) == [f.name for f in files]
+    # a corrupted mirror: nothing is kept, the error names the file and both checksums
+    monkeypatch.setitem(SOURCES, "fashion_mnist", (SOURCES["mnist"][0], {files[0].name: "0" * 32}))
+    with pytest.raises(ValueError, match=f"{files[0].name}: MD5 [0-9a-f]{{32}} does not match"):
+        download_dataset("fashion_mnist", tmp_path / "fm")
+    assert list((tmp_path / "fm").iterdir()) == []
+
+
+def test_download_unpacks_cifar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_cifar(tmp_path / "src" / "cifar-10-batches-py", n_per_batch=20)
+    archive = tmp_path / "mirror" / "cifar-10-python.tar.gz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "src" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    _mirror(tmp_path, monkeypatch, "cifar10", [archive])
+    monkeypatch.setenv("HPO_DATA_DIR", str(tmp_path / "data"))
+    s = load_dataset("cifar10", download=True)
+    assert s.x_train.shape[1:] == (3, 32, 32)
+    assert not (tmp_path / "data" / "cifar10" / archive.name).exists()  # unpacked, removed

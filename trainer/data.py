@@ -107,15 +107,17 @@ def load_dataset(
     noise: float = 0.2,
     shape: Shape | None = None,
     path: str | None = None,
+    download: bool = False,
 ) -> DataSplits:
     """Load, split and standardize a dataset.
 
     `shape`: "flat" gives (n, features); "image" gives (n, c, h, w) (digits: 1x8x8).
     None is the dataset's natural shape: images for mnist, fashion_mnist and cifar10, flat
-    for the rest. `path`: the folder of an image dataset (default $HPO_DATA_DIR/<name>).
+    for the rest. `path`: the folder of an image dataset (default $HPO_DATA_DIR/<name>);
+    `download`: fetch its missing files first (networked nodes only; opt-in).
     """
     if name in IMAGE_DATASETS:
-        x, y = load_image_dataset(name, path)
+        x, y = load_image_dataset(name, path, download=download)
     elif name in BUILTIN:
         if shape == "image" and name != "digits":
             raise ValueError(f"shape: {name!r} is tabular; only digits can be read as images")

@@ -24,6 +24,8 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
+from trainer.download import download_dataset
+
 IDX_DTYPES: dict[int, np.dtype[Any]] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
@@ -153,10 +155,15 @@ def load_cifar10(folder: Path) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
 
 
 def load_image_dataset(
-    name: str, path: str | None
+    name: str, path: str | None, *, download: bool = False
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """Images (n, c, h, w) as float32 pixel values, and integer labels."""
+    """Images (n, c, h, w) as float32 pixel values, and integer labels.
+
+    `download`: first fetch the files the folder lacks (see trainer.download).
+    """
     folder = dataset_folder(name, path)
+    if download:
+        download_dataset(name, folder)
     if name == "cifar10":
         return load_cifar10(folder)
     if name in IDX_SUBDIRS:
