@@ -4,9 +4,11 @@ the new parameters' domains and augmentation refused for tabular data."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from service.schemas import StudySpec
@@ -22,6 +24,14 @@ def _spec(**changes: Any) -> dict[str, Any]:
             node = node[key]
         node[leaf] = value
     return spec
+
+
+def test_cnn_example_is_valid() -> None:
+    root = Path(__file__).resolve().parents[1]
+    spec = StudySpec.model_validate(
+        yaml.safe_load((root / "examples" / "digits_cnn.yaml").read_text())
+    )
+    assert spec.model.family == "cnn" and spec.dataset.shape == "image"
 
 
 def test_cnn_on_digits_images_with_model_params_is_accepted() -> None:
