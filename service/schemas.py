@@ -16,7 +16,8 @@ from pydantic import (
     model_validator,
 )
 
-from trainer.data import BUILTIN
+from trainer.data import DATASET_NAMES, is_image
+from trainer.images import IMAGE_DATASETS
 from trainer.params import PARAMS
 
 Scalar = StrictInt | StrictFloat | StrictStr
@@ -91,17 +92,34 @@ Distribution = Annotated[FloatDist | IntDist | CategoricalDist, Field(discrimina
 
 
 class DatasetSpec(_Strict):
-    name: str = Field(description=f"built-in: {', '.join(sorted(BUILTIN))}")
+    name: str = Field(description=f"built-in: {', '.join(DATASET_NAMES)}")
     val_fraction: float = Field(0.2, gt=0, lt=1)
     test_fraction: float = Field(0.2, ge=0, lt=1)
     seed: int = 0
     n_samples: int = Field(1000, ge=20, le=1_000_000, description="synthetic datasets only")
     noise: float = Field(0.2, ge=0, le=100, description="synthetic datasets only")
+    shape: Literal["flat", "image"] | None = Field(
+        None, description="flat (n, features) or image (n, c, h, w); default: the dataset's own"
+    )
+    path: str | None = Field(
+        None, description="image datasets: their folder on the worker (default $HPO_DATA_DIR/name)"
+    )
+    download: bool = Field(
+        False, description="image datasets: workers fetch missing files (needs network access)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> DatasetSpec:
-        if self.name not in BUILTIN:
-            raise ValueError(f"name: unknown dataset {self.name!r}; built-in: {sorted(BUILTIN)}")
+        if self.name not in DATASET_NAMES:
+            raise ValueError(f"name: unknown dataset {self.name!r}; known: {list(DATASET_NAMES)}")
+        if self.shape == "image" and not is_image(self.name, self.shape):
+            raise ValueError(f"shape: {self.name!r} is tabular; only digits can be read as images")
+        if self.path is not None and self.name not in IMAGE_DATASETS:
+            raise ValueError(
+                f"path: only image datasets {list(IMAGE_DATASETS)} are read from files"
+            )
+        if self.download and self.name not in IMAGE_DATASETS:
+            raise ValueError(f"download: only image datasets {list(IMAGE_DATASETS)} are fetched")
         if self.val_fraction + self.test_fraction > 0.8:
             raise ValueError(
                 "val_fraction + test_fraction must leave at least 20% of the rows for training"
@@ -110,7 +128,7 @@ class DatasetSpec(_Strict):
 
 
 class ModelSpec(_Strict):
-    family: Literal["mlp"] = "mlp"
+    family: Literal["mlp", "cnn"] = "mlp"
 
 
 class ObjectiveSpec(_Strict):
@@ -187,9 +205,25 @@ class StudySpec(_Strict):
             for name, dist in self.space.items():
                 if isinstance(dist, FloatDist) and dist.step is None:
                     errors.append(f"space.{name}: the grid sampler needs a step or choices")
+        errors += _augment_errors(self)
         if errors:
             raise ValueError("; ".join(errors))
         return self
+
+
+def _augment_errors(spec: StudySpec) -> list[str]:
+    """Augmentation is for images only: refuse it for tabular data (TECHNIQUES.md §5)."""
+    if is_image(spec.dataset.name, spec.dataset.shape):
+        return []
+    why = f"augmentation needs image data; dataset {spec.dataset.name!r} is not images" + (
+        " (digits: set dataset.shape: image)" if spec.dataset.name == "digits" else ""
+    )
+    dist = spec.space.get("augment")
+    if isinstance(dist, CategoricalDist) and any(c != "none" for c in dist.choices):
+        return [f"space.augment: {why}"]
+    if spec.fixed.get("augment", "none") != "none":
+        return [f"fixed.augment: {why}"]
+    return []
 
 
 def _space_errors(name: str, dist: FloatDist | IntDist | CategoricalDist) -> list[str]:

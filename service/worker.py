@@ -201,6 +201,9 @@ class WorkerProcess:
                 seed=ds.seed,
                 n_samples=ds.n_samples,
                 noise=ds.noise,
+                shape=ds.shape,
+                path=ds.path,
+                download=ds.download,
             )
             self._data[key] = TensorData.from_splits(splits, self.device)
         return self._data[key]
@@ -261,7 +264,11 @@ class WorkerProcess:
         params = suggest_params(trial, spec)
         metric = spec.objective.metric
         config = TrainConfig.from_params(
-            params, max_epochs=spec.objective.max_epochs, seed=trial.number, monitor=metric
+            params,
+            max_epochs=spec.objective.max_epochs,
+            seed=trial.number,
+            monitor=metric,
+            family=spec.model.family,
         )
         data = self.data_for(spec.dataset)
         trial_id = trial._trial_id

@@ -111,6 +111,7 @@ BAD_SPECS: list[tuple[str, Mutation, str]] = [
     ("beta2 = 1", _set("fixed.beta2", 1.0), "beta2"),
     ("negative patience", _set("fixed.early_stopping_patience", -1), "early_stopping_patience"),
     ("unknown decay mode", _set("fixed.weight_decay_mode", "adamw"), "weight_decay_mode"),
+    ("augment on tabular data", _set("fixed.augment", "shift"), "fixed.augment"),
 ]
 
 

@@ -37,6 +37,20 @@ class TrainConfig:
     hidden_layers: int = 2
     hidden_units: int = 128
     activation: str = "relu"
+    init: str = "auto"
+    init_std: float = 0.01
+    init_constant: float = 0.1
+    leaky_relu_slope: float = 0.01
+    elu_alpha: float = 1.0
+    batch_norm: str = "none"
+    input_noise: float = 0.0
+    augment: str = "none"
+    hidden_units_shrink: float = 1.0
+    conv_blocks: int = 2
+    conv_channels: int = 32
+    kernel_size: int = 3
+    pooling: str = "max"
+    family: str = "mlp"  # the spec's model.family, not a searchable parameter
     max_epochs: int = 20
     seed: int = 0
     # Not hyperparameters: what the objective watches (early stopping, reduce_on_plateau)
@@ -52,6 +66,7 @@ class TrainConfig:
         max_epochs: int,
         seed: int = 0,
         monitor: str = "val_loss",
+        family: str = "mlp",
     ) -> TrainConfig:
         """Build a config from searched + fixed values; missing ones take their defaults."""
         errors = [f"{k}: {e}" for k, v in params.items() if (e := check_param(k, v)) is not None]
@@ -62,4 +77,6 @@ class TrainConfig:
         for name, spec in PARAMS.items():
             if spec.kind == "int":
                 values[name] = int(values[name])  # 64.0 from JSON -> 64
-        return cls(**values, max_epochs=max_epochs, seed=seed, monitor=monitor)
+        return cls(
+            **values, max_epochs=max_epochs, seed=seed, monitor=monitor, family=family
+        )

@@ -2,18 +2,27 @@
 
 Small datasets live on the device as tensors (see `TensorData`); the trainer slices batches
 out of them with a permutation instead of a DataLoader.
+
+Samples may have any shape: tabular (n, features), signals (n, length) or (n, channels,
+length), images (n, c, h, w). Standardization keeps the shape. Tabular data is standardized
+per feature; images per channel (statistics over all pixels of a channel), because
+per-pixel statistics explode on near-constant border pixels and augmentation moves
+pixels across positions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 from sklearn import datasets as skdata
 from sklearn.model_selection import train_test_split
+
+from trainer.images import IMAGE_DATASETS, load_image_dataset
 
 FloatArray = NDArray[np.float32]
 IntArray = NDArray[np.int64]
@@ -53,6 +62,19 @@ BUILTIN: dict[str, tuple[Callable[[int, float, int], tuple[FloatArray, IntArray]
     "moons": (_moons, True),
     "blobs": (_blobs, True),
 }
+# Every dataset name a spec may use: the bundled ones, then image files from a local folder.
+DATASET_NAMES = (*BUILTIN, *IMAGE_DATASETS)
+
+Shape = Literal["flat", "image"]
+DataLayout = Literal["tabular", "signal", "image"]
+DIGITS_IMAGE = (1, 8, 8)
+
+
+def is_image(name: str, shape: Shape | None) -> bool:
+    """Whether the dataset arrives as images (n, c, h, w) for this `shape` option."""
+    if name in IMAGE_DATASETS:
+        return shape != "flat"
+    return name == "digits" and shape == "image"
 
 
 @dataclass(frozen=True)
@@ -68,10 +90,11 @@ class DataSplits:
     mean: FloatArray
     std: FloatArray
     n_classes: int
+    layout: DataLayout = "tabular"
 
     @property
     def n_features(self) -> int:
-        return int(self.x_train.shape[1])
+        return int(np.prod(self.x_train.shape[1:]))
 
 
 def load_dataset(
@@ -82,13 +105,60 @@ def load_dataset(
     seed: int = 0,
     n_samples: int = 1000,
     noise: float = 0.2,
+    shape: Shape | None = None,
+    path: str | None = None,
+    download: bool = False,
 ) -> DataSplits:
-    if name not in BUILTIN:
-        raise ValueError(f"unknown dataset {name!r}; built-in: {sorted(BUILTIN)}")
-    loader, _ = BUILTIN[name]
-    x, y = loader(n_samples, noise, seed)
-    return split_and_standardize(
-        x, y, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
+    """Load, split and standardize a dataset.
+
+    `shape`: "flat" gives (n, features); "image" gives (n, c, h, w) (digits: 1x8x8).
+    None is the dataset's natural shape: images for mnist, fashion_mnist and cifar10, flat
+    for the rest. `path`: the folder of an image dataset (default $HPO_DATA_DIR/<name>);
+    `download`: fetch its missing files first (networked nodes only; opt-in).
+    """
+    if name in IMAGE_DATASETS:
+        x, y = load_image_dataset(name, path, download=download)
+    elif name in BUILTIN:
+        if shape == "image" and name != "digits":
+            raise ValueError(f"shape: {name!r} is tabular; only digits can be read as images")
+        loader, _ = BUILTIN[name]
+        x, y = loader(n_samples, noise, seed)
+        if shape == "image":
+            x = x.reshape(-1, *DIGITS_IMAGE)
+    else:
+        raise ValueError(f"unknown dataset {name!r}; known: {list(DATASET_NAMES)}")
+    image = x.ndim == 4
+    splits = split_and_standardize(
+        x,
+        y,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        per_channel=image,
+    )
+    if image and shape == "flat":
+        return flatten_splits(splits)
+    return splits
+
+
+def flatten_splits(s: DataSplits) -> DataSplits:
+    """Samples reshaped to (n, features); statistics broadcast to the flat layout."""
+
+    def flat(a: FloatArray) -> FloatArray:
+        return a.reshape(a.shape[0], -1)
+
+    shape = s.x_train.shape[1:]
+    return DataSplits(
+        x_train=flat(s.x_train),
+        y_train=s.y_train,
+        x_val=flat(s.x_val),
+        y_val=s.y_val,
+        x_test=flat(s.x_test),
+        y_test=s.y_test,
+        mean=np.broadcast_to(s.mean, shape).reshape(-1).astype(np.float32),
+        std=np.broadcast_to(s.std, shape).reshape(-1).astype(np.float32),
+        n_classes=s.n_classes,
+        layout="tabular",
     )
 
 
@@ -99,8 +169,13 @@ def split_and_standardize(
     val_fraction: float,
     test_fraction: float,
     seed: int,
+    per_channel: bool = False,
 ) -> DataSplits:
-    """Stratified train/val/test split, then x <- (x - mu) / sigma with training statistics."""
+    """Stratified train/val/test split, then x <- (x - mu) / sigma with training statistics.
+
+    x is (n, *sample_shape). mu and sigma have the sample's shape (per feature), or with
+    `per_channel` the shape (c, 1, ..., 1): one value per channel of (n, c, *spatial).
+    """
     x_rest, x_test, y_rest, y_test = (x, x[:0], y, y[:0])
     if test_fraction > 0:
         x_rest, x_test, y_rest, y_test = train_test_split(
@@ -111,8 +186,14 @@ def split_and_standardize(
     x_train, x_val, y_train, y_val = train_test_split(
         x_rest, y_rest, test_size=val_of_rest, random_state=seed, stratify=y_rest
     )
-    mean = x_train.mean(axis=0).astype(np.float32)
-    std = x_train.std(axis=0).astype(np.float32)
+    # float64 accumulation: float32 sums over millions of pixels lose digits
+    if per_channel:  # x is (n, c, *spatial): reduce over n and the spatial axes
+        axes = (0, *range(2, x.ndim))
+        mean = x_train.mean(axis=axes, dtype=np.float64, keepdims=True)[0].astype(np.float32)
+        std = x_train.std(axis=axes, dtype=np.float64, keepdims=True)[0].astype(np.float32)
+    else:
+        mean = x_train.mean(axis=0, dtype=np.float64).astype(np.float32)
+        std = x_train.std(axis=0, dtype=np.float64).astype(np.float32)
     std[std == 0] = 1.0  # constant features (e.g. digits' border pixels) stay centred at 0
 
     def norm(a: FloatArray) -> FloatArray:
@@ -129,7 +210,15 @@ def split_and_standardize(
         mean=mean,
         std=std,
         n_classes=int(y.max()) + 1,
+        layout=sample_layout(x.shape[1:]),
     )
+
+
+def sample_layout(sample_shape: tuple[int, ...]) -> DataLayout:
+    """(features,) is tabular, (c, h, w) an image; (c, length) a multichannel signal."""
+    if len(sample_shape) == 3:
+        return "image"
+    return "signal" if len(sample_shape) == 2 else "tabular"
 
 
 @dataclass(frozen=True)
@@ -143,10 +232,11 @@ class TensorData:
     x_test: torch.Tensor
     y_test: torch.Tensor
     n_classes: int
+    layout: DataLayout = "tabular"
 
     @property
     def n_features(self) -> int:
-        return int(self.x_train.shape[1])
+        return int(np.prod(self.x_train.shape[1:]))
 
     @classmethod
     def from_splits(cls, splits: DataSplits, device: str | torch.device) -> TensorData:
@@ -161,4 +251,5 @@ class TensorData:
             x_test=t(splits.x_test),
             y_test=t(splits.y_test),
             n_classes=splits.n_classes,
+            layout=splits.layout,
         )

@@ -147,7 +147,7 @@ def fit(
         raise ValueError(f"monitor must be one of {list(CURVE_METRICS)}, got {config.monitor!r}")
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    model = build_model(config, tuple(data.x_train.shape[1:]), data.n_classes)
+    model = build_model(config, tuple(data.x_train.shape[1:]), data.n_classes, layout=data.layout)
     model = model.to(data.x_train.device)
     if prepare_model is not None:
         prepare_model(model)

@@ -28,6 +28,20 @@ WEIGHT_DECAY_MODES = ("coupled", "decoupled")
 LR_SCHEDULES = ("none", "exponential", "step", "inverse_time", "reduce_on_plateau")
 GRAD_CLIPS = ("none", "value", "norm")
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "leaky_relu", "elu")
+INITS = (
+    "auto",
+    "default",
+    "zeros",
+    "constant",
+    "normal",
+    "xavier_uniform",
+    "xavier_normal",
+    "he_uniform",
+    "he_normal",
+)
+BATCH_NORM = ("none", "before", "after")
+AUGMENTS = ("none", "shift", "shift_rotate")
+POOLINGS = ("max", "avg", "none")
 
 
 @dataclass(frozen=True)
@@ -71,6 +85,72 @@ class ParamSpec:
         high = "inf" if self.high is None else f"{self.high:g}"
         return f"{self.kind} in {left}{low}, {high}{right}"
 
+
+# Model and input parameters (initialization, activations' shapes, batch norm, input noise,
+# augmentation, layer widths and the cnn family); see trainer/model.py.
+MODEL_PARAMS = (
+    ParamSpec(
+        "init",
+        "categorical",
+        "auto",
+        "weight initialization (auto: He for the ReLU family, Xavier for sigmoid/tanh)",
+        choices=INITS,
+    ),
+    ParamSpec(
+        "init_std",
+        "float",
+        0.01,
+        "standard deviation of init=normal",
+        low=0.0,
+        low_open=True,
+        high=10.0,
+    ),
+    ParamSpec("init_constant", "float", 0.1, "weight value of init=constant", low=-10, high=10),
+    ParamSpec(
+        "leaky_relu_slope",
+        "float",
+        0.01,
+        "slope of leaky_relu for z < 0",
+        low=0.0,
+        high=1.0,
+        high_open=True,
+    ),
+    ParamSpec(
+        "elu_alpha", "float", 1.0, "alpha of elu: alpha·(exp(z) - 1) for z < 0", low=0.0, high=10.0
+    ),
+    ParamSpec(
+        "batch_norm",
+        "categorical",
+        "none",
+        "batch normalization before or after each hidden activation",
+        choices=BATCH_NORM,
+    ),
+    ParamSpec(
+        "input_noise", "float", 0.0, "std of Gaussian input noise (training only)", low=0, high=10
+    ),
+    ParamSpec(
+        "augment",
+        "categorical",
+        "none",
+        "random shifts (and small rotations) of image inputs, training only",
+        choices=AUGMENTS,
+    ),
+    ParamSpec(
+        "hidden_units_shrink",
+        "float",
+        1.0,
+        "width of dense hidden layer i = hidden_units·shrinkⁱ (1: all equal)",
+        low=0.0,
+        low_open=True,
+        high=1.0,
+    ),
+    ParamSpec("conv_blocks", "int", 2, "cnn: convolution blocks", low=1, high=12),
+    ParamSpec(
+        "conv_channels", "int", 32, "cnn: channels of the first block (doubling)", low=1, high=512
+    ),
+    ParamSpec("kernel_size", "int", 3, "cnn: convolution kernel size", low=1, high=15),
+    ParamSpec("pooling", "categorical", "max", "cnn: 2x pooling per block", choices=POOLINGS),
+)
 
 PARAMS: dict[str, ParamSpec] = {
     p.name: p
@@ -225,6 +305,7 @@ PARAMS: dict[str, ParamSpec] = {
         ParamSpec("hidden_layers", "int", 2, "number of hidden layers", low=0, high=32),
         ParamSpec("hidden_units", "int", 128, "units per hidden layer", low=1, high=8192),
         ParamSpec("activation", "categorical", "relu", "hidden activation", choices=ACTIVATIONS),
+        *MODEL_PARAMS,
     )
 }
 
