@@ -18,12 +18,14 @@ from service.schemas import (
     StudySummary,
     TrialPage,
 )
+from service.transfer import init_from_errors
 
 router = APIRouter(prefix="/api/studies", tags=["studies"])
 
 
 def _check_caps(spec: StudySpec, settings: SettingsDep) -> None:
-    """The service's own limits, reported like any other validation error."""
+    """The service's own limits, and what only the database knows (init_from's trial),
+    reported like any other validation error."""
     caps = (
         (("budget", "n_trials"), spec.budget.n_trials, settings.max_trials, "HPO_MAX_TRIALS"),
         (
@@ -42,6 +44,15 @@ def _check_caps(spec: StudySpec, settings: SettingsDep) -> None:
         }
         for loc, value, cap, env in caps
         if value > cap
+    ]
+    errors += [
+        {
+            "type": "value_error",
+            "loc": ("body", "init_from", field),
+            "msg": f"init_from.{field}: {msg}",
+            "input": getattr(spec.init_from, field),
+        }
+        for field, msg in init_from_errors(settings.database_url, spec)
     ]
     if errors:
         raise RequestValidationError(errors)
