@@ -89,6 +89,9 @@ def test_transfer_between_studies_with_frozen_blocks(service: Service, tmp_path:
             assert reused.keys() == a.block_state(i).keys()
             for name, tensor in reused.items():
                 assert torch.equal(tensor, a.block_state(i)[name]), (i, name)
+    out = hpo_cli(service, "model", "999999", "-o", str(tmp_path / "none.pt"))
+    assert out.returncode == 1 and "404: trial 999999 not found" in out.stderr
+    assert not (tmp_path / "none.pt").exists()
     assert "Traceback" not in service.log()
 
 
