@@ -73,15 +73,7 @@ def test_downloaded_model_reproduces_the_recorded_val_accuracy(
     assert (ckpt.family, ckpt.input_shape, ckpt.n_classes) == ("mlp", (2,), 2)
     assert (ckpt.config.hidden_layers, ckpt.config.hidden_units) == (2, 16)
     model = rebuild_model(ckpt)
-    ds = ckpt.extra["dataset"]
-    splits = load_dataset(
-        ds["name"],
-        val_fraction=ds["val_fraction"],
-        test_fraction=ds["test_fraction"],
-        seed=ds["seed"],
-        n_samples=ds["n_samples"],
-        noise=ds["noise"],
-    )
+    splits = load_dataset(**ckpt.extra["dataset"])  # the trial's splits, as the README says
     _, val_accuracy = evaluate(
         model, torch.from_numpy(splits.x_val), torch.from_numpy(splits.y_val)
     )
