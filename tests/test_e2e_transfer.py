@@ -46,9 +46,9 @@ def submit(svc: Service, spec: dict[str, Any]) -> int:
 
 
 def test_transfer_between_studies_with_frozen_blocks(service: Service, tmp_path: Path) -> None:
-    a_spec = tiny_spec("moons-source", n_trials=3)
+    a_spec = tiny_spec("moons-source", n_trials=2)
     a_spec["dataset"] = {"name": "moons", "n_samples": 400, "noise": 0.2}
-    a_spec["objective"]["max_epochs"] = 5
+    a_spec["objective"]["max_epochs"] = 4
     a_spec["fixed"] = {"hidden_layers": 2, "hidden_units": 32}
     a_id = submit(service, a_spec)
     assert service.wait_finished(a_id)["status"] == "completed"
@@ -68,9 +68,9 @@ def test_transfer_between_studies_with_frozen_blocks(service: Service, tmp_path:
     assert val_accuracy == pytest.approx(best["value"], abs=1e-12)
 
     # B: 3 blobs (3 classes), from A's two blocks, frozen, with a third block of its own.
-    b_spec = tiny_spec("blobs-from-moons", n_trials=3)
+    b_spec = tiny_spec("blobs-from-moons", n_trials=2)
     b_spec["dataset"] = {"name": "blobs", "n_samples": 300, "noise": 1.5}
-    b_spec["objective"]["max_epochs"] = 4
+    b_spec["objective"]["max_epochs"] = 3
     b_spec["fixed"] = {"hidden_layers": 3, "hidden_units": 32}
     b_spec["init_from"] = {"trial_id": best["trial_id"], "layers": 2, "freeze": True}
     b_id = submit(service, b_spec)
