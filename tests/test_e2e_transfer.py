@@ -152,8 +152,8 @@ def technique_spec() -> dict[str, Any]:
                 space[child] = {"type": "float", "low": low, "high": high, "when": when}
     spec["space"] = space
     spec["enqueue"] = [
-        {"optimizer": "adam", "lr_schedule": "exponential", "grad_clip": "norm"},
-        {"optimizer": "nesterov", "lr_schedule": "step", "grad_clip": "none"},
+        {"lr": 0.0123, "optimizer": "adam", "lr_schedule": "exponential", "grad_clip": "norm"},
+        {"lr": 0.0234, "optimizer": "nesterov", "lr_schedule": "step", "grad_clip": "none"},
     ]
     return spec
 
