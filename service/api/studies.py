@@ -24,8 +24,7 @@ router = APIRouter(prefix="/api/studies", tags=["studies"])
 
 
 def _check_caps(spec: StudySpec, settings: SettingsDep) -> None:
-    """The service's own limits, and what only the database knows (init_from's trial),
-    reported like any other validation error."""
+    """The service's own limits, reported like any other validation error."""
     caps = (
         (("budget", "n_trials"), spec.budget.n_trials, settings.max_trials, "HPO_MAX_TRIALS"),
         (
@@ -45,7 +44,13 @@ def _check_caps(spec: StudySpec, settings: SettingsDep) -> None:
         for loc, value, cap, env in caps
         if value > cap
     ]
-    errors += [
+    if errors:
+        raise RequestValidationError(errors)
+
+
+def _check_init_from(spec: StudySpec, settings: SettingsDep) -> None:
+    """init_from names a trial: only the database knows whether it fits."""
+    errors = [
         {
             "type": "value_error",
             "loc": ("body", "init_from", field),
@@ -62,6 +67,7 @@ def _check_caps(spec: StudySpec, settings: SettingsDep) -> None:
 def create_study(spec: StudySpec, settings: SettingsDep) -> StudyCreated:
     """Submit a study. 409 if the name is taken; 422 names the bad field."""
     _check_caps(spec, settings)
+    _check_init_from(spec, settings)
     try:
         return study_service.create_study(settings.database_url, spec)
     except study_service.StudyExists as e:
