@@ -95,6 +95,10 @@ def _client(args: argparse.Namespace) -> httpx.Client:
 
 
 def _call(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> Any:
+    return _request(args, method, path, **kwargs).json()
+
+
+def _request(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> httpx.Response:
     try:
         with _client(args) as client:
             response = client.request(method, path, **kwargs)
@@ -112,7 +116,7 @@ def _call(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> An
             )
             detail = "invalid study spec:\n" + detail
         raise ApiError(f"{response.status_code}: {detail}")
-    return response.json()
+    return response
 
 
 def _study_id(args: argparse.Namespace, ref: str) -> int:
@@ -215,6 +219,20 @@ def cmd_trial(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_model(args: argparse.Namespace) -> int:
+    import hashlib
+
+    response = _request(args, "GET", f"/api/trials/{args.trial_id}/model")
+    digest = hashlib.sha256(response.content).hexdigest()
+    expected = response.headers.get("x-content-sha256")
+    if expected and expected != digest:
+        raise ApiError(f"download corrupted: sha256 {digest}, the service said {expected}")
+    out = Path(args.output or f"trial-{args.trial_id}-model.pt")
+    out.write_bytes(response.content)
+    print(f"trial {args.trial_id}: model saved to {out} ({len(response.content)} bytes)")
+    return 0
+
+
 # ---- parser -------------------------------------------------------------------------------
 
 
@@ -282,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--offset", type=int, default=0)
     c = client("trial", cmd_trial, "one trial with its curves (JSON)")
     c.add_argument("trial_id", type=int)
+    c = client("model", cmd_model, "download a trial's trained model (a torch.save file)")
+    c.add_argument("trial_id", type=int)
+    c.add_argument("-o", "--output", help="file to write (default trial-ID-model.pt)")
     return p
 
 

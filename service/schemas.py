@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from service.search.conditions import condition_errors, enqueue_condition_errors
 from trainer.data import DATASET_NAMES, is_image
 from trainer.images import IMAGE_DATASETS
 from trainer.params import PARAMS
@@ -27,12 +28,20 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+Condition = dict[str, list[Scalar]]
+WHEN_HELP = (
+    "search this parameter only when each named parameter (searched earlier in `space`, or "
+    "fixed) took one of the listed values; otherwise it keeps its default"
+)
+
+
 class FloatDist(_Strict):
     type: Literal["float"]
     low: float
     high: float
     log: bool = False
     step: float | None = Field(None, gt=0)
+    when: Condition | None = Field(None, description=WHEN_HELP)
 
     @model_validator(mode="after")
     def _check(self) -> FloatDist:
@@ -49,6 +58,7 @@ class IntDist(_Strict):
     high: int
     log: bool = False
     step: int | None = Field(None, ge=1)
+    when: Condition | None = Field(None, description=WHEN_HELP)
 
     @model_validator(mode="after")
     def _check(self) -> IntDist:
@@ -66,6 +76,7 @@ class IntDist(_Strict):
 class CategoricalDist(_Strict):
     type: Literal["categorical"]
     choices: list[Scalar] = Field(min_length=1)
+    when: Condition | None = Field(None, description=WHEN_HELP)
 
     @model_validator(mode="after")
     def _check(self) -> CategoricalDist:
@@ -171,6 +182,14 @@ class BudgetSpec(_Strict):
     )
 
 
+class InitFromSpec(_Strict):
+    trial_id: int = Field(ge=0, description="a finished trial with a saved model")
+    layers: int | None = Field(
+        None, ge=1, description="reuse its first k hidden blocks (default: all of them)"
+    )
+    freeze: bool = Field(False, description="keep the reused blocks' weights fixed")
+
+
 class StudySpec(_Strict):
     name: str = Field(min_length=1, max_length=200)
     dataset: DatasetSpec
@@ -182,6 +201,9 @@ class StudySpec(_Strict):
     pruner: PrunerSpec = PrunerSpec()
     budget: BudgetSpec
     enqueue: list[dict[str, Scalar]] = Field(default_factory=list, max_length=1000)
+    init_from: InitFromSpec | None = Field(
+        None, description="start every trial from a finished trial's weights (transfer learning)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> StudySpec:
@@ -201,6 +223,8 @@ class StudySpec(_Strict):
                     errors.append(f"enqueue[{i}].{name}: not in space (only searched params)")
                 elif not self.space[name].contains(value):
                     errors.append(f"enqueue[{i}].{name}: {value!r} is outside space.{name}")
+        errors += condition_errors(self.space, self.fixed, self.sampler.name)
+        errors += enqueue_condition_errors(self.space, self.fixed, self.enqueue)
         if self.sampler.name == "grid":
             for name, dist in self.space.items():
                 if isinstance(dist, FloatDist) and dist.step is None:
@@ -311,6 +335,8 @@ class TrialPage(BaseModel):
 
 class TrialDetail(TrialSummary):
     test_accuracy: float | None
+    warnings: list[str] = Field(default_factory=list, description="about the configuration")
+    has_model: bool = Field(False, description="GET /api/trials/{id}/model serves its weights")
     intermediate_values: dict[int, float]
     curves: dict[str, list[tuple[int, float]]]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import select
 
+from service.artifacts import model_meta
 from service.db.engine import session_scope
 from service.db.models import CurvePoint, TrialRecord
 from service.optuna_storage import get_storage
@@ -79,6 +80,8 @@ def get_trial(url: str, trial_id: int) -> TrialDetail:
     return TrialDetail(
         **summary.model_dump(),
         test_accuracy=record.test_accuracy,
+        warnings=record.warnings or [],
+        has_model=model_meta(url, trial_id) is not None,
         intermediate_values=dict(frozen.intermediate_values),
         curves=get_curves(url, trial_id),
     )

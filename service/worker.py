@@ -24,6 +24,7 @@ from sqlalchemy import insert, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from service import __version__
+from service.artifacts import save_trial_model
 from service.claims import (
     Claim,
     attach_trial,
@@ -42,6 +43,8 @@ from service.search.factories import build_pruner, build_sampler
 from service.search.space import suggest_params
 from service.settings import Settings
 from service.studies import get_study_row
+from service.transfer import prepare_from
+from service.trial_warnings import record_warnings
 from trainer import (
     DivergedError,
     EpochMetrics,
@@ -272,6 +275,8 @@ class WorkerProcess:
         )
         data = self.data_for(spec.dataset)
         trial_id = trial._trial_id
+        record_warnings(self.url, trial_id, config)
+        prepare = None if spec.init_from is None else prepare_from(self.url, spec.init_from)
 
         def on_epoch(m: EpochMetrics) -> bool:
             # One write per epoch: every curve point of this epoch in one statement.
@@ -288,7 +293,8 @@ class WorkerProcess:
                 raise Interrupted("worker stopping; the trial will run again on another worker")
             return trial.should_prune()
 
-        result = fit(config, data, on_epoch)
+        result = fit(config, data, on_epoch, prepare_model=prepare)
+        save_trial_model(self.url, trial_id, result, config, spec, data)
         test_acc = None
         if data.x_test.shape[0] > 0:
             test_acc = evaluate(result.model, data.x_test, data.y_test)[1]

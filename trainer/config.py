@@ -77,6 +77,4 @@ class TrainConfig:
         for name, spec in PARAMS.items():
             if spec.kind == "int":
                 values[name] = int(values[name])  # 64.0 from JSON -> 64
-        return cls(
-            **values, max_epochs=max_epochs, seed=seed, monitor=monitor, family=family
-        )
+        return cls(**values, max_epochs=max_epochs, seed=seed, monitor=monitor, family=family)

@@ -18,6 +18,7 @@ from service.schemas import (
     StudySummary,
     TrialPage,
 )
+from service.transfer import init_from_errors
 
 router = APIRouter(prefix="/api/studies", tags=["studies"])
 
@@ -47,10 +48,26 @@ def _check_caps(spec: StudySpec, settings: SettingsDep) -> None:
         raise RequestValidationError(errors)
 
 
+def _check_init_from(spec: StudySpec, settings: SettingsDep) -> None:
+    """init_from names a trial: only the database knows whether it fits."""
+    errors = [
+        {
+            "type": "value_error",
+            "loc": ("body", "init_from", field),
+            "msg": f"init_from.{field}: {msg}",
+            "input": getattr(spec.init_from, field),
+        }
+        for field, msg in init_from_errors(settings.database_url, spec)
+    ]
+    if errors:
+        raise RequestValidationError(errors)
+
+
 @router.post("", status_code=201, response_model=StudyCreated)
 def create_study(spec: StudySpec, settings: SettingsDep) -> StudyCreated:
     """Submit a study. 409 if the name is taken; 422 names the bad field."""
     _check_caps(spec, settings)
+    _check_init_from(spec, settings)
     try:
         return study_service.create_study(settings.database_url, spec)
     except study_service.StudyExists as e:

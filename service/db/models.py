@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -75,6 +76,8 @@ class TrialRecord(Base):
     state: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text, default=None)
     test_accuracy: Mapped[float | None] = mapped_column(Float, default=None)
+    # trainer.model.config_warnings(config): e.g. dropout placed before batch norm.
+    warnings: Mapped[list[str] | None] = mapped_column(JSON, default=None)
     started_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(), default=None)
 
@@ -126,3 +129,23 @@ class EnqueuedConfig(Base):
     claimed: Mapped[bool] = mapped_column(default=False)
 
     __table_args__ = (Index("ix_hpo_enqueued_study", "study_id", "claimed", "position"),)
+
+
+class Artifact(Base):
+    """A file a trial produced, stored in the database so that any worker or API process
+    can read it knowing only the database URL. kind "model": a torch.save checkpoint
+    (trainer.checkpoint)."""
+
+    __tablename__ = "hpo_artifacts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trial_id: Mapped[int] = mapped_column(Integer)  # Optuna's trial_id
+    kind: Mapped[str] = mapped_column(String(32))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    # What a reader needs without loading the bytes (e.g. family, n_blocks for init_from).
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("trial_id", "kind", name="uq_hpo_artifacts_trial_kind"),)

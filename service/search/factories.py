@@ -16,6 +16,9 @@ def build_sampler(spec: StudySpec, claim_index: int) -> optuna.samplers.BaseSamp
     s = spec.sampler
     seed = None if s.seed is None else s.seed * SEED_STRIDE + claim_index
     n_startup = 10 if s.n_startup_trials is None else s.n_startup_trials  # Optuna's default
+    # CMA-ES, GP and QMC search the parameters every trial has; conditional ones are drawn by
+    # their independent (random) sampler, which they would otherwise log for every trial.
+    warn = not any(dist.when for dist in spec.space.values())
     if s.name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup)
     if s.name == "random":
@@ -23,13 +26,17 @@ def build_sampler(spec: StudySpec, claim_index: int) -> optuna.samplers.BaseSamp
     if s.name == "grid":
         return optuna.samplers.GridSampler(grid_values(spec), seed=seed)
     if s.name == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed)
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=warn)
     if s.name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=n_startup)
+        return optuna.samplers.GPSampler(
+            seed=seed, n_startup_trials=n_startup, warn_independent_sampling=warn
+        )
     if s.name == "qmc":
         # QMC walks one low-discrepancy sequence by trial number: every worker must use the
         # same scramble seed, so this one is not varied per claim.
-        return optuna.samplers.QMCSampler(seed=s.seed if s.seed is not None else 0)
+        return optuna.samplers.QMCSampler(
+            seed=s.seed if s.seed is not None else 0, warn_independent_sampling=warn
+        )
     raise ValueError(f"unknown sampler {s.name!r}")
 
 

@@ -7,12 +7,17 @@ from typing import Any
 import optuna
 
 from service.schemas import CategoricalDist, FloatDist, IntDist, StudySpec
+from service.search.conditions import condition_holds
 
 
 def suggest_params(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
-    """Suggest every searched parameter, in the spec's order; returns searched + fixed."""
+    """Suggest every searched parameter whose condition holds, in the spec's order; returns
+    searched + fixed. A parameter whose `when` does not hold is neither suggested (so it is
+    not in the trial's params) nor returned (so the trainer uses its default)."""
     params: dict[str, Any] = {}
     for name, dist in spec.space.items():
+        if dist.when is not None and not condition_holds(dist.when, {**spec.fixed, **params}):
+            continue
         if isinstance(dist, FloatDist):
             params[name] = trial.suggest_float(
                 name, dist.low, dist.high, log=dist.log, step=dist.step
@@ -27,7 +32,8 @@ def suggest_params(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
 
 
 def grid_values(spec: StudySpec) -> dict[str, list[Any]]:
-    """Every point of each searched parameter, for the grid sampler."""
+    """Every point of each searched parameter, for the grid sampler (which the spec refuses
+    for conditional spaces: its grid is a Cartesian product)."""
     grid: dict[str, list[Any]] = {}
     for name, dist in spec.space.items():
         if isinstance(dist, CategoricalDist):

@@ -1,0 +1,133 @@
+"""Conditional search-space entries: `"when": {"optimizer": ["momentum", "nesterov"]}`.
+
+An entry with `when` is suggested only when every named parameter was already given one of
+the listed values, either searched earlier in the space's order or fixed; otherwise it keeps
+its default and is not part of the trial's params. A parameter whose own condition did not
+hold has no value, so the entries that depend on it are skipped too.
+
+Conditions may only refer to parameters earlier in `space` (or fixed), which is also what
+rules out cycles: the space's order is the order of the suggest calls, the define-by-run
+order every Optuna sampler sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from trainer.params import PARAMS
+
+
+class ConditionalDist(Protocol):
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def when(self) -> dict[str, list[Any]] | None: ...
+
+    def contains(self, value: object) -> bool: ...
+
+
+def condition_holds(when: Mapping[str, Sequence[object]], values: Mapping[str, object]) -> bool:
+    """True when every parameter named in `when` has a value, and it is one of those listed."""
+    return all(name in values and values[name] in allowed for name, allowed in when.items())
+
+
+def _describe(when: Mapping[str, Sequence[object]]) -> str:
+    return " and ".join(f"{name} in {list(allowed)}" for name, allowed in when.items())
+
+
+def condition_errors(
+    space: Mapping[str, ConditionalDist], fixed: Mapping[str, object], sampler: str
+) -> list[str]:
+    """Why the `when` entries of a space are not valid; empty when they are."""
+    errors: list[str] = []
+    order = list(space)
+    for position, (name, dist) in enumerate(space.items()):
+        when = dist.when
+        if when is None:
+            continue
+        field = f"space.{name}.when"
+        if sampler == "grid":
+            errors.append(
+                f"{field}: the grid sampler cannot search conditional parameters (its grid is "
+                "the Cartesian product of every parameter); use another sampler, or list the "
+                "combinations in enqueue"
+            )
+        if not when:
+            errors.append(f"{field}: must name at least one parameter")
+        for parent, allowed in when.items():
+            errors += [
+                f"{field}.{parent}: {e}"
+                for e in _parent_errors(name, position, parent, allowed, space, order, fixed)
+            ]
+    return errors
+
+
+def _parent_errors(
+    name: str,
+    position: int,
+    parent: str,
+    allowed: Sequence[object],
+    space: Mapping[str, ConditionalDist],
+    order: list[str],
+    fixed: Mapping[str, object],
+) -> list[str]:
+    if parent == name:
+        return ["a parameter cannot be conditional on itself"]
+    param = PARAMS.get(parent)
+    if param is None:
+        return [f"unknown parameter; known: {sorted(PARAMS)}"]
+    if not allowed:
+        return ["lists no values; the entry could never be searched"]
+    errors = [f"{v!r}: {e}" for v in allowed if (e := param.check(v)) is not None]
+    if parent in space:
+        parent_dist = space[parent]
+        if order.index(parent) > position:
+            cycle = parent_dist.when is not None and name in parent_dist.when
+            why = "the conditions form a cycle" if cycle else "conditions are evaluated in order"
+            errors.append(f"must come before {name} in space ({why})")
+        if parent_dist.type == "float":
+            errors.append(
+                "conditions need a categorical or int parameter; "
+                f"space.{parent} is a continuous float"
+            )
+        elif not errors:
+            errors += [
+                f"{v!r} is outside space.{parent}, so it is never chosen"
+                for v in allowed
+                if not parent_dist.contains(v)
+            ]
+    elif parent in fixed:
+        if not errors and fixed[parent] not in allowed:
+            errors.append(
+                f"never holds: fixed.{parent} is {fixed[parent]!r}; drop the entry or the condition"
+            )
+    else:
+        errors.append(f"is neither searched (before {name}) nor fixed, so it has no value")
+    return errors
+
+
+def enqueue_condition_errors(
+    space: Mapping[str, ConditionalDist],
+    fixed: Mapping[str, object],
+    enqueue: Sequence[Mapping[str, object]],
+) -> list[str]:
+    """An enqueued configuration may not set a parameter whose condition it (or `fixed`)
+    already makes false; a condition on a parameter the entry leaves to the sampler is only
+    known when the trial runs."""
+    errors: list[str] = []
+    for i, config in enumerate(enqueue):
+        known = {**fixed, **config}
+        for name in config:
+            dist = space.get(name)
+            if dist is None or not dist.when:
+                continue
+            decided = {p: a for p, a in dist.when.items() if p in known}
+            if not condition_holds(decided, known):
+                values = ", ".join(f"{p}={known[p]!r}" for p in decided)
+                errors.append(
+                    f"enqueue[{i}].{name}: searched only when {_describe(dist.when)}, "
+                    f"but here {values}"
+                )
+    return errors

@@ -1,0 +1,29 @@
+"""Warnings about a trial's configuration (e.g. dropout placed before batch norm), stored
+on its record and returned by `GET /api/trials/{id}`."""
+
+from __future__ import annotations
+
+from sqlalchemy import update
+
+import trainer.model
+from service.db.engine import session_scope
+from service.db.models import TrialRecord
+from trainer import TrainConfig
+
+
+def config_warnings(config: TrainConfig) -> list[str]:
+    # TODO(issue 3): trainer.model.config_warnings lands with the model helper's branch;
+    # call it directly once it is on main.
+    check = getattr(trainer.model, "config_warnings", None)
+    return [] if check is None else [str(w) for w in check(config)]
+
+
+def record_warnings(url: str, optuna_trial_id: int, config: TrainConfig) -> list[str]:
+    warnings = config_warnings(config)
+    with session_scope(url) as session:
+        session.execute(
+            update(TrialRecord)
+            .where(TrialRecord.optuna_trial_id == optuna_trial_id)
+            .values(warnings=warnings)
+        )
+    return warnings
