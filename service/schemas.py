@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from service.diagnosis_schemas import Finding
 from trainer.data import BUILTIN
 from trainer.params import PARAMS
 
@@ -279,6 +280,7 @@ class TrialDetail(TrialSummary):
     test_accuracy: float | None
     intermediate_values: dict[int, float]
     curves: dict[str, list[tuple[int, float]]]
+    diagnosis: list[Finding] = Field(default_factory=list, description="trainer.diagnosis")
 
 
 class Health(BaseModel):

@@ -23,7 +23,7 @@ from optuna.trial import TrialState, create_trial
 from sqlalchemy import insert, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from service import __version__
+from service import __version__, learning_curves
 from service.claims import (
     Claim,
     attach_trial,
@@ -36,6 +36,7 @@ from service.claims import (
 )
 from service.db.engine import session_scope
 from service.db.models import CurvePoint, Worker, utcnow
+from service.diagnoses import record_diagnosis
 from service.optuna_storage import get_storage
 from service.schemas import DatasetSpec, StudySpec
 from service.search.factories import build_pruner, build_sampler
@@ -138,6 +139,11 @@ class WorkerProcess:
         backoff = self.settings.worker_poll_seconds
         while not self.stopping.is_set() and (max_trials is None or ran < max_trials):
             try:
+                # Learning-curve jobs (service.learning_curves) before new trials.
+                if learning_curves.run_next_job(
+                    self.url, self.worker_id, self.data_for, self.stopping
+                ):
+                    continue
                 if until_idle and not self._has_work():
                     break
                 claim = self._next_claim()
@@ -251,6 +257,7 @@ class WorkerProcess:
                 log.exception("could not mark trial %d failed in Optuna", trial.number)
             finish_record(self.url, claim.record_id, "fail", error=reason)
         finally:
+            record_diagnosis(self.url, trial_id)  # findings of the ended trial; never raises
             self._set_worker(current_trial_id=None)
             if self.device.startswith("cuda"):
                 torch.cuda.empty_cache()
