@@ -40,7 +40,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{k} {v}" for k, v in report["finding_counts"].items()) or "none"
     print(f"study {report['study_id']}: {report['n_trials']} finished trials; findings: {counts}")
     if report["best_trial_id"] is not None:
-        print(f"\nbest trial {report['best_trial_id']}:")
+        print(f"\nbest trial (id {report['best_trial_id']}):")
         print(format_findings(report["best_trial_findings"]))
     if report["importances"]:
         print(

@@ -8,6 +8,7 @@ together, more data will not help (bias).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -140,6 +141,10 @@ def conclude(points: Sequence[SizePoint], metric: str = "val_accuracy") -> dict[
         "train_val_accuracy_gap_at_full": gap,
         "val_accuracy_by_fraction": {str(p.fraction): p.val_accuracy for p in pts},
         "val_loss_by_fraction": {str(p.fraction): p.val_loss for p in pts},
+        # Diminishing returns show as shrinking gains from one size to the next.
+        "val_accuracy_gain_by_step": [
+            b.val_accuracy - a.val_accuracy for a, b in itertools.pairwise(pts)
+        ],
     }
     name = "val accuracy" if metric != "val_loss" else "val loss (relative)"
     if improving or open_gap:

@@ -188,7 +188,7 @@ MOVES: dict[str, tuple[Move, ...]] = {
 
 def _fmt(v: object) -> str:
     if isinstance(v, float):
-        return f"{v:g}"
+        return f"{v:.3g}"
     return str(v)
 
 
@@ -230,6 +230,14 @@ def _current(param: str, ctx: RemedyContext) -> ParamValue | None:
     return None if spec is None else spec.default
 
 
+def _used(param: str, value: ParamValue | None, ctx: RemedyContext) -> str:
+    if value is None:
+        return ""
+    if param in ctx.config:
+        return f"; this trial {_fmt(value)}, not searched"
+    return f"; this trial used the default {_fmt(value)}"
+
+
 def _render_numeric(move: Move, ctx: RemedyContext) -> str | None:
     p, verb = move.param, move.direction
     value = _current(p, ctx)
@@ -265,7 +273,7 @@ def _render_numeric(move: Move, ctx: RemedyContext) -> str | None:
             f"{verb} {p} ({move.why}; fixed at {shown} in this study): search it instead — "
             f"move it from fixed to space: {_snippet(p, move.suggest)}"
         )
-    default = "" if value is None else f"; this trial used the default {shown}"
+    default = _used(p, value, ctx)
     return (
         f"{verb} {p} ({move.why}{default}): add it to the spec's space: {_snippet(p, move.suggest)}"
     )
@@ -296,7 +304,7 @@ def _render_choice(move: Move, ctx: RemedyContext) -> str | None:
             f"try {p} {try_} ({move.why}; fixed at {shown}): set "
             f'"fixed": {{"{p}": "{move.prefer[0]}"}} or search it: {_snippet(p, move.suggest)}'
         )
-    default = "" if value is None else f"; this trial used the default {shown}"
+    default = _used(p, value, ctx)
     return (
         f"try {p} {try_} ({move.why}{default}): add it to the spec's space: "
         f"{_snippet(p, move.suggest)}"
