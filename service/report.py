@@ -53,7 +53,7 @@ DOMINANT_ADVICE = {
     "unrepresentative_validation": (
         "the validation split looks unrepresentative in many trials: raise val_fraction"
     ),
-    "good_fit": "most trials fit well: tune lr and batch_size around the best trial",
+    "good_fit": "most trials fit well: refine the search around the best trial's configuration",
 }
 
 

@@ -8,11 +8,13 @@ import sys
 
 import httpx
 from alembic import command
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 
 from service.db.migrate import alembic_config, upgrade
 
 OURS = {"hpo_studies", "hpo_trials", "hpo_curve_points", "hpo_workers", "hpo_enqueued"}
+OURS |= {"hpo_trial_diagnoses", "hpo_learning_curves"}
 OPTUNAS = {"studies", "trials", "trial_params", "trial_values", "version_info"}
 
 
@@ -48,7 +50,9 @@ def test_cli_db_upgrade_creates_both_schemas_and_is_idempotent(empty_database_ur
     with engine.connect() as conn:
         ours = conn.execute(text("SELECT version_num FROM hpo_alembic_version")).scalar()
     engine.dispose()
-    assert ours == "0001"
+    assert (
+        ours == ScriptDirectory.from_config(alembic_config(empty_database_url)).get_current_head()
+    )
 
 
 def test_our_migration_downgrades_and_upgrades_again(empty_database_url: str) -> None:
