@@ -25,6 +25,8 @@ from trainer.diagnosis import TrialRun, diagnose_dicts
 log = logging.getLogger(__name__)
 
 FINISHED = ("complete", "pruned", "fail")
+# Optuna user attribute of a trial the worker stopped because of an early verdict.
+PRUNED_BY_DIAGNOSIS = "pruned_by_diagnosis"
 Findings = list[dict[str, Any]]
 
 
@@ -99,7 +101,14 @@ def compute(
         frozen = get_storage(url).get_trial(trial_id)
     if curves is None:
         curves = curve_values(url, trial_id)
-    return diagnose_dicts(trial_run(spec, record, dict(frozen.params), curves))
+    findings = diagnose_dicts(trial_run(spec, record, dict(frozen.params), curves))
+    reason = frozen.user_attrs.get(PRUNED_BY_DIAGNOSIS)
+    if reason is not None:
+        kind = str(reason).split(" ", 1)[0]
+        for f in findings:
+            if f["kind"] == kind:
+                f["evidence"]["stopped_early"] = str(reason)
+    return findings
 
 
 def record_diagnosis(url: str, trial_id: int) -> None:

@@ -36,7 +36,7 @@ from service.claims import (
 )
 from service.db.engine import session_scope
 from service.db.models import CurvePoint, Worker, utcnow
-from service.diagnoses import record_diagnosis
+from service.diagnoses import PRUNED_BY_DIAGNOSIS, record_diagnosis
 from service.optuna_storage import get_storage
 from service.schemas import DatasetSpec, StudySpec
 from service.search.factories import build_pruner, build_sampler
@@ -52,6 +52,7 @@ from trainer import (
     fit,
     load_dataset,
 )
+from trainer.diagnosis import EarlyVerdict
 
 log = logging.getLogger("hpo.worker")
 
@@ -272,6 +273,8 @@ class WorkerProcess:
         data = self.data_for(spec.dataset)
         metric = spec.objective.metric
         trial_id = trial._trial_id
+        # Stops hopeless trials: confidently diverged, or vanishing gradients and not learning.
+        verdict = EarlyVerdict(n_classes=data.n_classes)
 
         def on_epoch(m: EpochMetrics) -> bool:
             # One write per epoch: every curve point of this epoch in one statement.
@@ -286,6 +289,9 @@ class WorkerProcess:
             trial.report(m.values[metric], m.epoch)
             if self.stopping.is_set():
                 raise Interrupted("worker stopping; the trial will run again on another worker")
+            if (reason := verdict.update(m.values)) is not None:
+                trial.set_user_attr(PRUNED_BY_DIAGNOSIS, reason)
+                return True
             return trial.should_prune()
 
         result = fit(config, data, on_epoch)

@@ -13,7 +13,7 @@ import pytest
 
 from service.schemas import StudySpec
 from trainer import diagnosis as d
-from trainer.diagnosis import KINDS, TrialRun, diagnose
+from trainer.diagnosis import CONFIRM_EPOCHS, KINDS, EarlyVerdict, TrialRun, diagnose
 
 
 def plateau(start: float, end: float, n: int, tau: float = 2.0) -> list[float]:
@@ -140,7 +140,21 @@ CASES = [
         loss([1.0, 0.5, 0.4, 2.0, 10.0, 50.0], [1.0, 0.5, 0.4, 2.0, 10.0, 50.0]),
         {"diverged"},
         {"good_fit"},
+        n_classes=None,
         evidence={"growth_over_min": 125.0},
+    ),
+    Case(
+        "diverged: training loss 12x chance level",
+        loss([30.0, 28.0, 27.6], [31.0, 29.0, 28.0]),
+        {"diverged"},
+        {"underfit", "good_fit"},
+        evidence={"train_loss_over_chance": 11.99},
+    ),
+    Case(
+        "not diverged: 5x chance level is a (bad) underfit",
+        loss([11.5, 11.5, 11.5, 11.5], [11.6, 11.6, 11.6, 11.6]),
+        {"underfit"},
+        {"diverged"},
     ),
     Case(
         "not diverged: a 5x growth",
@@ -430,3 +444,45 @@ def test_thresholds_are_named_constants() -> None:
         "GOOD_FIT_MAX_GAP_NATS",
     ):
         assert isinstance(getattr(d, name), float), name
+
+
+# ---- early verdicts: stop hopeless trials ----------------------------------------------
+
+
+def follow(epochs: list[dict[str, float]], n_classes: int | None = 3) -> list[str | None]:
+    verdict = EarlyVerdict(n_classes=n_classes)
+    return [verdict.update(values) for values in epochs]
+
+
+def test_a_diverged_trial_is_stopped_after_three_epochs_in_a_row() -> None:
+    # Adam with lr 0.5 on wine, as trained: ~1000x chance level and not coming down.
+    reasons = follow([{"train_loss": v, "val_loss": v} for v in (1901.5, 1244.2, 2706.0, 155.4)])
+    assert reasons[: CONFIRM_EPOCHS - 1] == [None] * (CONFIRM_EPOCHS - 1)
+    assert reasons[CONFIRM_EPOCHS - 1] is not None
+    assert reasons[CONFIRM_EPOCHS - 1].startswith("diverged for 3 epochs in a row")
+    assert "train_loss_over_chance=2463" in reasons[CONFIRM_EPOCHS - 1]
+
+
+def test_a_recovering_or_spiking_trial_is_not_stopped() -> None:
+    # RMSprop with lr 1 on wine blew up in epoch 1 and came down to 0 by epoch 8.
+    recovering = (5486142.8, 275957.8, 116588.2, 73549.3, 44228.5, 24759.6, 7092.3, 0.001)
+    assert follow([{"train_loss": v, "val_loss": v} for v in recovering]) == [None] * 8
+    spike = (0.5, 0.3, 0.25, 9.0, 0.3, 0.2, 0.2)
+    assert follow([{"train_loss": v, "val_loss": v} for v in spike]) == [None] * 7
+
+
+def test_vanishing_gradients_stop_a_trial_only_while_it_does_not_learn() -> None:
+    stuck = [{"train_loss": 2.30, "val_loss": 2.30, "grad_norm.0": 1e-8, "grad_norm.1": 0.1}] * 4
+    reasons = follow(stuck, n_classes=10)
+    assert reasons[:2] == [None, None]
+    assert reasons[2] is not None and reasons[2].startswith("vanishing_gradients")
+    learning = [
+        {
+            "train_loss": 2.3 * 0.8**t,
+            "val_loss": 2.3 * 0.8**t,
+            "grad_norm.0": 1e-8,
+            "grad_norm.1": 0.1,
+        }
+        for t in range(6)
+    ]
+    assert follow(learning, n_classes=10) == [None] * 6

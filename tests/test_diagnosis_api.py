@@ -217,3 +217,37 @@ def test_a_job_whose_worker_died_runs_again_elsewhere(
         assert job is not None
         assert job.state == "fail"
         assert f"died {MAX_ATTEMPTS} times" in (job.error or "")
+
+
+def test_worker_stops_a_confidently_diverged_trial_and_says_why(
+    client: httpx.Client, settings: Settings
+) -> None:
+    # Adam with lr 0.5 on wine: the training loss sits ~1000x above chance level.
+    spec = tiny_spec(
+        unique("blowup"),
+        n_trials=1,
+        dataset={"name": "wine"},
+        space={"batch_size": {"type": "categorical", "choices": [16]}},
+        fixed={
+            "lr": 0.5,
+            "optimizer": "adam",
+            "activation": "elu",
+            "hidden_layers": 3,
+            "hidden_units": 64,
+        },
+    )
+    spec["objective"]["max_epochs"] = 10
+    study_id = submit(client, spec)
+    run_worker(settings)
+
+    (item,) = client.get(f"/api/studies/{study_id}/trials").json()["items"]
+    assert item["state"] == "pruned"
+    trial = client.get(f"/api/trials/{item['trial_id']}").json()
+    assert len(trial["curves"]["train_loss"]) == 3  # stopped after 3 epochs of 10
+    (diverged,) = [f for f in trial["diagnosis"] if f["kind"] == "diverged"]
+    assert diverged["severity"] == "critical"
+    assert diverged["evidence"]["stopped_early"].startswith("diverged for 3 epochs in a row")
+    assert diverged["evidence"]["train_loss_over_chance"] > 10
+    assert diverged["remedies"][0].startswith(
+        "lower lr (too high a learning rate diverges; fixed at 0.5"
+    )

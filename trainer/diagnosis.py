@@ -45,6 +45,9 @@ MIN_EPOCHS = 3
 # Diverged: a finite loss that grew this many times above its minimum is "growing by orders
 # of magnitude" (TECHNIQUES §9) — no healthy run ever ends 10x above its own best loss.
 DIVERGE_GROWTH = 10.0
+# Diverged: a training loss this many times chance level ln(n_classes). Even a first epoch
+# ends near or below chance; 10x above it means the updates blew the logits up.
+DIVERGE_CHANCE_MULTIPLE = 10.0
 # Error texts of a trial that stopped on a non-finite loss (trainer.DivergedError).
 DIVERGE_ERROR = re.compile(r"DivergedError|non-finite|\bnan\b|\binf\b", re.IGNORECASE)
 
@@ -235,6 +238,14 @@ def _diverged(run: TrialRun, train: list[float], val: list[float]) -> dict[str, 
         if bad:
             return {"non_finite_metric": name, "diverged_at_epoch": bad[0] + 1}
     finite = _finite(train)
+    if finite and run.n_classes and run.n_classes > 1:
+        chance = math.log(run.n_classes)
+        if finite[-1] >= DIVERGE_CHANCE_MULTIPLE * chance:
+            return {
+                "final_train_loss": _r(finite[-1]),
+                "chance_loss": _r(chance),
+                "train_loss_over_chance": _r(finite[-1] / chance),
+            }
     if len(finite) >= 2:
         best = min(finite)
         growth = finite[-1] / best if best > 0 else math.inf
@@ -470,3 +481,48 @@ def diagnose(run: TrialRun) -> list[Finding]:
 
 def diagnose_dicts(run: TrialRun) -> list[dict[str, Any]]:
     return [f.to_dict() for f in diagnose(run)]
+
+
+# ---- early verdicts (for pruning) --------------------------------------------------------
+
+# A hopeless verdict must hold this many epochs in a row before a trial is stopped for it:
+# one bad epoch is noise, three in a row is a trend.
+CONFIRM_EPOCHS = 3
+# Vanishing gradients only stop a trial that is not learning anyway: its training loss fell
+# by less than this fraction over the confirming epochs.
+STALLED_DROP = 0.01
+# A diverged-looking trial whose loss fell by more than this fraction over the confirming
+# epochs is recovering (adaptive optimizers can shrink a blown-up first step), not stopped.
+RECOVERING_DROP = 0.5
+
+
+@dataclass
+class EarlyVerdict:
+    """Follows a running trial epoch by epoch; `update` returns a reason to stop it once it
+    is confidently `diverged` or has `vanishing_gradients` (TECHNIQUES §8)."""
+
+    n_classes: int | None = None
+    curves: dict[str, list[float]] = field(default_factory=dict)
+    streaks: dict[str, int] = field(default_factory=dict)
+
+    def update(self, values: Mapping[str, float]) -> str | None:
+        for name, value in values.items():
+            self.curves.setdefault(name, []).append(value)
+        train = self.curves.get("train_loss", [])
+        run = TrialRun(curves=self.curves, state="running", n_classes=self.n_classes)
+        window = train[-CONFIRM_EPOCHS:]
+        drop = (window[0] - window[-1]) / window[0] if window and window[0] > 0 else 0.0
+        now: dict[str, dict[str, EvidenceValue]] = {}
+        if ev := _diverged(run, train, self.curves.get("val_loss", [])):
+            now["diverged"] = ev
+        if ev := _gradients(run)[0]:
+            now["vanishing_gradients"] = ev
+        # Each verdict also needs the loss trend over the same epochs to agree: a diverged
+        # trial that is not recovering, vanishing gradients in a trial that is not learning.
+        trend = {"diverged": drop <= RECOVERING_DROP, "vanishing_gradients": drop < STALLED_DROP}
+        for kind in ("diverged", "vanishing_gradients"):
+            self.streaks[kind] = self.streaks.get(kind, 0) + 1 if kind in now else 0
+            if self.streaks[kind] >= CONFIRM_EPOCHS and trend[kind]:
+                facts = ", ".join(f"{k}={v}" for k, v in now[kind].items())
+                return f"{kind} for {CONFIRM_EPOCHS} epochs in a row ({facts})"
+        return None
