@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from service.db.engine import session_scope
 from service.db.models import LearningCurveJob, Study, Worker, utcnow
@@ -228,6 +229,8 @@ def run_job(
     except JobStopped:
         _finish(url, job.id, worker_id, {"state": "queued", "worker_id": None})
         return
+    except SQLAlchemyError:
+        raise  # the worker backs off; its next claim puts this job back in the queue
     except Exception as e:
         log.exception("learning curve %s failed", job.id)
         error = f"{type(e).__name__}: {e}"

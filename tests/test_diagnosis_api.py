@@ -251,3 +251,10 @@ def test_worker_stops_a_confidently_diverged_trial_and_says_why(
     assert diverged["remedies"][0].startswith(
         "lower lr (too high a learning rate diverges; fixed at 0.5"
     )
+
+
+def test_openapi_documents_the_diagnosis_routes(client: httpx.Client) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    assert "get" in paths["/api/trials/{trial_id}/diagnosis"]
+    assert "get" in paths["/api/studies/{study_id}/report"]
+    assert {"get", "post"} <= set(paths["/api/studies/{study_id}/learning-curve"])
