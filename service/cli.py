@@ -215,6 +215,10 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_trial(args: argparse.Namespace) -> int:
+    if args.diagnosis:
+        from service.cli_diagnosis import cmd_trial_diagnosis
+
+        return cmd_trial_diagnosis(args)
     print(json.dumps(_call(args, "GET", f"/api/trials/{args.trial_id}"), indent=2))
     return 0
 
@@ -298,11 +302,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("study", help="study id or name")
     c.add_argument("--limit", type=int, default=100)
     c.add_argument("--offset", type=int, default=0)
-    c = client("trial", cmd_trial, "one trial with its curves (JSON)")
+    c = client("trial", cmd_trial, "one trial with its curves and diagnosis (JSON)")
     c.add_argument("trial_id", type=int)
     c = client("model", cmd_model, "download a trial's trained model (a torch.save file)")
     c.add_argument("trial_id", type=int)
     c.add_argument("-o", "--output", help="file to write (default trial-ID-model.pt)")
+    c.add_argument("--diagnosis", action="store_true", help="only its findings, as text")
+    from service.cli_diagnosis import add_commands
+
+    add_commands(client)
     return p
 
 

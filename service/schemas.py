@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from service.diagnosis_schemas import Finding
 from service.search.conditions import condition_errors, enqueue_condition_errors
 from trainer.data import DATASET_NAMES, is_image
 from trainer.images import IMAGE_DATASETS
@@ -339,6 +340,7 @@ class TrialDetail(TrialSummary):
     has_model: bool = Field(False, description="GET /api/trials/{id}/model serves its weights")
     intermediate_values: dict[int, float]
     curves: dict[str, list[tuple[int, float]]]
+    diagnosis: list[Finding] = Field(default_factory=list, description="trainer.diagnosis")
 
 
 class Health(BaseModel):

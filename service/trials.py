@@ -5,9 +5,12 @@ from __future__ import annotations
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import select
 
+from service import diagnoses
 from service.artifacts import model_meta
 from service.db.engine import session_scope
 from service.db.models import CurvePoint, TrialRecord
+from service.diagnosis_schemas import Finding
+from service.diagnosis_schemas import TrialDiagnosis as TrialDiagnosisOut
 from service.optuna_storage import get_storage
 from service.schemas import TrialDetail, TrialPage, TrialSummary
 from service.studies import get_study_row, trial_records
@@ -77,11 +80,30 @@ def get_trial(url: str, trial_id: int) -> TrialDetail:
     except KeyError as e:
         raise TrialNotFound(trial_id) from e
     summary = summarize_trial(frozen, record.study_id, record)
+    curves = get_curves(url, trial_id)
+    values = {m: [v for _, v in points] for m, points in curves.items()}
+    spec = get_study_row(url, record.study_id).spec
     return TrialDetail(
         **summary.model_dump(),
         test_accuracy=record.test_accuracy,
         warnings=record.warnings or [],
         has_model=model_meta(url, trial_id) is not None,
         intermediate_values=dict(frozen.intermediate_values),
-        curves=get_curves(url, trial_id),
+        curves=curves,
+        diagnosis=[
+            Finding.model_validate(f)
+            for f in diagnoses.findings_for(url, record, spec, frozen, values)
+        ],
+    )
+
+
+def get_diagnosis(url: str, trial_id: int) -> TrialDiagnosisOut:
+    with session_scope(url) as session:
+        record = session.scalar(select(TrialRecord).where(TrialRecord.optuna_trial_id == trial_id))
+    if record is None:
+        raise TrialNotFound(trial_id)
+    spec = get_study_row(url, record.study_id).spec
+    findings = diagnoses.findings_for(url, record, spec)
+    return TrialDiagnosisOut(
+        trial_id=trial_id, findings=[Finding.model_validate(f) for f in findings]
     )

@@ -23,7 +23,7 @@ from optuna.trial import TrialState, create_trial
 from sqlalchemy import insert, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from service import __version__
+from service import __version__, learning_curves
 from service.artifacts import save_trial_model
 from service.claims import (
     Claim,
@@ -37,6 +37,7 @@ from service.claims import (
 )
 from service.db.engine import session_scope
 from service.db.models import CurvePoint, Worker, utcnow
+from service.diagnoses import PRUNED_BY_DIAGNOSIS, record_diagnosis
 from service.optuna_storage import get_storage
 from service.schemas import DatasetSpec, StudySpec
 from service.search.factories import build_pruner, build_sampler
@@ -54,6 +55,7 @@ from trainer import (
     fit,
     load_dataset,
 )
+from trainer.diagnosis import EarlyVerdict
 
 log = logging.getLogger("hpo.worker")
 
@@ -141,6 +143,11 @@ class WorkerProcess:
         backoff = self.settings.worker_poll_seconds
         while not self.stopping.is_set() and (max_trials is None or ran < max_trials):
             try:
+                # Learning-curve jobs (service.learning_curves) before new trials.
+                if learning_curves.run_next_job(
+                    self.url, self.worker_id, self.data_for, self.stopping
+                ):
+                    continue
                 if until_idle and not self._has_work():
                     break
                 claim = self._next_claim()
@@ -257,6 +264,7 @@ class WorkerProcess:
                 log.exception("could not mark trial %d failed in Optuna", trial.number)
             finish_record(self.url, claim.record_id, "fail", error=reason)
         finally:
+            record_diagnosis(self.url, trial_id)  # findings of the ended trial; never raises
             self._set_worker(current_trial_id=None)
             if self.device.startswith("cuda"):
                 torch.cuda.empty_cache()
@@ -277,6 +285,8 @@ class WorkerProcess:
         trial_id = trial._trial_id
         record_warnings(self.url, trial_id, config)
         prepare = None if spec.init_from is None else prepare_from(self.url, spec.init_from)
+        # Stops hopeless trials: confidently diverged, or vanishing gradients and not learning.
+        verdict = EarlyVerdict(n_classes=data.n_classes)
 
         def on_epoch(m: EpochMetrics) -> bool:
             # One write per epoch: every curve point of this epoch in one statement.
@@ -291,6 +301,9 @@ class WorkerProcess:
             trial.report(m.values[metric], m.epoch)
             if self.stopping.is_set():
                 raise Interrupted("worker stopping; the trial will run again on another worker")
+            if (reason := verdict.update(m.values)) is not None:
+                trial.set_user_attr(PRUNED_BY_DIAGNOSIS, reason)
+                return True
             return trial.should_prune()
 
         result = fit(config, data, on_epoch, prepare_model=prepare)

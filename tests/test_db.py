@@ -21,6 +21,7 @@ OURS = {
     "hpo_enqueued",
     "hpo_artifacts",
 }
+OURS |= {"hpo_trial_diagnoses", "hpo_learning_curves"}
 OPTUNAS = {"studies", "trials", "trial_params", "trial_values", "version_info"}
 
 

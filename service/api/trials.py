@@ -7,6 +7,7 @@ from fastapi import APIRouter, HTTPException, Response
 from service import trials as trial_service
 from service.api.deps import SettingsDep
 from service.artifacts import ModelNotAvailable, load_trial_model
+from service.diagnosis_schemas import TrialDiagnosis
 from service.schemas import TrialDetail
 
 router = APIRouter(prefix="/api/trials", tags=["trials"])
@@ -44,3 +45,10 @@ def get_model(trial_id: int, settings: SettingsDep) -> Response:
             "X-Content-SHA256": model.sha256,
         },
     )
+
+
+@router.get("/{trial_id}/diagnosis", response_model=TrialDiagnosis)
+def get_diagnosis(trial_id: int, settings: SettingsDep) -> TrialDiagnosis:
+    """What the trial's curves say: under-/over-fitting, divergence, gradient health, with
+    evidence and remedies mapped onto the study's space."""
+    return trial_service.get_diagnosis(settings.database_url, trial_id)

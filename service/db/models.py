@@ -149,3 +149,42 @@ class Artifact(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
 
     __table_args__ = (UniqueConstraint("trial_id", "kind", name="uq_hpo_artifacts_trial_kind"),)
+
+
+class TrialDiagnosis(Base):
+    """A finished trial's findings (trainer.diagnosis), computed once when it ends."""
+
+    __tablename__ = "hpo_trial_diagnoses"
+
+    trial_id: Mapped[int] = mapped_column(Integer, primary_key=True)  # Optuna's trial_id
+    study_id: Mapped[int] = mapped_column(
+        ForeignKey("hpo_studies.id", ondelete="CASCADE"), index=True
+    )
+    findings: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    computed_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
+
+
+class LearningCurveJob(Base):
+    """Train a study's best configuration on growing fractions of its training split."""
+
+    __tablename__ = "hpo_learning_curves"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(
+        ForeignKey("hpo_studies.id", ondelete="CASCADE"), index=True
+    )
+    source_trial_id: Mapped[int] = mapped_column(Integer)  # the best trial (Optuna id)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    fractions: Mapped[list[float]] = mapped_column(JSON)
+    # queued -> running -> complete | fail; running -> queued when its worker died
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    worker_id: Mapped[int | None] = mapped_column(
+        ForeignKey("hpo_workers.id", ondelete="SET NULL"), default=None
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    points: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(), default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(), default=None)
