@@ -50,6 +50,7 @@ class DatabaseCollector(Collector):
         with session_scope(self.url) as session:
             by_state = session.execute(
                 select(Study.name, TrialRecord.state, func.count())
+                .select_from(TrialRecord)
                 .join(Study, Study.id == TrialRecord.study_id)
                 .group_by(Study.name, TrialRecord.state)
             ).all()
@@ -64,6 +65,7 @@ class DatabaseCollector(Collector):
             ).all()
             enqueued = session.execute(
                 select(Study.name, func.count())
+                .select_from(EnqueuedConfig)
                 .join(Study, Study.id == EnqueuedConfig.study_id)
                 .where(EnqueuedConfig.claimed.is_(False), Study.status == "running")
                 .group_by(Study.name)
