@@ -81,9 +81,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
     slot = slots[0]
     device = f"cuda:{slot.visible_devices}" if slot.visible_devices else slot.device
     settings = settings.model_copy(update={"device": device})
-    return WorkerProcess(settings, studies).run(
+    code = WorkerProcess(settings, studies).run(
         max_trials=args.max_trials, until_idle=args.until_idle
     )
+    # Everything is recorded: leave without the interpreter's final garbage collection,
+    # which takes seconds in a process holding torch (far more on a loaded node) and
+    # would eat into the stop deadline.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
