@@ -125,7 +125,10 @@ def claim_slot(url: str, study_id: int, worker_id: int | None) -> Claim | None:
         )
 
 
-def attach_trial(url: str, record_id: int, optuna_trial_id: int, number: int) -> None:
+def attach_trial(url: str, record_id: int, optuna_trial_id: int, number: int) -> bool:
+    """Link the claim to its Optuna trial. False if the record was finished meanwhile (its
+    worker was declared dead before the link existed): the caller must not train it, or
+    the study would run one trial more than its budget."""
     with session_scope(url) as session:
         session.execute(
             update(TrialRecord)
@@ -133,11 +136,12 @@ def attach_trial(url: str, record_id: int, optuna_trial_id: int, number: int) ->
             .values(optuna_trial_id=optuna_trial_id, number=number)
         )
         # A record the reaper already finished keeps its final state.
-        session.execute(
+        result = session.execute(
             update(TrialRecord)
             .where(TrialRecord.id == record_id, TrialRecord.finished_at.is_(None))
             .values(state="running")
         )
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def finish_record(
@@ -148,18 +152,25 @@ def finish_record(
     error: str | None = None,
     test_accuracy: float | None = None,
     retry_params: dict[str, Any] | None = None,
+    unattached_only: bool = False,
 ) -> bool:
     """Mark a claimed trial finished; on failure give its slot back. Returns False if it was
     already finished (e.g. by the reaper), so that a slot is never given back twice.
 
     `retry_params`: the failure was not the trial's fault (its worker died or stopped), so
     it is enqueued again with these parameters, up to the spec's `budget.max_retries`
-    times, in the same transaction: exactly one re-run per failure."""
+    times, in the same transaction: exactly one re-run per failure.
+
+    `unattached_only`: finish it only if it has no Optuna trial yet (the reaper read it so;
+    if its worker attached one since, the reaper must fail that trial in Optuna first)."""
     now = utcnow()
+    condition = [TrialRecord.id == record_id, TrialRecord.finished_at.is_(None)]
+    if unattached_only:
+        condition.append(TrialRecord.optuna_trial_id.is_(None))
     with session_scope(url) as session:
         result = session.execute(
             update(TrialRecord)
-            .where(TrialRecord.id == record_id, TrialRecord.finished_at.is_(None))
+            .where(*condition)
             .values(state=state, error=error, test_accuracy=test_accuracy, finished_at=now)
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
@@ -253,15 +264,28 @@ def fail_orphans(url: str, worker_id: int, reason: str) -> None:
         ).all()
     storage = get_storage(url)
     for record_id, optuna_trial_id in orphans:
+        if optuna_trial_id is None:
+            if finish_record(url, record_id, "fail", error=reason, unattached_only=True):
+                log.warning(
+                    "trial record %s of worker %s -> fail (%s)", record_id, worker_id, reason
+                )
+                continue
+            # Its worker attached an Optuna trial since we looked (or it finished).
+            with session_scope(url) as session:
+                optuna_trial_id = session.scalar(
+                    select(TrialRecord.optuna_trial_id).where(
+                        TrialRecord.id == record_id, TrialRecord.finished_at.is_(None)
+                    )
+                )
+            if optuna_trial_id is None:
+                continue
         state: str = "fail"
         error: str | None = reason
-        params: dict[str, Any] | None = None
-        if optuna_trial_id is not None:
-            try:
-                storage.set_trial_state_values(optuna_trial_id, TrialState.FAIL)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                # It finished in Optuna but the worker died before recording it here.
-                state, error = storage.get_trial(optuna_trial_id).state.name.lower(), None
-            params = storage.get_trial(optuna_trial_id).params
+        try:
+            storage.set_trial_state_values(optuna_trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # It finished in Optuna but the worker died before recording it here.
+            state, error = storage.get_trial(optuna_trial_id).state.name.lower(), None
+        params = storage.get_trial(optuna_trial_id).params
         finish_record(url, record_id, state, error=error, retry_params=params)
         log.warning("trial record %s of worker %s -> %s (%s)", record_id, worker_id, state, reason)

@@ -93,6 +93,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
     os._exit(code)
 
 
+def cmd_worker_health(args: argparse.Namespace) -> int:
+    from service.workers import local_workers_alive
+
+    settings = _settings(args)
+    alive = local_workers_alive(settings.database_url, settings.worker_grace_seconds)
+    print(f"{alive} worker(s) alive on this host")
+    return 0 if alive > 0 else 1
+
+
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from service.db.migrate import upgrade
 
@@ -307,6 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--until-idle", action="store_true", help="exit when no running study has budget left"
     )
     sp.set_defaults(func=cmd_worker)
+
+    sp = sub.add_parser(
+        "worker-health", help="exit 0 if a worker on this host has a fresh heartbeat"
+    )
+    db_flags(sp)
+    sp.set_defaults(func=cmd_worker_health)
 
     sp = sub.add_parser("db", help="database schema")
     dbsub = sp.add_subparsers(dest="db_command", required=True)

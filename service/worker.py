@@ -301,7 +301,19 @@ class WorkerProcess:
             finish_record(self.url, claim.record_id, "fail", error=f"{type(e).__name__}: {e}")
             return
         trial_id = trial._trial_id
-        self._db(lambda: attach_trial(self.url, claim.record_id, trial_id, trial.number), "attach")
+        attached = self._db(
+            lambda: attach_trial(self.url, claim.record_id, trial_id, trial.number), "attach"
+        )
+        if not attached:
+            # Declared dead (e.g. starved of CPU past the grace period) before the link
+            # existed: the slot went back, so training this trial would overshoot the budget.
+            log.warning(
+                "study %s: claim %d was reaped; not training it", spec.name, claim.record_id
+            )
+            self._db(
+                lambda: study.tell(trial, state=TrialState.FAIL, skip_if_finished=True), "tell"
+            )
+            return
         self._db(lambda: self._set_worker(current_trial_id=trial_id), "current trial")
         log.info("study %s: trial %d started", spec.name, trial.number)
         try:

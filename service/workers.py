@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import socket
+from datetime import timedelta
+
+from sqlalchemy import func, select
 
 from service.db.engine import session_scope
 from service.db.models import Worker, utcnow
@@ -41,3 +44,19 @@ def list_workers(
         if len(out) >= limit:
             break
     return out
+
+
+def local_workers_alive(url: str, grace_seconds: float) -> int:
+    """Workers of this host with a heartbeat within the grace period (a health check)."""
+    cutoff = utcnow() - timedelta(seconds=grace_seconds)
+    with session_scope(url) as session:
+        n = session.scalar(
+            select(func.count())
+            .select_from(Worker)
+            .where(
+                Worker.host == socket.gethostname(),
+                Worker.status == "running",
+                Worker.heartbeat_at >= cutoff,
+            )
+        )
+    return int(n or 0)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import yaml
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -33,22 +34,20 @@ STARTUP_S = 600.0
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
-WORKER_ENV = {
-    "HPO_WORKER_POLL_SECONDS": "0.1",
-    "HPO_HEARTBEAT_SECONDS": "1",
-    "HPO_WORKER_GRACE_SECONDS": "5",
-}
+WORKER_ENV = {"HPO_WORKER_POLL_SECONDS": "0.1", "HPO_HEARTBEAT_SECONDS": "1"}
 
 
 class Workers:
     """`hpo worker ARGS` as its own process (a pool parent or one worker)."""
 
-    def __init__(self, tmp: Path, db_url: str, *args: str, name: str = "worker") -> None:
+    def __init__(
+        self, tmp: Path, db_url: str, *args: str, name: str = "worker", grace_s: float = 60
+    ) -> None:
         self.log_path = tmp / f"{name}.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [*hpo_command(), "worker", "--database-url", db_url, "--threads", "1", *args],
-            env={**os.environ, **WORKER_ENV},
+            env={**os.environ, **WORKER_ENV, "HPO_WORKER_GRACE_SECONDS": str(grace_s)},
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
@@ -166,7 +165,10 @@ def test_kill_9_retry_by_heartbeat_and_a_service_restart(
     tmp_path: Path, shared_database_url: str
 ) -> None:
     svc = Service(tmp_path, workers=0, db_url=shared_database_url)
-    workers = [Workers(tmp_path, svc.db_url, "--device", "cpu", name=f"w{i}") for i in range(4)]
+    # A short grace period, so that the killed worker is noticed soon.
+    workers = [
+        Workers(tmp_path, svc.db_url, "--device", "cpu", name=f"w{i}", grace_s=10) for i in range(4)
+    ]
     try:
         wait_for(lambda: len(live_workers(svc.db_url)) == 4, STARTUP_S, "4 workers")
         study_id = svc.client.post("/api/studies", json=slow_spec("kill9", 4, 150)).json()["id"]
@@ -321,6 +323,37 @@ def test_postgresql_restart_mid_study(
         assert pool.stop() == 0, pool.log()
     finally:
         pool.stop()
+
+
+def test_compose_file_runs_migrations_first_and_reserves_gpus() -> None:
+    compose = yaml.safe_load((REPO / "docker" / "compose.yaml").read_text())
+    services = compose["services"]
+    assert set(services) == {"db", "migrate", "api", "worker"}
+    assert services["migrate"]["command"] == ["hpo", "db", "upgrade"]
+    assert services["migrate"]["depends_on"]["db"]["condition"] == "service_healthy"
+    for name in ("api", "worker"):
+        assert services[name]["depends_on"]["migrate"]["condition"] == (
+            "service_completed_successfully"
+        )
+        assert "healthcheck" in services[name]
+        url = services[name]["environment"]["HPO_DATABASE_URL"]
+        assert make_url(url).host == "db"
+    assert "healthcheck" in services["db"]
+    assert services["api"]["command"][:4] == ["hpo", "serve", "--workers", "0"]
+    assert services["worker"]["command"] == ["hpo", "worker", "--gpus", "all"]
+    (device,) = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert device["capabilities"] == ["gpu"] and device["driver"] == "nvidia"
+    # docker stop must wait past the workers' stop deadline before SIGKILL.
+    deadline = float(services["worker"]["environment"]["HPO_STOP_DEADLINE_SECONDS"])
+    assert float(services["worker"]["stop_grace_period"].rstrip("s")) > deadline
+    # The commands the images run exist in the CLI.
+    from service.cli import build_parser
+
+    for name in ("api", "worker", "migrate"):
+        args = build_parser().parse_args(services[name]["command"][1:])
+        assert callable(args.func)
+    args = build_parser().parse_args(services["worker"]["healthcheck"]["test"][2:])
+    assert callable(args.func)
 
 
 def test_compose_file_is_valid() -> None:
