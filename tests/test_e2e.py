@@ -71,7 +71,7 @@ class Service:
             stderr=subprocess.STDOUT,
         )
         self.client = httpx.Client(base_url=self.url, timeout=30)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300  # imports crawl on a loaded machine
         while True:
             try:
                 if self.client.get("/api/health").status_code == 200:

@@ -55,9 +55,12 @@ class Workers:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]
 
-    def stop(self, timeout: float = 120) -> int:
+    def signal_stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout: float = 120) -> int:
+        self.signal_stop()
         try:
             return self.proc.wait(timeout=timeout)
         finally:
@@ -214,8 +217,12 @@ def test_kill_9_retry_by_heartbeat_and_a_service_restart(
         assert statuses[victim.pid] == "dead"
         assert [statuses[w.proc.pid] for w in survivors] == ["running"] * 3
         for w in survivors:
+            w.signal_stop()
+        for w in survivors:
             assert w.stop() == 0, w.log()
     finally:
+        for w in workers:
+            w.signal_stop()
         for w in workers:
             w.stop()
         assert svc.stop() == 0, svc.log()
