@@ -230,8 +230,11 @@ class WorkerProcess:
             signal.setitimer(signal.ITIMER_REAL, 0)
         beat.join()
         try:
+            # A trial whose end was lost to the database must not stay RUNNING.
+            fail_orphans(self.url, self.worker_id, "the worker stopped during a database outage")
             self._set_worker(status="stopped", current_trial_id=None, heartbeat_at=utcnow())
-        except SQLAlchemyError as e:  # peers will mark it dead after the grace period
+        except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
+            # Peers mark it dead after the grace period and fail what it left.
             log.warning("could not record the stop: %s", e.__class__.__name__)
         self._done.set()
         log.info("worker %s stopped", self.worker_id)

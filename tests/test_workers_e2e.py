@@ -31,6 +31,7 @@ from tests.test_e2e import Service, hpo_command
 # Generous limits: 8 processes importing torch at once crawl on a loaded 2-core machine.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 STARTUP_S = 600.0
+EPOCHS = 60  # per trial of the kill test: long enough that the kill lands mid-trial
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
@@ -174,7 +175,7 @@ def test_kill_9_retry_by_heartbeat_and_a_service_restart(
     ]
     try:
         wait_for(lambda: len(live_workers(svc.db_url)) == 4, STARTUP_S, "4 workers")
-        study_id = svc.client.post("/api/studies", json=slow_spec("kill9", 4, 150)).json()["id"]
+        study_id = svc.client.post("/api/studies", json=slow_spec("kill9", 4, EPOCHS)).json()["id"]
 
         def busy_with_curves() -> Worker | None:
             for w in live_workers(svc.db_url):
@@ -211,7 +212,7 @@ def test_kill_9_retry_by_heartbeat_and_a_service_restart(
         for t in finished:
             detail = svc.client.get(f"/api/trials/{t['trial_id']}").json()
             for metric, points in detail["curves"].items():
-                assert [s for s, _ in points] == list(range(1, 151)), (metric, t)
+                assert [s for s, _ in points] == list(range(1, EPOCHS + 1)), (metric, t)
         with session_scope(svc.db_url) as session:
             statuses = dict(session.execute(select(Worker.pid, Worker.status)).all())
         assert statuses[victim.pid] == "dead"
@@ -292,7 +293,7 @@ def test_postgresql_restart_mid_study(
 ) -> None:
     url = shared_database_url
     upgrade(url)
-    study_id = create_study(url, StudySpec.model_validate(slow_spec("pg-restart", 6, 100))).id
+    study_id = create_study(url, StudySpec.model_validate(slow_spec("pg-restart", 6, 40))).id
     pool = Workers(tmp_path, url, "--device", "cpu", "--trials-per-gpu", "2")
     try:
 
