@@ -462,4 +462,5 @@ class WorkerProcess:
         if result.stopped_by_callback:
             return TrialState.PRUNED, None, test_acc
         # Under early stopping the model (and so the value) is the best epoch's.
+        # Under early stopping the model (and so the value) is the best epoch's.
         return TrialState.COMPLETE, result.value(metric), test_acc
