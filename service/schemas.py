@@ -13,10 +13,12 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StrictStr,
+    field_validator,
     model_validator,
 )
 
 from service.diagnosis_schemas import Finding
+from service.model_families import check_family
 from service.search.conditions import condition_errors, enqueue_condition_errors
 from trainer.data import DATASET_NAMES, is_image
 from trainer.images import IMAGE_DATASETS
@@ -104,7 +106,11 @@ Distribution = Annotated[FloatDist | IntDist | CategoricalDist, Field(discrimina
 
 
 class DatasetSpec(_Strict):
-    name: str = Field(description=f"built-in: {', '.join(DATASET_NAMES)}")
+    name: str = Field(
+        min_length=1,
+        max_length=100,
+        description=f"built-in: {', '.join(DATASET_NAMES)}, or an uploaded dataset's name",
+    )
     val_fraction: float = Field(0.2, gt=0, lt=1)
     test_fraction: float = Field(0.2, ge=0, lt=1)
     seed: int = 0
@@ -122,9 +128,9 @@ class DatasetSpec(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> DatasetSpec:
-        if self.name not in DATASET_NAMES:
-            raise ValueError(f"name: unknown dataset {self.name!r}; known: {list(DATASET_NAMES)}")
-        if self.shape == "image" and not is_image(self.name, self.shape):
+        # Other names are uploaded datasets, looked up in the database at submission.
+        builtin = self.name in DATASET_NAMES
+        if builtin and self.shape == "image" and not is_image(self.name, self.shape):
             raise ValueError(f"shape: {self.name!r} is tabular; only digits can be read as images")
         if self.path is not None and self.name not in IMAGE_DATASETS:
             raise ValueError(
@@ -140,7 +146,16 @@ class DatasetSpec(_Strict):
 
 
 class ModelSpec(_Strict):
-    family: Literal["mlp", "cnn"] = "mlp"
+    family: str = Field(
+        "mlp",
+        description="mlp, cnn, or a family installed through the hpo.models entry points",
+    )
+
+    @field_validator("family")
+    @classmethod
+    def _known(cls, family: str) -> str:
+        check_family(family)  # a ValueError, reported at model.family
+        return family
 
 
 class ObjectiveSpec(_Strict):

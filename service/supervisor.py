@@ -19,6 +19,7 @@ import uvicorn
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
+from service.auth import check_at_startup
 from service.claims import reap_worker
 from service.db.engine import session_scope
 from service.db.models import Worker
@@ -119,6 +120,7 @@ class LocalWorkers:
 
 
 def serve(settings: Settings) -> None:
+    check_at_startup(settings)  # refuses to serve with auth on and no token
     workers = LocalWorkers(settings)
     workers.start()
     log.info(

@@ -38,6 +38,7 @@ from service.claims import (
 from service.db.engine import session_scope
 from service.db.models import CurvePoint, Worker, utcnow
 from service.diagnoses import PRUNED_BY_DIAGNOSIS, record_diagnosis
+from service.model_families import builder_for
 from service.optuna_storage import get_storage
 from service.schemas import DatasetSpec, StudySpec
 from service.search.factories import build_pruner, build_sampler
@@ -46,6 +47,7 @@ from service.settings import Settings
 from service.studies import get_study_row
 from service.transfer import prepare_from
 from service.trial_warnings import record_warnings
+from service.uploaded_data import load_uploaded_splits, uploaded_dataset_hash
 from trainer import (
     DivergedError,
     EpochMetrics,
@@ -201,20 +203,25 @@ class WorkerProcess:
 
     def data_for(self, ds: DatasetSpec) -> TensorData:
         key = json.dumps(ds.model_dump(), sort_keys=True)
+        uploaded = uploaded_dataset_hash(self.url, ds)  # None for a built-in dataset
+        key += uploaded or ""
         if key not in self._data:
             if len(self._data) >= DATA_CACHE_SIZE:
                 self._data.pop(next(iter(self._data)))
-            splits = load_dataset(
-                ds.name,
-                val_fraction=ds.val_fraction,
-                test_fraction=ds.test_fraction,
-                seed=ds.seed,
-                n_samples=ds.n_samples,
-                noise=ds.noise,
-                shape=ds.shape,
-                path=ds.path,
-                download=ds.download,
-            )
+            if uploaded is not None:
+                splits = load_uploaded_splits(self.url, uploaded, ds, self.settings.data_dir)
+            else:
+                splits = load_dataset(
+                    ds.name,
+                    val_fraction=ds.val_fraction,
+                    test_fraction=ds.test_fraction,
+                    seed=ds.seed,
+                    n_samples=ds.n_samples,
+                    noise=ds.noise,
+                    shape=ds.shape,
+                    path=ds.path,
+                    download=ds.download,
+                )
             self._data[key] = TensorData.from_splits(splits, self.device)
         return self._data[key]
 
@@ -306,7 +313,8 @@ class WorkerProcess:
                 return True
             return trial.should_prune()
 
-        result = fit(config, data, on_epoch, prepare_model=prepare)
+        builder = builder_for(spec.model.family)
+        result = fit(config, data, on_epoch, prepare_model=prepare, model_builder=builder)
         save_trial_model(self.url, trial_id, result, config, spec, data)
         test_acc = None
         if data.x_test.shape[0] > 0:

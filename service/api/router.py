@@ -1,9 +1,10 @@
 from fastapi import APIRouter
 
-from service.api import diagnosis, health, studies, trials
+from service.api import datasets, diagnosis, health, studies, trials
 
 api_router = APIRouter()
 api_router.include_router(health.router)
 api_router.include_router(studies.router)
 api_router.include_router(trials.router)
 api_router.include_router(diagnosis.router)
+api_router.include_router(datasets.router)
