@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 
 from service.auth import OPEN_PATHS, READ_METHODS, check_at_startup
+from service.cli import main as cli_main
 from service.db.engine import session_scope
 from service.db.models import TrialRecord
 from service.main import create_app
@@ -318,36 +317,31 @@ def test_auth_mode_follows_the_address(database_url: str, caplog: pytest.LogCapt
     assert not auth_required(Settings(database_url=database_url, host="0.0.0.0", auth="off"))
 
 
-def hpo(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args], capture_output=True, text=True, timeout=120
-    )
+def hpo(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """The CLI in this process (a subprocess per command costs seconds of imports)."""
+    code = cli_main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
-def test_serve_refuses_a_public_address_without_tokens_and_token_cli(tmp_path: Path) -> None:
-    db = f"sqlite:///{tmp_path / 'hpo.db'}"
-    refused = hpo(
-        "serve",
-        "--host",
-        "0.0.0.0",
-        "--port",
-        str(free_port()),
-        "--workers",
-        "0",
-        "--database-url",
-        db,
-    )
-    assert refused.returncode != 0
-    assert "no API token exists" in refused.stderr
+def test_serve_refuses_a_public_address_without_tokens_and_token_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = ["--database-url", f"sqlite:///{tmp_path / 'hpo.db'}"]
+    public = ["serve", "--host", "0.0.0.0", "--port", str(free_port()), "--workers", "0"]
+    with pytest.raises(SystemExit, match="no API token exists"):
+        cli_main([*public, *db])
 
-    created = hpo("token", "create", "--name", "alice", "--role", "submit", "--database-url", db)
-    assert created.returncode == 0, created.stderr
-    token = created.stdout.strip()
+    code, out, err = hpo(capsys, "token", "create", "--name", "alice", "--role", "submit", *db)
+    assert code == 0, err
+    token = out.strip()
     assert re.fullmatch(r"hpo_[A-Za-z0-9_-]{43}", token)
-    listed = hpo("token", "list", "--database-url", db)
-    assert "alice" in listed.stdout and "submit" in listed.stdout and "active" in listed.stdout
-    assert token not in listed.stdout  # the secret is shown once, never again
-    revoked = hpo("token", "revoke", "alice", "--database-url", db)
-    assert revoked.returncode == 0 and "revoked" in revoked.stdout
-    assert "revoked" in hpo("token", "list", "--database-url", db).stdout
-    assert hpo("token", "revoke", "alice", "--database-url", db).returncode == 1
+    assert "shown once" in err
+    code, out, _ = hpo(capsys, "token", "list", *db)
+    assert "alice" in out and "submit" in out and "active" in out
+    assert token not in out  # the secret is shown once, never again
+    code, out, _ = hpo(capsys, "token", "revoke", "alice", *db)
+    assert code == 0 and "revoked token" in out
+    assert "revoked 20" in hpo(capsys, "token", "list", *db)[1]
+    code, _, err = hpo(capsys, "token", "revoke", "alice", *db)
+    assert code == 1 and "no active token" in err
