@@ -245,6 +245,11 @@ class StudySpec(_Strict):
             for name, dist in self.space.items():
                 if isinstance(dist, FloatDist) and dist.step is None:
                     errors.append(f"space.{name}: the grid sampler needs a step or choices")
+            if not errors and (points := _grid_points(self.space)) > MAX_GRID_POINTS:
+                errors.append(
+                    f"space: the grid sampler would enumerate {points:.3g} points (at most "
+                    f"{MAX_GRID_POINTS}); use larger steps or fewer parameters"
+                )
         errors += _augment_errors(self)
         if errors:
             raise ValueError("; ".join(errors))
@@ -264,6 +269,20 @@ def _augment_errors(spec: StudySpec) -> list[str]:
     if spec.fixed.get("augment", "none") != "none":
         return [f"fixed.augment: {why}"]
     return []
+
+
+MAX_GRID_POINTS = 100_000  # a worker builds the whole grid in memory
+
+
+def _grid_points(space: dict[str, FloatDist | IntDist | CategoricalDist]) -> float:
+    total = 1.0
+    for dist in space.values():
+        if isinstance(dist, CategoricalDist):
+            total *= len(dist.choices)
+        else:
+            step = dist.step or 1
+            total *= math.floor((dist.high - dist.low) / step + 1e-9) + 1
+    return total
 
 
 def _space_errors(name: str, dist: FloatDist | IntDist | CategoricalDist) -> list[str]:
