@@ -119,7 +119,7 @@ def _request(args: argparse.Namespace, method: str, path: str, **kwargs: Any) ->
                 f"  {'.'.join(str(p) for p in d.get('loc', [])[1:])}: {d.get('msg')}"
                 for d in detail
             )
-            detail = "invalid study spec:\n" + detail
+            detail = "invalid request:\n" + detail
         raise ApiError(f"{response.status_code}: {detail}")
     return response
 
