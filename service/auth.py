@@ -5,17 +5,21 @@ When auth is on, every `/api/...` route except `/api/health` wants
 anything else `submit`; a `submit` token changes only what it owns: a mutating route with a
 `{study_id}` or `{trial_id}` path parameter is refused (403) for another owner's study
 before the route runs, so routes added later are covered without code of their own.
+`AuthGate`, a middleware, answers the 401s before a request body is even read.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
+from starlette.datastructures import Headers
 
 from service.db.engine import session_scope
 from service.db.models import Study, TrialRecord
@@ -96,25 +100,64 @@ def _owner_of(url: str, param: str, raw: str) -> tuple[bool, int | None]:
     return (False, None) if row is None else (True, row[0])
 
 
+def is_protected(path: str) -> bool:
+    return path.startswith("/api/") and path not in OPEN_PATHS
+
+
+def identify(url: str, header: str | None) -> Principal:
+    """The principal of an Authorization header; TokenError says why there is none."""
+    if not header:
+        raise TokenError("authentication required: send Authorization: Bearer <token>")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise TokenError("malformed Authorization header: expected 'Bearer <token>'")
+    return verify_token(url, token.strip())
+
+
+PRINCIPAL_KEY = "hpo_principal"
+
+
+class AuthGate:
+    """Answers 401 before a request body is read: nobody without a valid token gets a
+    multipart upload parsed or a JSON body decoded. Roles and owners are checked by
+    `authenticate`, which reuses the principal found here."""
+
+    def __init__(self, app: Any, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.on = auth_required(settings)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if not self.on or scope["type"] != "http" or not is_protected(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        header = Headers(scope=scope).get("authorization")
+        try:
+            principal = await run_in_threadpool(identify, self.settings.database_url, header)
+        except TokenError as e:
+            response = JSONResponse(
+                {"detail": str(e)}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+            )
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})[PRINCIPAL_KEY] = principal
+        await self.app(scope, receive, send)
+
+
 def authenticate(
     request: Request,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> Principal | None:
     """The caller's principal; None when auth is off or the path is open."""
-    path = request.url.path
-    if not request.app.state.auth_required or path in OPEN_PATHS or not path.startswith("/api/"):
+    if not request.app.state.auth_required or not is_protected(request.url.path):
         return None
-    header = request.headers.get("authorization")
-    if not header:
-        raise _unauthorized("authentication required: send Authorization: Bearer <token>")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise _unauthorized("malformed Authorization header: expected 'Bearer <token>'")
     settings: Settings = request.app.state.settings
-    try:
-        principal = verify_token(settings.database_url, token.strip())
-    except TokenError as e:
-        raise _unauthorized(str(e)) from e
+    principal: Principal | None = request.scope.get("state", {}).get(PRINCIPAL_KEY)
+    if principal is None:  # the app runs without AuthGate in front of it
+        try:
+            principal = identify(settings.database_url, request.headers.get("authorization"))
+        except TokenError as e:
+            raise _unauthorized(str(e)) from e
     needed = "read" if request.method in READ_METHODS else "submit"
     if not principal.has(needed):
         raise HTTPException(
@@ -128,7 +171,6 @@ def authenticate(
                     raise HTTPException(
                         403, f"this study belongs to another token than {principal.name!r}"
                     )
-    request.state.principal = principal
     return principal
 
 

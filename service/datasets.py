@@ -12,7 +12,6 @@ import hashlib
 import os
 import re
 import tempfile
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from service.dataset_files import ParsedDataset, canonical_npz, read_canonical
 from service.db.engine import session_scope
 from service.db.models import Dataset, DatasetBlob, Study, utcnow
+from service.schemas import UtcDatetime
 from trainer.data import DATASET_NAMES
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -53,7 +53,7 @@ class DatasetInfo(BaseModel):
     classes: list[str]
     source_format: str
     size_bytes: int
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 def name_error(name: str) -> str | None:

@@ -16,7 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 
-from service.auth import PrincipalDep
+from service.auth import AuthGate, PrincipalDep
 from service.settings import Settings
 
 Scope = MutableMapping[str, Any]
@@ -200,6 +200,7 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.add_exception_handler(OverflowError, out_of_range)
     app.add_exception_handler(DataError, out_of_range)
     app.state.submit_limiter = SubmissionLimiter(settings.submit_per_minute, settings.submit_burst)
+    app.add_middleware(AuthGate, settings=settings)  # inside CORS: preflights need no token
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

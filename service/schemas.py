@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -307,6 +308,14 @@ def _space_errors(name: str, dist: FloatDist | IntDist | CategoricalDist) -> lis
 # ---- responses ----------------------------------------------------------------------------
 
 
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+# The database stores naive UTC; answers carry the zone ("...Z"), as RFC 3339 date-time wants.
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+
+
 class StudyCreated(BaseModel):
     id: int
     name: str
@@ -339,8 +348,8 @@ class StudySummary(BaseModel):
     best_value: float | None
     direction: str
     error: str | None
-    created_at: datetime
-    finished_at: datetime | None
+    created_at: UtcDatetime
+    finished_at: UtcDatetime | None
 
 
 class StudyDetail(StudySummary):
@@ -357,8 +366,8 @@ class TrialSummary(BaseModel):
     value: float | None
     duration_seconds: float | None
     error: str | None
-    started_at: datetime | None
-    finished_at: datetime | None
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
 
 
 class TrialPage(BaseModel):

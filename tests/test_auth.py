@@ -201,6 +201,17 @@ def test_health_stays_open(client: httpx.Client) -> None:
     assert client.get("/api/health").status_code == 200
 
 
+def test_nobody_without_a_token_gets_a_body_parsed(client: httpx.Client) -> None:
+    # Invalid bodies: were they parsed before auth, these would be 422s.
+    garbage = client.post("/api/datasets", files={"file": ("x.npz", b"junk")})
+    assert garbage.status_code == 401
+    broken = client.post(
+        "/api/studies", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert broken.status_code == 401
+    assert broken.headers["content-security-policy"]  # the gate's answers carry the headers
+
+
 def test_owners_are_recorded_and_admin_may_stop_anything(
     client: httpx.Client, world: World
 ) -> None:
