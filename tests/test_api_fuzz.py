@@ -3,6 +3,7 @@ generated requests (valid and invalid) never get a 5xx, and answers match the sc
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,8 +19,18 @@ from schemathesis.checks import (
 
 from service.settings import Settings
 from service.tokens import create_token
-from tests.conftest import tiny_spec, unique
+from tests.conftest import backends, tiny_spec, unique
 from tests.dataset_files import npz_bytes, small_xy
+from tests.private_db import module_database
+
+
+@pytest.fixture(scope="module", params=backends())
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """This module's own database (see tests/private_db.py)."""
+    yield from module_database(request, tmp_path_factory)
+
 
 MAX_EXAMPLES = 15  # per operation; the whole run stays around ten seconds
 
@@ -31,6 +42,8 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         data_dir=tmp_path,
         auth="required",
         submit_burst=10_000,
+        max_trials=2,  # what the fuzzer submits stays cheap for any worker that meets it
+        max_epochs=2,
         max_request_bytes=256 * 1024,
     )
 

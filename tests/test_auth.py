@@ -22,8 +22,18 @@ from service.db.models import TrialRecord
 from service.main import create_app
 from service.settings import Settings
 from service.tokens import create_token, revoke_tokens
-from tests.conftest import free_port, tiny_spec, unique
+from tests.conftest import backends, free_port, tiny_spec, unique
 from tests.dataset_files import npz_bytes, small_xy
+from tests.private_db import module_database
+
+
+@pytest.fixture(scope="module", params=backends())
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """This module's own database (see tests/private_db.py)."""
+    yield from module_database(request, tmp_path_factory)
+
 
 MAX_REQUEST = 64 * 1024
 RUNNING_CAP = 3

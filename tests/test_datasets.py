@@ -3,7 +3,7 @@ content, workers training on them, deletion rules."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -16,7 +16,7 @@ from service.db.models import Dataset, DatasetBlob
 from service.settings import Settings
 from service.uploaded_data import CACHE_SUBDIR
 from service.worker import WorkerProcess
-from tests.conftest import tiny_spec, unique
+from tests.conftest import backends, tiny_spec, unique
 from tests.dataset_files import (
     csv_bytes,
     npz_bytes,
@@ -24,9 +24,18 @@ from tests.dataset_files import (
     small_xy,
     zip_bomb,
 )
+from tests.private_db import module_database
 
 MAX_REQUEST = 512 * 1024
 MAX_DATASET = 4 * 2**20
+
+
+@pytest.fixture(scope="module", params=backends())
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """This module's own database (see tests/private_db.py)."""
+    yield from module_database(request, tmp_path_factory)
 
 
 @pytest.fixture

@@ -15,8 +15,18 @@ import pytest
 from service.model_families import available, builder_for
 from service.settings import Settings
 from service.worker import WorkerProcess
-from tests.conftest import tiny_spec, unique
+from tests.conftest import backends, tiny_spec, unique
 from tests.dataset_files import npz_bytes
+from tests.private_db import module_database
+
+
+@pytest.fixture(scope="module", params=backends())
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """This module's own database (see tests/private_db.py)."""
+    yield from module_database(request, tmp_path_factory)
+
 
 PLUGIN = """
 from torch import nn
