@@ -20,7 +20,9 @@ from service.cli import main as cli_main
 from service.db.engine import session_scope
 from service.db.models import TrialRecord
 from service.main import create_app
+from service.optuna_storage import get_storage
 from service.settings import Settings
+from service.studies import get_study_row
 from service.tokens import create_token, revoke_tokens
 from tests.conftest import backends, free_port, tiny_spec, unique
 from tests.dataset_files import npz_bytes, small_xy
@@ -89,11 +91,17 @@ def world(client: httpx.Client, settings: Settings) -> World:
     )
     assert created.status_code == 201, created.text
     study_id = int(created.json()["id"])
-    trial_id = 10_000_000 + study_id  # an Optuna trial id nobody else uses
+    # A real (running) Optuna trial of alice's study with the service's record of it.
+    optuna_study_id = get_study_row(url, study_id).optuna_study_id
+    trial_id = get_storage(url).create_new_trial(optuna_study_id)
     with session_scope(url) as session:
         session.add(
             TrialRecord(
-                study_id=study_id, optuna_trial_id=trial_id, claim_index=0, state="complete"
+                study_id=study_id,
+                optuna_trial_id=trial_id,
+                number=0,
+                claim_index=0,
+                state="running",
             )
         )
     dataset = unique("ads")

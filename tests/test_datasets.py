@@ -362,3 +362,41 @@ def test_parquet_bomb_and_row_cap_are_refused_before_reading() -> None:
     tight = DatasetLimits(max_rows=100, max_features=10, max_classes=10, max_bytes=100)
     with pytest.raises(DatasetFileError, match="declares"):
         parse_dataset("d.parquet", parquet_bytes(table), "label", tight)
+
+
+def test_uploaded_images_are_standardized_per_channel_and_flatten_on_request(
+    client: httpx.Client, settings: Settings
+) -> None:
+    from service.schemas import DatasetSpec
+    from service.uploaded_data import load_uploaded_splits
+
+    rng = np.random.default_rng(4)
+    y = np.arange(80) % 2
+    x = rng.standard_normal((80, 3, 4, 4)) * np.array([1.0, 5.0, 9.0])[None, :, None, None]
+    x += np.array([10.0, -3.0, 0.5])[None, :, None, None]
+    name = unique("img")
+    sha = upload(client, name, "d.npz", npz_bytes(X=x, y=y)).json()["sha256"]
+
+    splits = load_uploaded_splits(
+        settings.database_url, sha, DatasetSpec(name=name), settings.data_dir
+    )
+    assert splits.x_train.shape[1:] == (3, 4, 4)
+    assert splits.layout == "image"
+    # One mean and std per channel, from the training split: each channel is centred, unit.
+    per_channel = splits.x_train.transpose(1, 0, 2, 3).reshape(3, -1)
+    np.testing.assert_allclose(per_channel.mean(axis=1), 0.0, atol=1e-5)
+    np.testing.assert_allclose(per_channel.std(axis=1), 1.0, atol=1e-4)
+    flat = load_uploaded_splits(
+        settings.database_url, sha, DatasetSpec(name=name, shape="flat"), settings.data_dir
+    )
+    assert flat.x_train.shape[1:] == (48,)
+
+    spec = tiny_spec(unique("s"), dataset={"name": name, "shape": "image"})
+    assert client.post("/api/studies", json=spec).status_code == 201
+    flat_name = unique("tab")
+    upload(client, flat_name, "d.npz", GOOD_NPZ)
+    bad = client.post(
+        "/api/studies", json=tiny_spec(unique("s"), dataset={"name": flat_name, "shape": "image"})
+    )
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["loc"] == ["body", "dataset", "shape"]

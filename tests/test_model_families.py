@@ -31,6 +31,8 @@ def database_url(
 PLUGIN = """
 from torch import nn
 
+from trainer.model import TrainerModel
+
 CALLS = []
 
 
@@ -39,7 +41,8 @@ def build_linear_probe(config, input_shape, n_classes):
     n = 1
     for size in input_shape:
         n *= size
-    return nn.Sequential(nn.Flatten(), nn.Linear(n, n_classes))
+    block = nn.Sequential(nn.Flatten(), nn.Linear(n, 8), nn.ReLU())
+    return TrainerModel(nn.Sequential(), [block], nn.Linear(8, n_classes))
 
 
 def not_a_model_builder():
