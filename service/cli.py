@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import yaml
 
+from service.cli_access import add_access_commands
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 FINAL = ("completed", "stopped", "failed")
 
@@ -33,6 +35,7 @@ def _settings(args: argparse.Namespace) -> Any:
             "torch_threads": getattr(args, "threads", None),
             "log_level": getattr(args, "log_level", None),
             "stop_deadline_seconds": getattr(args, "stop_deadline", None),
+            "auth": getattr(args, "auth", None),
         }.items()
         if v is not None
     }
@@ -125,7 +128,9 @@ class ApiError(Exception):
 
 
 def _client(args: argparse.Namespace) -> httpx.Client:
-    return httpx.Client(base_url=args.url, timeout=30.0)
+    token = getattr(args, "token", None)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=args.url, timeout=30.0, headers=headers)
 
 
 def _call(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> Any:
@@ -148,7 +153,7 @@ def _request(args: argparse.Namespace, method: str, path: str, **kwargs: Any) ->
                 f"  {'.'.join(str(p) for p in d.get('loc', [])[1:])}: {d.get('msg')}"
                 for d in detail
             )
-            detail = "invalid study spec:\n" + detail
+            detail = "invalid request:\n" + detail
         raise ApiError(f"{response.status_code}: {detail}")
     return response
 
@@ -309,6 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--threads", type=int, help="torch threads per worker")
     sp.add_argument("--stop-deadline", type=float, help="seconds a stopping worker's trial gets")
     sp.add_argument("--no-migrate", action="store_true", help="skip `db upgrade` at start")
+    sp.add_argument(
+        "--auth",
+        choices=["auto", "required", "off"],
+        help="API tokens (env HPO_AUTH; auto: required unless listening on loopback)",
+    )
     sp.set_defaults(func=cmd_serve)
 
     sp = sub.add_parser("worker", help="run one worker process against the database")
@@ -356,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument(
             "--url", default=os.environ.get("HPO_URL", DEFAULT_URL), help="service URL (HPO_URL)"
         )
+        c.add_argument("--token", default=os.environ.get("HPO_TOKEN"), help="API token (HPO_TOKEN)")
         c.set_defaults(func=func)
         return c
 
@@ -389,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     from service.cli_diagnosis import add_commands
 
     add_commands(client)
+    add_access_commands(sub, client, db_flags)
     return p
 
 

@@ -98,7 +98,10 @@ def compute(
     assert record.optuna_trial_id is not None
     trial_id = record.optuna_trial_id
     if frozen is None:
-        frozen = get_storage(url).get_trial(trial_id)
+        try:
+            frozen = get_storage(url).get_trial(trial_id)
+        except KeyError:  # our record outlived Optuna's trial: nothing to diagnose
+            return []
     if curves is None:
         curves = curve_values(url, trial_id)
     findings = diagnose_dicts(trial_run(spec, record, dict(frozen.params), curves))

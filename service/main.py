@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from service import __version__
+from service import __version__, http_policies
 from service.api.router import api_router
+from service.auth import auth_required, authenticate
 from service.settings import Settings, get_settings
 from service.studies import StudyNotFound
 from service.trials import TrialNotFound
@@ -17,8 +18,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="HPO service",
         version=__version__,
         description="Hyperparameter optimization for neural-network training.",
+        dependencies=[Depends(authenticate)],  # every route, including ones added later
     )
     app.state.settings = settings or get_settings()
+    app.state.auth_required = auth_required(app.state.settings)
+    http_policies.install(app, app.state.settings)
     app.include_router(api_router)
 
     @app.exception_handler(StudyNotFound)

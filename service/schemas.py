@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     StrictFloat,
     StrictInt,
     StrictStr,
+    field_validator,
     model_validator,
 )
 
 from service.diagnosis_schemas import Finding
+from service.model_families import check_family
 from service.search.conditions import condition_errors, enqueue_condition_errors
 from trainer.data import DATASET_NAMES, is_image
 from trainer.images import IMAGE_DATASETS
@@ -104,7 +107,11 @@ Distribution = Annotated[FloatDist | IntDist | CategoricalDist, Field(discrimina
 
 
 class DatasetSpec(_Strict):
-    name: str = Field(description=f"built-in: {', '.join(DATASET_NAMES)}")
+    name: str = Field(
+        min_length=1,
+        max_length=100,
+        description=f"built-in: {', '.join(DATASET_NAMES)}, or an uploaded dataset's name",
+    )
     val_fraction: float = Field(0.2, gt=0, lt=1)
     test_fraction: float = Field(0.2, ge=0, lt=1)
     seed: int = 0
@@ -122,9 +129,9 @@ class DatasetSpec(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> DatasetSpec:
-        if self.name not in DATASET_NAMES:
-            raise ValueError(f"name: unknown dataset {self.name!r}; known: {list(DATASET_NAMES)}")
-        if self.shape == "image" and not is_image(self.name, self.shape):
+        # Other names are uploaded datasets, looked up in the database at submission.
+        builtin = self.name in DATASET_NAMES
+        if builtin and self.shape == "image" and not is_image(self.name, self.shape):
             raise ValueError(f"shape: {self.name!r} is tabular; only digits can be read as images")
         if self.path is not None and self.name not in IMAGE_DATASETS:
             raise ValueError(
@@ -140,7 +147,16 @@ class DatasetSpec(_Strict):
 
 
 class ModelSpec(_Strict):
-    family: Literal["mlp", "cnn"] = "mlp"
+    family: str = Field(
+        "mlp",
+        description="mlp, cnn, or a family installed through the hpo.models entry points",
+    )
+
+    @field_validator("family")
+    @classmethod
+    def _known(cls, family: str) -> str:
+        check_family(family)  # a ValueError, reported at model.family
+        return family
 
 
 class ObjectiveSpec(_Strict):
@@ -242,6 +258,11 @@ class StudySpec(_Strict):
             for name, dist in self.space.items():
                 if isinstance(dist, FloatDist) and dist.step is None:
                     errors.append(f"space.{name}: the grid sampler needs a step or choices")
+            if not errors and (points := _grid_points(self.space)) > MAX_GRID_POINTS:
+                errors.append(
+                    f"space: the grid sampler would enumerate {points:.3g} points (at most "
+                    f"{MAX_GRID_POINTS}); use larger steps or fewer parameters"
+                )
         errors += _augment_errors(self)
         if errors:
             raise ValueError("; ".join(errors))
@@ -261,6 +282,20 @@ def _augment_errors(spec: StudySpec) -> list[str]:
     if spec.fixed.get("augment", "none") != "none":
         return [f"fixed.augment: {why}"]
     return []
+
+
+MAX_GRID_POINTS = 100_000  # a worker builds the whole grid in memory
+
+
+def _grid_points(space: dict[str, FloatDist | IntDist | CategoricalDist]) -> float:
+    total = 1.0
+    for dist in space.values():
+        if isinstance(dist, CategoricalDist):
+            total *= len(dist.choices)
+        else:
+            step = dist.step or 1
+            total *= math.floor((dist.high - dist.low) / step + 1e-9) + 1
+    return total
 
 
 def _space_errors(name: str, dist: FloatDist | IntDist | CategoricalDist) -> list[str]:
@@ -283,6 +318,14 @@ def _space_errors(name: str, dist: FloatDist | IntDist | CategoricalDist) -> lis
 
 
 # ---- responses ----------------------------------------------------------------------------
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+# The database stores naive UTC; answers carry the zone ("...Z"), as RFC 3339 date-time wants.
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 class StudyCreated(BaseModel):
@@ -317,8 +360,8 @@ class StudySummary(BaseModel):
     best_value: float | None
     direction: str
     error: str | None
-    created_at: datetime
-    finished_at: datetime | None
+    created_at: UtcDatetime
+    finished_at: UtcDatetime | None
 
 
 class StudyDetail(StudySummary):
@@ -335,8 +378,8 @@ class TrialSummary(BaseModel):
     value: float | None
     duration_seconds: float | None
     error: str | None
-    started_at: datetime | None
-    finished_at: datetime | None
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
     retry_of: int | None = Field(
         None, description="the trial (id) this one re-runs with the same params: its worker died"
     )

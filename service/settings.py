@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,6 +33,32 @@ class Settings(BaseSettings):
     )
     torch_threads: int | None = Field(None, ge=1, description="intra-op threads per worker")
     log_level: str = "info"
+    # -- access (issue 7) -----------------------------------------------------------------
+    auth: Literal["auto", "required", "off"] = Field(
+        "auto", description="auto: required unless the service listens on a loopback address"
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="origins allowed by CORS (JSON list); none: CORS off"
+    )
+    max_request_bytes: int = Field(
+        64 * 2**20, ge=1024, description="request bodies larger than this get 413"
+    )
+    submit_per_minute: float = Field(
+        30.0, gt=0, description="study and dataset submissions per token (or client) per minute"
+    )
+    submit_burst: int = Field(10, ge=1, description="submissions allowed back to back")
+    max_running_studies_per_owner: int = Field(
+        20, ge=1, description="running studies one token may own at a time"
+    )
+    # -- uploaded datasets ------------------------------------------------------------------
+    max_dataset_rows: int = Field(1_000_000, ge=4)
+    max_dataset_features: int = Field(
+        1_000_000, ge=1, description="values per row (product of X.shape[1:])"
+    )
+    max_dataset_classes: int = Field(1000, ge=2)
+    max_dataset_bytes: int = Field(
+        1 * 2**30, ge=1024, description="uncompressed size of the arrays (and of NPZ members)"
+    )
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

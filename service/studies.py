@@ -43,7 +43,7 @@ def optuna_direction(spec: StudySpec) -> optuna.study.StudyDirection:
     return optuna.study.StudyDirection.MINIMIZE
 
 
-def create_study(url: str, spec: StudySpec) -> StudyCreated:
+def create_study(url: str, spec: StudySpec, owner_token_id: int | None = None) -> StudyCreated:
     with session_scope(url) as session:
         if session.scalar(select(Study.id).where(Study.name == spec.name)) is not None:
             raise StudyExists(spec.name)
@@ -77,6 +77,7 @@ def create_study(url: str, spec: StudySpec) -> StudyCreated:
                 created_at=now,
                 updated_at=now,
                 deadline_at=deadline,
+                owner_token_id=owner_token_id,
             )
             session.add(study)
             session.flush()

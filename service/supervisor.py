@@ -21,6 +21,7 @@ import uvicorn
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
+from service.auth import check_at_startup
 from service.claims import reap_worker
 from service.db.engine import session_scope
 from service.db.models import Worker
@@ -142,6 +143,7 @@ class LocalWorkers:
 
 
 def serve(settings: Settings) -> None:
+    check_at_startup(settings)  # refuses to serve with auth on and no token
     from service.main import create_app
 
     workers = LocalWorkers(settings)

@@ -46,6 +46,7 @@ from service.db.models import CurvePoint, TrialRecord, Worker, utcnow
 from service.db.retry import retry_db
 from service.diagnoses import PRUNED_BY_DIAGNOSIS, record_diagnosis
 from service.gpus import gpu_info
+from service.model_families import builder_for
 from service.optuna_storage import get_storage
 from service.schemas import DatasetSpec, StudySpec
 from service.search.factories import build_pruner, build_sampler
@@ -54,6 +55,7 @@ from service.settings import Settings
 from service.studies import get_study_row
 from service.transfer import prepare_from
 from service.trial_warnings import record_warnings
+from service.uploaded_data import load_uploaded_splits, uploaded_dataset_hash
 from trainer import (
     DivergedError,
     EpochMetrics,
@@ -65,7 +67,7 @@ from trainer import (
     load_dataset,
 )
 from trainer.diagnosis import EarlyVerdict
-from trainer.loop import PrepareModel
+from trainer.loop import ModelBuilder, PrepareModel
 
 log = logging.getLogger("hpo.worker")
 
@@ -273,20 +275,25 @@ class WorkerProcess:
 
     def data_for(self, ds: DatasetSpec) -> TensorData:
         key = json.dumps(ds.model_dump(), sort_keys=True)
+        uploaded = uploaded_dataset_hash(self.url, ds)  # None for a built-in dataset
+        key += uploaded or ""
         if key not in self._data:
             if len(self._data) >= DATA_CACHE_SIZE:
                 self._data.pop(next(iter(self._data)))
-            splits = load_dataset(
-                ds.name,
-                val_fraction=ds.val_fraction,
-                test_fraction=ds.test_fraction,
-                seed=ds.seed,
-                n_samples=ds.n_samples,
-                noise=ds.noise,
-                shape=ds.shape,
-                path=ds.path,
-                download=ds.download,
-            )
+            if uploaded is not None:
+                splits = load_uploaded_splits(self.url, uploaded, ds, self.settings.data_dir)
+            else:
+                splits = load_dataset(
+                    ds.name,
+                    val_fraction=ds.val_fraction,
+                    test_fraction=ds.test_fraction,
+                    seed=ds.seed,
+                    n_samples=ds.n_samples,
+                    noise=ds.noise,
+                    shape=ds.shape,
+                    path=ds.path,
+                    download=ds.download,
+                )
             self._data[key] = TensorData.from_splits(splits, self.device)
         return self._data[key]
 
@@ -383,10 +390,11 @@ class WorkerProcess:
         data: TensorData,
         on_epoch: Callable[[EpochMetrics], bool],
         prepare: PrepareModel | None = None,
+        builder: ModelBuilder | None = None,
     ) -> FitResult:
         self._training = True  # from here the stop deadline may interrupt the trial
         try:
-            return fit(config, data, on_epoch, prepare_model=prepare)
+            return fit(config, data, on_epoch, prepare_model=prepare, model_builder=builder)
         finally:
             self._training = False
 
@@ -398,11 +406,12 @@ class WorkerProcess:
         data: TensorData,
         on_epoch: Callable[[EpochMetrics], bool],
         prepare: PrepareModel | None = None,
+        builder: ModelBuilder | None = None,
     ) -> FitResult:
         """Out of GPU memory: release it and train once more with half the batch size,
         recorded on the trial (hpo_trials.oom_batch_size, Optuna user attr)."""
         try:
-            return self._fit(config, data, on_epoch, prepare)
+            return self._fit(config, data, on_epoch, prepare, builder)
         except torch.cuda.OutOfMemoryError as e:
             first = str(e).splitlines()[0] if str(e) else "out of memory"
         # Outside the except block: the traceback's frames (and their tensors) are gone.
@@ -486,7 +495,8 @@ class WorkerProcess:
                 return True
             return self._db(trial.should_prune, "should_prune")
 
-        result = self._fit_with_oom_retry(trial, claim, config, data, on_epoch, prepare)
+        builder = builder_for(spec.model.family)
+        result = self._fit_with_oom_retry(trial, claim, config, data, on_epoch, prepare, builder)
         save_trial_model(self.url, trial_id, result, config, spec, data)
         test_acc = None
         if data.x_test.shape[0] > 0:

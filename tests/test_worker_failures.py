@@ -24,7 +24,7 @@ from service.settings import Settings
 from service.worker import WorkerProcess
 from tests.conftest import tiny_spec, unique
 from trainer import EpochMetrics, FitResult, TensorData, TrainConfig
-from trainer.loop import EpochCallback, PrepareModel
+from trainer.loop import EpochCallback
 
 RAISES, DIVERGES, OOM_ONCE, OOM_ALWAYS = 0.011, 0.012, 0.013, 0.014
 
@@ -36,8 +36,7 @@ def scripted_fit(real_fit: Any, calls: list[TrainConfig]) -> Any:
         config: TrainConfig,
         data: TensorData,
         on_epoch: EpochCallback | None,
-        *,
-        prepare_model: PrepareModel | None = None,
+        **kwargs: Any,
     ) -> FitResult:
         calls.append(config)
         if config.lr == RAISES:
@@ -48,7 +47,7 @@ def scripted_fit(real_fit: Any, calls: list[TrainConfig]) -> Any:
                 config,
                 dataclasses.replace(data, x_train=nan),
                 on_epoch,
-                prepare_model=prepare_model,
+                **kwargs,
             )
         if config.lr == OOM_ALWAYS:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -59,8 +58,8 @@ def scripted_fit(real_fit: Any, calls: list[TrainConfig]) -> Any:
                 on_epoch(m)  # epoch 1's curve points are written, then memory runs out
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB")
 
-            return real_fit(config, data, one_epoch_then_oom, prepare_model=prepare_model)
-        return real_fit(config, data, on_epoch, prepare_model=prepare_model)
+            return real_fit(config, data, one_epoch_then_oom, **kwargs)
+        return real_fit(config, data, on_epoch, **kwargs)
 
     return fit
 

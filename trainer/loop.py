@@ -66,6 +66,8 @@ class FitResult:
 EpochCallback = Callable[[EpochMetrics], bool | None]
 # Called with the freshly built model before the optimizer is made: load weights, freeze.
 PrepareModel = Callable[[TrainerModel], None]
+# A model family's builder: (config, input_shape without the batch dimension, n_classes).
+ModelBuilder = Callable[[TrainConfig, tuple[int, ...], int], TrainerModel]
 
 
 @torch.inference_mode()
@@ -133,9 +135,11 @@ def fit(
     on_epoch: EpochCallback | None = None,
     *,
     prepare_model: PrepareModel | None = None,
+    model_builder: ModelBuilder | None = None,
 ) -> FitResult:
     """Train a model per `config` on `data`; call `on_epoch` after every epoch.
 
+    `model_builder` builds the model instead of `build_model` (plug-in model families).
     `prepare_model(model)` runs after the model is built and before the optimizer is made;
     the optimizer only gets the parameters that still require gradients.
 
@@ -147,7 +151,16 @@ def fit(
         raise ValueError(f"monitor must be one of {list(CURVE_METRICS)}, got {config.monitor!r}")
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    model = build_model(config, tuple(data.x_train.shape[1:]), data.n_classes, layout=data.layout)
+    input_shape = tuple(data.x_train.shape[1:])
+    if model_builder is None:
+        model = build_model(config, input_shape, data.n_classes, layout=data.layout)
+    else:
+        model = model_builder(config, input_shape, data.n_classes)
+        if not isinstance(model, TrainerModel):
+            raise TypeError(
+                f"a model family's builder must return a trainer.model.TrainerModel "
+                f"(inputs, blocks, head), got {type(model).__name__}"
+            )
     model = model.to(data.x_train.device)
     if prepare_model is not None:
         prepare_model(model)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.exceptions import RequestValidationError
 
 from service import studies as study_service
 from service import trials as trial_service
 from service.api.deps import SettingsDep
+from service.auth import PrincipalDep, owner_id
+from service.http_policies import limit_submissions
 from service.schemas import (
     BestTrial,
     StudyCreated,
@@ -18,6 +20,7 @@ from service.schemas import (
     StudySummary,
     TrialPage,
 )
+from service.submission import check_submission
 from service.transfer import init_from_errors
 
 router = APIRouter(prefix="/api/studies", tags=["studies"])
@@ -63,13 +66,19 @@ def _check_init_from(spec: StudySpec, settings: SettingsDep) -> None:
         raise RequestValidationError(errors)
 
 
-@router.post("", status_code=201, response_model=StudyCreated)
-def create_study(spec: StudySpec, settings: SettingsDep) -> StudyCreated:
+@router.post(
+    "",
+    status_code=201,
+    response_model=StudyCreated,
+    dependencies=[Depends(limit_submissions)],
+)
+def create_study(spec: StudySpec, settings: SettingsDep, principal: PrincipalDep) -> StudyCreated:
     """Submit a study. 409 if the name is taken; 422 names the bad field."""
     _check_caps(spec, settings)
+    check_submission(spec, settings, principal)
     _check_init_from(spec, settings)
     try:
-        return study_service.create_study(settings.database_url, spec)
+        return study_service.create_study(settings.database_url, spec, owner_id(principal))
     except study_service.StudyExists as e:
         raise HTTPException(409, str(e)) from e
 

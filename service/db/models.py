@@ -57,6 +57,10 @@ class Study(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow, onupdate=utcnow)
     deadline_at: Mapped[datetime | None] = mapped_column(DateTime(), default=None)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(), default=None)
+    # The API token that submitted it (NULL when auth was off).
+    owner_token_id: Mapped[int | None] = mapped_column(
+        ForeignKey("hpo_api_tokens.id"), default=None, index=True
+    )
 
 
 class TrialRecord(Base):
@@ -201,3 +205,47 @@ class LearningCurveJob(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(), default=None)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(), default=None)
+
+
+class ApiToken(Base):
+    """A bearer token; only its sha256 is stored. Revoked tokens stay, as owners of records."""
+
+    __tablename__ = "hpo_api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), index=True)
+    # read | submit | admin
+    role: Mapped[str] = mapped_column(String(16))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(), default=None)
+
+
+class DatasetBlob(Base):
+    """An uploaded dataset's arrays as a canonical NPZ, stored once per content hash."""
+
+    __tablename__ = "hpo_dataset_blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
+
+
+class Dataset(Base):
+    """A named uploaded dataset; several names may share one blob."""
+
+    __tablename__ = "hpo_datasets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    sha256: Mapped[str] = mapped_column(ForeignKey("hpo_dataset_blobs.sha256"), index=True)
+    source_format: Mapped[str] = mapped_column(String(16))  # npz | csv | parquet
+    n_rows: Mapped[int] = mapped_column(Integer)
+    shape: Mapped[list[int]] = mapped_column(JSON)  # X's shape, rows first
+    n_classes: Mapped[int] = mapped_column(Integer)
+    classes: Mapped[list[str]] = mapped_column(JSON)  # original label of class index i
+    owner_token_id: Mapped[int | None] = mapped_column(
+        ForeignKey("hpo_api_tokens.id"), default=None
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)

@@ -1,0 +1,307 @@
+"""Reading and validating uploaded dataset files (NPZ, CSV, Parquet) before anything is stored.
+
+Every check happens on the uploaded bytes in memory: a file that fails any of them is
+answered with a reason and leaves no trace. NPZ files are never unpickled
+(`allow_pickle=False`), and their zip directory is checked for the declared uncompressed
+sizes before a single array is inflated (zip bombs).
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+FORMATS = ("npz", "csv", "parquet")
+MAX_X_DIMS = 4  # rows x (d | L | C x L | H x W | C x H x W)
+
+
+class DatasetFileError(ValueError):
+    """The file cannot be used; `field` is the form field to blame (file or target)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class DatasetLimits:
+    max_rows: int
+    max_features: int
+    max_classes: int
+    max_bytes: int
+
+
+@dataclass(frozen=True)
+class ParsedDataset:
+    x: NDArray[np.float32]  # original shape, rows first
+    y: NDArray[np.int64]  # class indices 0..K-1
+    classes: list[str]  # original label of class index i
+    source_format: str
+
+
+def detect_format(filename: str, data: bytes) -> str:
+    suffix = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+    if suffix in ("npz", "csv"):
+        return suffix
+    if suffix in ("parquet", "pq"):
+        return "parquet"
+    if data.startswith(b"PK\x03\x04"):
+        return "npz"
+    if data.startswith(b"PAR1"):
+        return "parquet"
+    raise DatasetFileError("file", f"unknown format {filename!r}; upload .npz, .csv or .parquet")
+
+
+def parse_dataset(
+    filename: str, data: bytes, target: str | None, limits: DatasetLimits
+) -> ParsedDataset:
+    """Parse and validate an upload; raises DatasetFileError with the reason."""
+    if not data:
+        raise DatasetFileError("file", "the file is empty")
+    fmt = detect_format(filename, data)
+    if fmt == "npz":
+        if target:
+            raise DatasetFileError("target", "only for CSV and Parquet; an NPZ holds 'y'")
+        x, y = _read_npz(data, limits)
+    else:
+        if not target:
+            raise DatasetFileError("target", "required for CSV and Parquet: the label column")
+        x, y = _read_table(fmt, data, target, limits)
+    x, labels, classes = validate_arrays(x, y, limits)
+    return ParsedDataset(x=x, y=labels, classes=classes, source_format=fmt)
+
+
+# ---- NPZ ----------------------------------------------------------------------------------
+
+
+def _read_npz(data: bytes, limits: DatasetLimits) -> tuple[NDArray[Any], NDArray[Any]]:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        infos = {i.filename: i for i in archive.infolist()}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise DatasetFileError("file", f"not a readable NPZ (zip) file: {e}") from e
+    missing = [n for n in ("X", "y") if f"{n}.npy" not in infos]
+    if missing:
+        found = sorted(n.removesuffix(".npy") for n in infos)
+        raise DatasetFileError(
+            "file", f"the NPZ must hold arrays 'X' and 'y'; missing {missing}, found {found}"
+        )
+    declared = sum(infos[f"{n}.npy"].file_size for n in ("X", "y"))
+    if declared > limits.max_bytes:
+        raise DatasetFileError(
+            "file",
+            f"the NPZ declares {declared} bytes uncompressed, over this service's cap of "
+            f"{limits.max_bytes} (HPO_MAX_DATASET_BYTES)",
+        )
+    arrays = []
+    for name in ("X", "y"):
+        try:
+            # zipfile stops inflating at the declared size and checks the CRC at the end.
+            with archive.open(infos[f"{name}.npy"]) as member:
+                arrays.append(np.lib.format.read_array(member, allow_pickle=False))
+        except ValueError as e:
+            if "allow_pickle" in str(e) or "Object arrays" in str(e):
+                raise DatasetFileError(
+                    "file", f"array {name!r} holds Python objects; only numeric arrays are read"
+                ) from e
+            raise DatasetFileError("file", f"cannot read array {name!r}: {e}") from e
+        except Exception as e:  # truncated or corrupt member: zlib, CRC, EOF, header errors
+            raise DatasetFileError("file", f"cannot read array {name!r}: {e}") from e
+    return arrays[0], arrays[1]
+
+
+# ---- CSV and Parquet -----------------------------------------------------------------------
+
+
+def _read_table(
+    fmt: str, data: bytes, target: str, limits: DatasetLimits
+) -> tuple[NDArray[Any], NDArray[Any]]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = _read_csv(data) if fmt == "csv" else _read_parquet(data, limits)
+    columns = list(table.column_names)
+    if target not in columns:
+        hint = ""
+        if len(columns) == 1 and any(d in columns[0] for d in ";\t|"):
+            hint = " (the file has one column: is it separated by commas?)"
+        raise DatasetFileError(
+            "target", f"column {target!r} not found; columns: {columns[:20]}{hint}"
+        )
+    if table.num_rows == 0:
+        raise DatasetFileError("file", "the file has no rows")
+    features = [c for c in columns if c != target]
+    if not features:
+        raise DatasetFileError("file", "no feature columns besides the target")
+    for name in features:
+        col = table.column(name)
+        if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
+            if pa.types.is_boolean(col.type):
+                continue
+            example = _first_value(col)
+            raise DatasetFileError(
+                "file", f"column {name!r} is not numeric ({col.type}), e.g. {example!r}"
+            )
+        if col.null_count:
+            raise DatasetFileError("file", f"column {name!r} has {col.null_count} empty values")
+    label = table.column(target)
+    if label.null_count:
+        raise DatasetFileError("target", f"column {target!r} has {label.null_count} empty values")
+    if table.num_rows > limits.max_rows:
+        raise DatasetFileError(
+            "file",
+            _rows_over(table.num_rows, limits),
+        )
+    x = np.column_stack(
+        [pc.cast(table.column(c), pa.float64()).to_numpy(zero_copy_only=False) for c in features]
+    )
+    if pa.types.is_floating(label.type):
+        y: NDArray[Any] = label.to_numpy(zero_copy_only=False)
+    elif pa.types.is_integer(label.type) or pa.types.is_boolean(label.type):
+        y = label.to_numpy(zero_copy_only=False).astype(np.int64)
+    else:
+        y = np.asarray(pc.cast(label, pa.string()).to_pylist(), dtype=str)
+    return x, y
+
+
+def _first_value(col: Any) -> object:
+    for chunk in col.chunks:
+        for v in chunk.to_pylist():
+            if v is not None:
+                return v
+    return None
+
+
+def _read_csv(data: bytes) -> Any:
+    import pyarrow as pa
+    from pyarrow import csv
+
+    try:
+        return csv.read_csv(io.BytesIO(data))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError) as e:
+        raise DatasetFileError("file", f"cannot parse the CSV: {e}") from e
+
+
+def _read_parquet(data: bytes, limits: DatasetLimits) -> Any:
+    import pyarrow as pa
+    from pyarrow import parquet
+
+    try:
+        pf = parquet.ParquetFile(io.BytesIO(data))
+        meta = pf.metadata
+        if meta.num_rows > limits.max_rows:
+            raise DatasetFileError(
+                "file",
+                _rows_over(meta.num_rows, limits),
+            )
+        declared = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        if declared > limits.max_bytes:
+            raise DatasetFileError(
+                "file",
+                f"the Parquet file declares {declared} bytes uncompressed, over the cap of "
+                f"{limits.max_bytes} (HPO_MAX_DATASET_BYTES)",
+            )
+        return pf.read()
+    except DatasetFileError:
+        raise
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise DatasetFileError("file", f"cannot read the Parquet file: {e}") from e
+
+
+def _rows_over(n: int, limits: DatasetLimits) -> str:
+    return f"{n} rows, over the cap of {limits.max_rows} (HPO_MAX_DATASET_ROWS)"
+
+
+# ---- checks common to every format ------------------------------------------------------------
+
+
+def validate_arrays(
+    x: NDArray[Any], y: NDArray[Any], limits: DatasetLimits
+) -> tuple[NDArray[np.float32], NDArray[np.int64], list[str]]:
+    """Numeric, finite, consistent, within the caps; labels mapped to 0..K-1."""
+    if x.dtype.kind not in "biuf":
+        raise DatasetFileError("file", f"X must be numeric, got dtype {x.dtype}")
+    if not 2 <= x.ndim <= MAX_X_DIMS:
+        raise DatasetFileError(
+            "file",
+            f"X must be rows x d, x L, x C x L, x H x W or x C x H x W; got shape {x.shape}",
+        )
+    if y.ndim != 1:
+        raise DatasetFileError("file", f"y must be one label per row, got shape {y.shape}")
+    n = x.shape[0]
+    if n == 0:
+        raise DatasetFileError("file", "the dataset has no rows")
+    if y.shape[0] != n:
+        raise DatasetFileError("file", f"X has {n} rows but y has {y.shape[0]}")
+    if n > limits.max_rows:
+        raise DatasetFileError("file", _rows_over(n, limits))
+    per_row = int(np.prod(x.shape[1:]))
+    if per_row == 0 or per_row > limits.max_features:
+        raise DatasetFileError(
+            "file",
+            f"{per_row} values per row; allowed: 1 to {limits.max_features} "
+            "(HPO_MAX_DATASET_FEATURES)",
+        )
+    if n * per_row * 4 > limits.max_bytes:
+        raise DatasetFileError(
+            "file",
+            f"X needs {n * per_row * 4} bytes as float32, over the cap of {limits.max_bytes} "
+            "(HPO_MAX_DATASET_BYTES)",
+        )
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        row = int(np.argwhere(~np.isfinite(x.reshape(n, -1)))[0][0])
+        raise DatasetFileError("file", f"X has NaN or infinite values (first at row {row})")
+    x32 = x.astype(np.float32)
+    if not np.isfinite(x32).all():
+        raise DatasetFileError("file", "X has values too large for float32")
+    y = _labels(y)
+    classes, index, counts = np.unique(y, return_inverse=True, return_counts=True)
+    if len(classes) < 2:
+        raise DatasetFileError("file", f"y needs at least 2 classes, found {len(classes)}")
+    if len(classes) > limits.max_classes:
+        raise DatasetFileError(
+            "file", f"{len(classes)} classes, over the cap of {limits.max_classes}"
+        )
+    if counts.min() < 2:
+        rare = [str(c) for c, k in zip(classes, counts, strict=True) if k < 2][:5]
+        raise DatasetFileError("file", f"every class needs at least 2 rows; classes {rare} have 1")
+    return x32, index.astype(np.int64).reshape(n), [str(c) for c in classes]
+
+
+def _labels(y: NDArray[Any]) -> NDArray[Any]:
+    if y.dtype.kind in "biuU":
+        return y
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all() or not np.array_equal(y, np.round(y)):
+            raise DatasetFileError(
+                "file", "y must hold integer class labels (regression is not supported)"
+            )
+        return y.astype(np.int64)
+    raise DatasetFileError("file", f"y must hold integer class labels, got dtype {y.dtype}")
+
+
+# ---- canonical storage -----------------------------------------------------------------------
+
+
+def canonical_npz(x: NDArray[np.float32], y: NDArray[np.int64]) -> bytes:
+    """X (float32) and y (int64) as an NPZ whose bytes depend only on the arrays, so equal
+    content hashes to one stored copy (no timestamps: a fixed date in every zip entry)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, array in (("X", x), ("y", y)):
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def read_canonical(blob: bytes) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+        return npz["X"].astype(np.float32), npz["y"].astype(np.int64)
