@@ -14,6 +14,7 @@ from torch.nn import functional as F
 
 from trainer.config import TrainConfig
 from trainer.data import TensorData, load_dataset
+from trainer.gradcheck import check_gradients
 from trainer.loop import CURVE_METRICS, DivergedError, EpochMetrics, fit
 from trainer.model import TrainerModel, build_mlp, weight_layers
 from trainer.optim import build_optimizer, clip_gradients, l1_penalty, weight_params
@@ -68,6 +69,25 @@ def test_l1_adds_lambda_sign_w_to_the_gradient_of_weights_only() -> None:
     assert float(l1_penalty(weight_params(model)).detach()) == pytest.approx(
         sum(float(p.detach().abs().sum()) for p in model.parameters() if p.ndim >= 2), rel=1e-14
     )
+
+
+def test_gradcheck_of_the_cost_with_the_l1_term() -> None:
+    """Central differences agree with backprop through cross-entropy + λ·Σ|W| (away from
+    W = 0, where |w| has its kink)."""
+    g = torch.Generator().manual_seed(0)
+
+    def away_from_zero(*shape: int) -> torch.Tensor:
+        w = torch.randn(*shape, generator=g, dtype=torch.float64)
+        return w + 0.1 * torch.sign(w)
+
+    w1, w2 = away_from_zero(5, 4), away_from_zero(3, 5)
+    x, y = _batch()
+
+    def cost(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ce = F.cross_entropy(torch.tanh(x @ a.T) @ b.T, y)
+        return ce + LAM * l1_penalty([a, b])
+
+    assert check_gradients(cost, [w1, w2]).ok()
 
 
 def _train(model: nn.Module, cfg: TrainConfig, steps: int = 3) -> nn.Module:

@@ -17,6 +17,7 @@ Weight decay, for an L2 strength λ (`weight_decay`):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -120,7 +121,7 @@ def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimi
     return opt
 
 
-def l1_penalty(weights: list[nn.Parameter]) -> torch.Tensor:
+def l1_penalty(weights: Sequence[torch.Tensor]) -> torch.Tensor:
     """Σ|W| over `weights`; its gradient is sign(W) (0 at W = 0)."""
     return torch.stack([w.abs().sum() for w in weights]).sum()
 
