@@ -20,8 +20,8 @@ from trainer.loop import PrepareModel
 from trainer.model import TrainerModel
 from trainer.params import PARAMS
 
-# The parameter that sets the number of hidden blocks, per model family.
-DEPTH_PARAM = {"mlp": "hidden_layers"}
+# The parameters whose sum is the number of hidden blocks, per model family.
+DEPTH_PARAMS = {"mlp": ("hidden_layers",), "cnn": ("conv_blocks", "hidden_layers")}
 
 
 class TransferError(ValueError):
@@ -51,17 +51,16 @@ def init_from_errors(url: str, spec: StudySpec) -> list[tuple[str, str]]:
     k = n_blocks if init.layers is None else init.layers
     if k > n_blocks:
         return [("layers", f"{k} > {n_blocks}, the number of blocks of trial {init.trial_id}")]
-    depth = _smallest_depth(spec)
-    if depth is not None and depth < k:
-        param = DEPTH_PARAM[spec.model.family]
-        return [("layers", f"reuses {k} blocks, but this study's {param} can be {depth}")]
+    params = DEPTH_PARAMS.get(spec.model.family, ())
+    depth = sum(_smallest(spec, p) for p in params)
+    if params and depth < k:
+        blocks = " + ".join(params)
+        return [("layers", f"reuses {k} blocks, but this study's {blocks} can be {depth}")]
     return []
 
 
-def _smallest_depth(spec: StudySpec) -> int | None:
-    param = DEPTH_PARAM.get(spec.model.family)
-    if param is None or param not in PARAMS:
-        return None
+def _smallest(spec: StudySpec, param: str) -> int:
+    """The smallest value an int parameter can take in this study."""
     dist = spec.space.get(param)
     if isinstance(dist, IntDist):
         return dist.low

@@ -5,17 +5,10 @@ from __future__ import annotations
 
 from sqlalchemy import update
 
-import trainer.model
 from service.db.engine import session_scope
 from service.db.models import TrialRecord
 from trainer import TrainConfig
-
-
-def config_warnings(config: TrainConfig) -> list[str]:
-    # TODO(issue 3): trainer.model.config_warnings lands with the model helper's branch;
-    # call it directly once it is on main.
-    check = getattr(trainer.model, "config_warnings", None)
-    return [] if check is None else [str(w) for w in check(config)]
+from trainer.model import config_warnings
 
 
 def record_warnings(url: str, optuna_trial_id: int, config: TrainConfig) -> list[str]:

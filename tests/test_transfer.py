@@ -230,3 +230,33 @@ def test_freeze_stops_gradients_and_batch_norm_statistics() -> None:
     for name, tensor in block.state_dict().items():
         assert torch.equal(tensor, before[name]), name  # running stats included
     assert model.head.weight.grad is not None
+
+
+def test_init_from_checks_the_family_and_the_depth_of_a_cnn(
+    client: httpx.Client, settings: Settings
+) -> None:
+    cnn = tiny_spec(unique("cnn-source"), n_trials=1)
+    cnn["dataset"] = {"name": "digits", "shape": "image"}
+    cnn["model"] = {"family": "cnn"}
+    cnn["objective"]["max_epochs"] = 1
+    cnn["fixed"] = {"conv_blocks": 1, "conv_channels": 4, "hidden_layers": 1, "hidden_units": 8}
+    study_id = submit(client, cnn)
+    run_worker(settings)
+    source = client.get(f"/api/studies/{study_id}/best").json()["trial_id"]
+    assert download(client, source).n_blocks == 2  # one conv block, one dense block
+
+    mlp = target_spec(unique("mlp-from-cnn"), source)
+    response = client.post("/api/studies", json=mlp)
+    assert response.status_code == 422
+    assert "trained a cnn model; this study's model.family is mlp" in response.text
+    shallow = {**cnn, "name": unique("shallow-cnn"), "init_from": {"trial_id": source}}
+    shallow["fixed"] = {**cnn["fixed"], "hidden_layers": 0}
+    response = client.post("/api/studies", json=shallow)
+    assert response.status_code == 422
+    assert "reuses 2 blocks, but this study's conv_blocks + hidden_layers can be 1" in (
+        response.text
+    )
+    deep = {**shallow, "name": unique("deep-cnn"), "fixed": cnn["fixed"]}
+    created = client.post("/api/studies", json=deep)
+    assert created.status_code == 201, created.text
+    client.post(f"/api/studies/{created.json()['id']}/stop")  # other tests' workers go idle

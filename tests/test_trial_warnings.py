@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import httpx
-import pytest
 
-import trainer.model
 from service.settings import Settings
 from service.worker import WorkerProcess
 from tests.conftest import tiny_spec, unique
-from trainer.params import PARAMS
 
 
-@pytest.mark.skipif(
-    not hasattr(trainer.model, "config_warnings") or "init" not in PARAMS,
-    reason="trainer.model.config_warnings and the init parameter are not on this branch",
-)
 def test_a_trial_keeps_the_warnings_about_its_configuration(
     client: httpx.Client, settings: Settings
 ) -> None:
