@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 
 from service import __version__
 from service.api.router import api_router
+from service.dashboard import pages as dashboard
 from service.settings import Settings, get_settings
 from service.studies import StudyNotFound
 from service.trials import TrialNotFound
@@ -20,6 +21,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings or get_settings()
     app.include_router(api_router)
+    dashboard.install(app)
 
     @app.exception_handler(StudyNotFound)
     @app.exception_handler(TrialNotFound)

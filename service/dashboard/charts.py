@@ -1,0 +1,135 @@
+"""The data behind the study and trial charts: histories, downsampled curves, importances."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import optuna
+from optuna.trial import create_trial
+
+from service.dashboard.downsample import lttb
+from service.dashboard.schemas import (
+    Importances,
+    StudyCurves,
+    StudyHistory,
+    TrialCurve,
+    TrialCurves,
+)
+from service.optuna_queries import History, curves_of, study_history, trial_exists
+from service.studies import get_study_row
+from service.trials import TrialNotFound
+
+
+def history(url: str, study_id: int) -> StudyHistory:
+    study = get_study_row(url, study_id)
+    h = study_history(url, study)
+    return StudyHistory(
+        study_id=study.id,
+        direction=str(study.spec["objective"]["direction"]),
+        metric=str(study.spec["objective"]["metric"]),
+        count=len(h.trial_id),
+        trial_id=h.trial_id,
+        number=h.number,
+        state=h.state,
+        value=h.value,
+        duration_seconds=h.duration_seconds,
+        last_step=h.last_step,
+        reason=h.reason,
+        params=h.params,
+    )
+
+
+def _pick(h: History, direction: str, top: int) -> list[int]:
+    """Indexes of the trials worth a curve: all of a small study; else the running ones
+    and the `top` best complete ones."""
+    live = [i for i, s in enumerate(h.state) if s in ("running", "complete", "pruned", "fail")]
+    if len(live) <= top:
+        return live
+    running = [i for i, s in enumerate(h.state) if s == "running"][:top]
+    done = [i for i, v in enumerate(h.value) if v is not None]
+    sign = -1.0 if direction == "maximize" else 1.0
+    done.sort(key=lambda i: (sign * h.value[i], h.number[i]))  # type: ignore[operator]
+    return sorted(running + done[:top])
+
+
+def study_curves(
+    url: str, study_id: int, metric: str | None, top: int, max_points: int
+) -> StudyCurves:
+    study = get_study_row(url, study_id)
+    metric = metric or str(study.spec["objective"]["metric"])
+    h = study_history(url, study)
+    picked = _pick(h, str(study.spec["objective"]["direction"]), top)
+    curves = curves_of(url, (h.trial_id[i] for i in picked), [metric])
+    return StudyCurves(
+        study_id=study.id,
+        metric=metric,
+        total=len(h.trial_id),
+        trials=[
+            TrialCurve(
+                trial_id=h.trial_id[i],
+                number=h.number[i],
+                state=h.state[i],
+                value=h.value[i],
+                n_points=len(points := curves[h.trial_id[i]].get(metric, [])),
+                points=lttb(points, max_points),
+            )
+            for i in picked
+        ],
+    )
+
+
+def trial_curves(
+    url: str, trial_id: int, metrics: list[str] | None, max_points: int
+) -> TrialCurves:
+    if not trial_exists(url, trial_id):
+        raise TrialNotFound(trial_id)
+    curves = curves_of(url, [trial_id], metrics)[trial_id]
+    return TrialCurves(
+        trial_id=trial_id,
+        n_points={m: len(p) for m, p in curves.items()},
+        curves={m: lttb(p, max_points) for m, p in curves.items()},
+    )
+
+
+# fANOVA fits a random forest: worth computing once per study and number of complete trials.
+_importance_cache: OrderedDict[tuple[str, int, int], Importances] = OrderedDict()
+_importance_lock = threading.Lock()
+
+
+def importances(url: str, study_id: int) -> Importances:
+    """Optuna's fANOVA importances of the searched params over the complete trials."""
+    study = get_study_row(url, study_id)
+    h = study_history(url, study)
+    done = [i for i, v in enumerate(h.value) if v is not None]
+    key = (url, study_id, len(done))
+    with _importance_lock:
+        if key in _importance_cache:
+            return _importance_cache[key]
+    result = Importances(
+        study_id=study_id, n_complete=len(done), evaluator="fanova", importances={}
+    )
+    if len(done) >= 2 and h.distributions:
+        maximize = study.spec["objective"]["direction"] == "maximize"
+        scratch = optuna.create_study(direction="maximize" if maximize else "minimize")
+        scratch.add_trials(
+            create_trial(
+                params={p: col[i] for p, col in h.params.items() if col[i] is not None},
+                distributions={
+                    p: h.distributions[p] for p, col in h.params.items() if col[i] is not None
+                },
+                value=h.value[i],
+            )
+            for i in done
+        )
+        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+        try:
+            found = optuna.importance.get_param_importances(scratch, evaluator=evaluator)
+        except (ValueError, RuntimeError):  # e.g. every searched param held one value
+            found = {}
+        result.importances = {k: float(v) for k, v in found.items()}
+    with _importance_lock:
+        _importance_cache[key] = result
+        while len(_importance_cache) > 64:
+            _importance_cache.popitem(last=False)
+    return result
