@@ -38,6 +38,7 @@
   HPO.poll(async () => {
     rows = await HPO.getJSON("/api/studies?limit=1000");
     render();
+    document.body.dataset.ready = "true";
     return true;
   }, 2000);
 })();

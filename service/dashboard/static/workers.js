@@ -42,10 +42,12 @@
     const features = await HPO.features();
     if (!features.workers) {
       empty("This service does not list its workers (no GET /api/workers).");
+      document.body.dataset.ready = "true";
       return false;
     }
     rows = await HPO.getJSON("/api/workers");
     render();
+    document.body.dataset.ready = "true";
     return true;
   }, 2000);
 })();
