@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     worker_grace_seconds: float = Field(60.0, gt=0, description="heartbeat age of a dead worker")
     torch_threads: int | None = Field(None, ge=1, description="intra-op threads per worker")
     log_level: str = "info"
+    root_path: str = Field(
+        "", description="path prefix a reverse proxy serves the app under (and strips), e.g. /hpo"
+    )
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import importlib.util
+import re
 from functools import cache
 from pathlib import Path
 
@@ -106,17 +107,22 @@ def plotly_asset() -> FileResponse:
 
 # Routes other issues add; a page only calls those this app has, so no probe ever 404s.
 OPTIONAL = {
-    "diagnosis": "/api/trials/{trial_id}/diagnosis",
-    "report": "/api/studies/{study_id}/report",
-    "model": "/api/trials/{trial_id}/model",
+    "diagnosis": "/api/trials/{}/diagnosis",
+    "report": "/api/studies/{}/report",
+    "model": "/api/trials/{}/model",
     "workers": "/api/workers",
 }
+
+
+def _shape(path: str) -> str:
+    """/api/trials/{trial_id}/model -> /api/trials/{}/model, whatever a route names its ids."""
+    return re.sub(r"\{[^}]*\}", "{}", path.rstrip("/"))
 
 
 @router.get("/api/dashboard/features")
 def features(request: Request) -> dict[str, bool]:
     """Which optional API routes this service has."""
-    paths = {r.path.rstrip("/") for r in request.app.routes if isinstance(r, APIRoute)}
+    paths = {_shape(r.path) for r in request.app.routes if isinstance(r, APIRoute)}
     return {name: path in paths for name, path in OPTIONAL.items()}
 
 

@@ -137,7 +137,7 @@
     const data = await HPO.getJSON(`/api/studies/${studyId}/importances`);
     const entries = Object.entries(data.importances).sort((a, b) => a[1] - b[1]);
     $("importances-note").textContent = entries.length
-      ? `fANOVA over ${data.n_complete} complete trials`
+      ? `${data.evaluator === "fanova" ? "fANOVA" : "PED-ANOVA"} over ${data.n_complete} complete trials`
       : "Needs at least two complete trials with searched parameters.";
     HPO.plot("chart-importances", [{
       type: "bar", orientation: "h", x: entries.map((e) => e[1]), y: entries.map((e) => e[0]),
