@@ -184,10 +184,59 @@ def study_history(url: str, study: Study) -> History:
     n = len(h.trial_id)
     for tid, name, internal, dist_json in params:
         dist = _distribution(dist_json)
-        h.distributions.setdefault(name, dist)
-        column = h.params.setdefault(name, [None] * n)
-        column[index[tid]] = dist.to_external_repr(internal)
+        if name not in h.params:
+            h.params[name] = [None] * n
+            h.distributions[name] = dist
+        h.params[name][index[tid]] = dist.to_external_repr(internal)
     return h
+
+
+@dataclass
+class CurveTrial:
+    trial_id: int
+    number: int
+    state: str
+    value: float | None
+
+
+def curve_trials(url: str, optuna_study_id: int, direction: str, top: int) -> list[CurveTrial]:
+    """The trials worth a curve: every started trial of a study of at most `top`; else the
+    running ones (at most `top`) and the `top` best complete ones. In trial-number order."""
+    T, V = om.TrialModel, om.TrialValueModel
+    started = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    base = (
+        select(T.trial_id, T.number, T.state, V.value, V.value_type)
+        .outerjoin(V, and_(V.trial_id == T.trial_id, V.objective == 0))
+        .where(T.study_id == optuna_study_id)
+    )
+    with session_scope(url) as session:
+        n_started = session.scalar(
+            select(func.count())
+            .select_from(T)
+            .where(T.study_id == optuna_study_id, T.state.in_(started))
+        )
+        if (n_started or 0) <= top:
+            rows = list(session.execute(base.where(T.state.in_(started))).all())
+        else:
+            order = V.value.desc() if direction == "maximize" else V.value.asc()
+            rows = list(
+                session.execute(
+                    base.where(T.state == TrialState.RUNNING).order_by(T.number).limit(top)
+                ).all()
+            )
+            rows += session.execute(
+                base.where(T.state == TrialState.COMPLETE, V.value_type == FINITE)
+                .order_by(order, T.trial_id)
+                .limit(top)
+            ).all()
+    out = []
+    for tid, number, state, value, value_type in rows:
+        st = TrialState(state)
+        complete = st == TrialState.COMPLETE and value_type == FINITE
+        out.append(
+            CurveTrial(int(tid), int(number), st.name.lower(), _finite(value) if complete else None)
+        )
+    return sorted(out, key=lambda t: t.number)
 
 
 def trial_exists(url: str, trial_id: int) -> bool:

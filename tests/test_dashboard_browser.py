@@ -13,9 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from fastapi import Request
+from fastapi.responses import JSONResponse
 
-from tests.conftest import tiny_spec
+from service.main import create_app
+from service.settings import Settings
+from tests.conftest import tiny_spec, unique
+from tests.test_dashboard_api import serving
 from tests.test_e2e import Service
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -259,3 +265,44 @@ def test_live_study_page_shows_new_trials_without_reload(tab: Tab, service: Serv
     assert tab.page.locator("#trials tbody tr.link").count() == 3 >= before
     assert tab.page.text_content("#summary") is not None
     assert "3 / 3" in (tab.page.text_content("#summary") or "")
+
+
+def test_pages_ask_for_a_token_when_the_api_answers_401(
+    browser: Browser, settings: Settings
+) -> None:
+    """Issue 7's auth, stood in for by a middleware: 401 without the bearer token."""
+    app = create_app(settings)
+
+    @app.middleware("http")
+    async def bearer(request: Request, call_next: Any) -> Any:
+        if request.url.path.startswith("/api/") and (
+            request.headers.get("authorization") != "Bearer s3cret"
+        ):
+            return JSONResponse({"detail": "missing or bad token"}, status_code=401)
+        return await call_next(request)
+
+    with serving(app) as url:
+        name = unique("auth")
+        created = httpx.post(
+            f"{url}/api/studies",
+            json=tiny_spec(name),
+            headers={"Authorization": "Bearer s3cret"},
+        )
+        assert created.status_code == 201, created.text
+        context = browser.new_context()
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url + "/")
+        page.wait_for_selector("#auth", state="visible")
+        page.fill("#auth-token", "wrong")
+        page.click("#auth button")
+        page.wait_for_selector("#auth-error:has-text('refused')")
+        page.fill("#auth-token", "s3cret")
+        page.click("#auth button")
+        page.wait_for_selector("body[data-ready=true]")
+        assert page.locator("#studies a", has_text=name).count() == 1
+        assert page.locator("#auth").is_hidden()
+        assert page.evaluate("sessionStorage.getItem('hpo-token')") == "s3cret"
+        context.close()
+        assert errors == []

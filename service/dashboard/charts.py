@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 from collections import OrderedDict
 
@@ -16,7 +17,13 @@ from service.dashboard.schemas import (
     TrialCurve,
     TrialCurves,
 )
-from service.optuna_queries import History, curves_of, study_history, trial_exists
+from service.optuna_queries import (
+    curve_trials,
+    curves_of,
+    study_history,
+    trial_counts,
+    trial_exists,
+)
 from service.studies import get_study_row
 from service.trials import TrialNotFound
 
@@ -40,41 +47,31 @@ def history(url: str, study_id: int) -> StudyHistory:
     )
 
 
-def _pick(h: History, direction: str, top: int) -> list[int]:
-    """Indexes of the trials worth a curve: all of a small study; else the running ones
-    and the `top` best complete ones."""
-    live = [i for i, s in enumerate(h.state) if s in ("running", "complete", "pruned", "fail")]
-    if len(live) <= top:
-        return live
-    running = [i for i, s in enumerate(h.state) if s == "running"][:top]
-    done = [i for i, v in enumerate(h.value) if v is not None]
-    sign = -1.0 if direction == "maximize" else 1.0
-    done.sort(key=lambda i: (sign * h.value[i], h.number[i]))  # type: ignore[operator]
-    return sorted(running + done[:top])
-
-
 def study_curves(
     url: str, study_id: int, metric: str | None, top: int, max_points: int
 ) -> StudyCurves:
     study = get_study_row(url, study_id)
     metric = metric or str(study.spec["objective"]["metric"])
-    h = study_history(url, study)
-    picked = _pick(h, str(study.spec["objective"]["direction"]), top)
-    curves = curves_of(url, (h.trial_id[i] for i in picked), [metric])
+    direction = str(study.spec["objective"]["direction"])
+    picked = curve_trials(url, study.optuna_study_id, direction, top)
+    curves = curves_of(url, (t.trial_id for t in picked), [metric])
+    total = sum(
+        trial_counts(url, [study.optuna_study_id])[study.optuna_study_id].model_dump().values()
+    )
     return StudyCurves(
         study_id=study.id,
         metric=metric,
-        total=len(h.trial_id),
+        total=total,
         trials=[
             TrialCurve(
-                trial_id=h.trial_id[i],
-                number=h.number[i],
-                state=h.state[i],
-                value=h.value[i],
-                n_points=len(points := curves[h.trial_id[i]].get(metric, [])),
+                trial_id=t.trial_id,
+                number=t.number,
+                state=t.state,
+                value=t.value,
+                n_points=len(points := curves[t.trial_id].get(metric, [])),
                 points=lttb(points, max_points),
             )
-            for i in picked
+            for t in picked
         ],
     )
 
@@ -93,10 +90,12 @@ def trial_curves(
 
 
 # Optuna's default, fANOVA, walks a 64-tree random forest in Python: fine for a hundred trials,
-# minutes for thousands. PED-ANOVA (Optuna's fast evaluator: which params tell the top 10% of
-# trials from the rest) takes over past FANOVA_MAX_TRIALS. Either way computed once per study
-# and number of complete trials.
+# minutes for thousands. Past FANOVA_MAX_TRIALS, PED-ANOVA (Optuna's fast evaluator: which
+# params tell the top 10% of trials from the rest) takes over, on a seeded uniform sample of
+# at most SAMPLE_TRIALS complete trials: building an in-memory Optuna study costs ~2 ms a
+# trial. Either way computed once per study and number of complete trials.
 FANOVA_MAX_TRIALS = 100
+SAMPLE_TRIALS = 1000
 _importance_cache: OrderedDict[tuple[str, int, int], Importances] = OrderedDict()
 _importance_lock = threading.Lock()
 
@@ -105,16 +104,21 @@ def importances(url: str, study_id: int) -> Importances:
     """Importances of the searched params over the complete trials: Optuna's fANOVA, or
     PED-ANOVA for studies of more than FANOVA_MAX_TRIALS complete trials."""
     study = get_study_row(url, study_id)
-    h = study_history(url, study)
-    done = [i for i, v in enumerate(h.value) if v is not None]
-    key = (url, study_id, len(done))
+    n_complete = trial_counts(url, [study.optuna_study_id])[study.optuna_study_id].complete
+    key = (url, study_id, n_complete)
     with _importance_lock:
         if key in _importance_cache:
             return _importance_cache[key]
+    h = study_history(url, study)
+    done = [i for i, v in enumerate(h.value) if v is not None]
     large = len(done) > FANOVA_MAX_TRIALS
+    n_complete = len(done)
+    if len(done) > SAMPLE_TRIALS:
+        done = sorted(random.Random(study_id).sample(done, SAMPLE_TRIALS))
     result = Importances(
         study_id=study_id,
-        n_complete=len(done),
+        n_complete=n_complete,
+        n_used=len(done),
         evaluator="ped-anova" if large else "fanova",
         importances={},
     )

@@ -49,5 +49,6 @@ class TrialCurves(BaseModel):
 class Importances(BaseModel):
     study_id: int
     n_complete: int
+    n_used: int = Field(description="complete trials the importances were computed over")
     evaluator: str
     importances: dict[str, float] = Field(description="sums to 1 over the searched params")

@@ -11,6 +11,7 @@
   let hist = null;       // GET /api/studies/{id}/history
   let seen = "";         // counts + status of the last render: refetch on change
   let nComplete = -1;
+  let importancesAt = 0;
   let headKeys = "";
   const table = { state: "", key: "number", dir: 1, page: 0, selected: new Set() };
 
@@ -254,9 +255,11 @@
       renderSlice();
       renderPareto();
       renderTable();
+      // Importances are recomputed per number of complete trials: at most every 10 s.
       const done = completeIdx().length;
-      if (done !== nComplete) {
+      if (done !== nComplete && (!running || Date.now() - importancesAt > 10000)) {
         nComplete = done;
+        importancesAt = Date.now();
         jobs.push(renderImportances(), renderReport());
       }
     }
