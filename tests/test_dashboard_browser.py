@@ -191,7 +191,8 @@ def test_trial_page_charts_one_point_per_epoch(
     tab: Tab, finished: dict[str, Any], service: Service
 ) -> None:
     trial = finished["trials"][0]
-    curves = service.client.get(f"/api/trials/{trial['trial_id']}").json()["curves"]
+    detail = service.client.get(f"/api/trials/{trial['trial_id']}").json()
+    curves = detail["curves"]
     tab.open(f"/trials/{trial['trial_id']}")
     assert tab.js("document.getElementById('title').textContent") == f"Trial #{trial['number']}"
     for chart in ("chart-loss", "chart-accuracy"):
@@ -206,6 +207,13 @@ def test_trial_page_charts_one_point_per_epoch(
     if layers:
         assert tab.js("document.getElementById('chart-grad').data.length") == len(layers)
         assert tab.js("document.getElementById('chart-grad').layout.yaxis.type") == "log"
+    # The model link shows exactly when the service has the weights, and it downloads them.
+    has_model = bool(detail.get("has_model"))
+    assert tab.page.locator("#model").is_visible() == has_model
+    if has_model:
+        href = tab.page.get_attribute("#model-link", "href")
+        assert href == f"/api/trials/{trial['trial_id']}/model"
+        assert service.client.get(href).status_code == 200
     tab.shot("trial")
 
 

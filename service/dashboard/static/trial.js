@@ -65,6 +65,9 @@
     }
     $("reason").textContent = reason;
     $("reason").hidden = !reason;
+    const warnings = t.warnings || [];
+    $("warnings").hidden = warnings.length === 0;
+    $("warnings").replaceChildren(...warnings.map((w) => el("li", { text: w })));
     const fixed = study.spec.fixed || {};
     const rows = [
       ...Object.keys(t.params).sort().map((k) => [k, t.params[k], "searched"]),
@@ -89,15 +92,20 @@
     ])));
   }
 
-  async function showModel() {
-    const path = `/api/trials/${trialId}/model`;
-    const ctl = new AbortController();
-    const response = await HPO.request(path, { signal: ctl.signal, headers: { Accept: "*/*" } });
-    ctl.abort(); // only the status was wanted
-    $("model").hidden = !response.ok;
+  function showModel(available) {
+    $("model").hidden = !available;
     const link = $("model-link");
-    link.href = url(path);
+    link.href = url(`/api/trials/${trialId}/model`);
     link.download = `trial-${trialId}.pt`;
+  }
+
+  // Services whose trial detail predates `has_model`: ask the model route for its status.
+  async function probeModel() {
+    const ctl = new AbortController();
+    const response = await HPO.request(`/api/trials/${trialId}/model`,
+      { signal: ctl.signal, headers: { Accept: "*/*" } });
+    ctl.abort(); // only the status was wanted
+    showModel(response.ok);
   }
 
   // With a token the browser's own download would lack the Authorization header.
@@ -128,7 +136,8 @@
       if (features.diagnosis) {
         jobs.push(HPO.getJSON(`/api/trials/${trialId}/diagnosis`, { allowMissing: true }).then(renderDiagnosis));
       }
-      if (features.model && t.state === "complete") jobs.push(showModel());
+      if (typeof t.has_model === "boolean") showModel(t.has_model);
+      else if (features.model && t.state === "complete") jobs.push(probeModel());
       await Promise.all(jobs);
     }
     document.body.dataset.ready = "true";
