@@ -100,7 +100,11 @@ def _owner_of(url: str, param: str, raw: str) -> tuple[bool, int | None]:
     return (False, None) if row is None else (True, row[0])
 
 
-def is_protected(path: str) -> bool:
+def is_protected(path: str, root_path: str = "") -> bool:
+    """Whether `path` (as the server saw it, with any `root_path` prefix) needs a token."""
+    root = root_path.rstrip("/")
+    if root and (path == root or path.startswith(root + "/")):
+        path = path[len(root) :]  # under a prefix the app's routes match the rest
     return path.startswith("/api/") and path not in OPEN_PATHS
 
 
@@ -128,7 +132,11 @@ class AuthGate:
         self.on = auth_required(settings)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if not self.on or scope["type"] != "http" or not is_protected(scope["path"]):
+        if (
+            not self.on
+            or scope["type"] != "http"
+            or not is_protected(scope["path"], scope.get("root_path", ""))
+        ):
             await self.app(scope, receive, send)
             return
         header = Headers(scope=scope).get("authorization")
@@ -149,7 +157,9 @@ def authenticate(
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> Principal | None:
     """The caller's principal; None when auth is off or the path is open."""
-    if not request.app.state.auth_required or not is_protected(request.url.path):
+    if not request.app.state.auth_required or not is_protected(
+        request.url.path, request.scope.get("root_path", "")
+    ):
         return None
     settings: Settings = request.app.state.settings
     principal: Principal | None = request.scope.get("state", {}).get(PRINCIPAL_KEY)

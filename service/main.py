@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from service import __version__, http_policies
 from service.api.router import api_router
 from service.auth import auth_required, authenticate
+from service.dashboard import pages as dashboard
 from service.settings import Settings, get_settings
 from service.studies import StudyNotFound
 from service.trials import TrialNotFound
@@ -24,6 +25,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.auth_required = auth_required(app.state.settings)
     http_policies.install(app, app.state.settings)
     app.include_router(api_router)
+    dashboard.install(app)
 
     @app.exception_handler(StudyNotFound)
     @app.exception_handler(TrialNotFound)

@@ -14,7 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 from service import diagnoses
 from service.diagnosis_schemas import BoundaryHit, Finding, StudyReport
 from service.optuna_storage import get_storage
-from service.studies import best_of, get_study_row, trial_records
+from service.studies import best_trial, get_study_row
 from trainer.params import PARAMS
 from trainer.remedies import widened
 
@@ -178,7 +178,7 @@ def study_report(url: str, study_id: int) -> StudyReport:
     counts: Counter[str] = Counter(f["kind"] for fl in findings.values() for f in fl)
     trials = get_storage(url).get_all_trials(study.optuna_study_id, deepcopy=False)
     direction = str(spec["objective"]["direction"])
-    best = best_of(trials, direction, trial_records(url, study_id), spec.get("fixed", {}))
+    best = best_trial(url, study)
     best_findings = [] if best is None else findings.get(best.trial_id, [])
     done = [
         t

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     max_dataset_bytes: int = Field(
         1 * 2**30, ge=1024, description="uncompressed size of the arrays (and of NPZ members)"
     )
+    root_path: str = Field(
+        "", description="path prefix a reverse proxy serves the app under (and strips), e.g. /hpo"
+    )
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

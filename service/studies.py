@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from service.db.engine import session_scope
 from service.db.models import EnqueuedConfig, Study, TrialRecord, utcnow
+from service.optuna_queries import best_trial_id, best_values, trial_counts
 from service.optuna_storage import get_storage
 from service.schemas import (
     BestTrial,
@@ -20,7 +19,6 @@ from service.schemas import (
     StudyDetail,
     StudySpec,
     StudySummary,
-    TrialCounts,
 )
 
 
@@ -113,54 +111,50 @@ def trial_records(url: str, study_id: int) -> dict[int, TrialRecord]:
         return {r.optuna_trial_id: r for r in rows if r.optuna_trial_id is not None}
 
 
-def counts_of(trials: list[FrozenTrial]) -> TrialCounts:
-    counts = TrialCounts()
-    for t in trials:
-        key = t.state.name.lower()
-        setattr(counts, key, getattr(counts, key) + 1)
-    return counts
+def _direction(study: Study) -> str:
+    return str(study.spec["objective"]["direction"])
 
 
-def best_of(
-    trials: list[FrozenTrial],
-    direction: str,
-    records: dict[int, TrialRecord],
-    fixed: dict[str, Any],
-) -> BestTrial | None:
-    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    done = [t for t in done if math.isfinite(t.value)]  # type: ignore[arg-type]
-    if not done:
+def best_trial(url: str, study: Study) -> BestTrial | None:
+    """The complete trial with the best finite value (ties: the earliest)."""
+    trial_id = best_trial_id(url, study.optuna_study_id, _direction(study))
+    if trial_id is None:
         return None
-    pick = max if direction == "maximize" else min
-    best = pick(done, key=lambda t: t.value)  # type: ignore[arg-type,return-value]
-    record = records.get(best._trial_id)
+    best = get_storage(url).get_trial(trial_id)
+    with session_scope(url) as session:
+        test_accuracy = session.scalar(
+            select(TrialRecord.test_accuracy).where(TrialRecord.optuna_trial_id == trial_id)
+        )
     return BestTrial(
-        trial_id=best._trial_id,
+        trial_id=trial_id,
         number=best.number,
         value=float(best.value),  # type: ignore[arg-type]
         params=best.params,
-        config={**fixed, **best.params},
-        test_accuracy=None if record is None else record.test_accuracy,
+        config={**study.spec.get("fixed", {}), **best.params},
+        test_accuracy=test_accuracy,
     )
 
 
-def summarize(url: str, study: Study) -> tuple[StudySummary, BestTrial | None]:
-    trials = get_storage(url).get_all_trials(study.optuna_study_id, deepcopy=False)
-    direction = str(study.spec["objective"]["direction"])
-    best = best_of(trials, direction, trial_records(url, study.id), study.spec.get("fixed", {}))
-    summary = StudySummary(
-        id=study.id,
-        name=study.name,
-        status=study.status,
-        n_trials=study.n_trials,
-        counts=counts_of(trials),
-        best_value=None if best is None else best.value,
-        direction=direction,
-        error=study.error,
-        created_at=study.created_at,
-        finished_at=study.finished_at,
-    )
-    return summary, best
+def summaries(url: str, studies: Sequence[Study]) -> list[StudySummary]:
+    """Summaries from two aggregate queries (counts by state, best value), however many
+    trials the studies hold."""
+    counts = trial_counts(url, [s.optuna_study_id for s in studies])
+    best = best_values(url, {s.optuna_study_id: _direction(s) for s in studies})
+    return [
+        StudySummary(
+            id=s.id,
+            name=s.name,
+            status=s.status,
+            n_trials=s.n_trials,
+            counts=counts[s.optuna_study_id],
+            best_value=best.get(s.optuna_study_id),
+            direction=_direction(s),
+            error=s.error,
+            created_at=s.created_at,
+            finished_at=s.finished_at,
+        )
+        for s in studies
+    ]
 
 
 def list_studies(url: str, limit: int = 100, offset: int = 0) -> list[StudySummary]:
@@ -168,17 +162,17 @@ def list_studies(url: str, limit: int = 100, offset: int = 0) -> list[StudySumma
         studies = session.scalars(
             select(Study).order_by(Study.id.desc()).limit(limit).offset(offset)
         ).all()
-    return [summarize(url, s)[0] for s in studies]
+    return summaries(url, studies)
 
 
 def get_study(url: str, study_id: int) -> StudyDetail:
     study = get_study_row(url, study_id)
-    summary, best = summarize(url, study)
-    return StudyDetail(**summary.model_dump(), spec=study.spec, best=best)
+    summary = summaries(url, [study])[0]
+    return StudyDetail(**summary.model_dump(), spec=study.spec, best=best_trial(url, study))
 
 
 def get_best(url: str, study_id: int) -> BestTrial | None:
-    return summarize(url, get_study_row(url, study_id))[1]
+    return best_trial(url, get_study_row(url, study_id))
 
 
 def stop_study(url: str, study_id: int) -> StudySummary:
@@ -191,4 +185,4 @@ def stop_study(url: str, study_id: int) -> StudySummary:
         )
         if result.rowcount == 0 and session.get(Study, study_id) is None:  # type: ignore[attr-defined]
             raise StudyNotFound(study_id)
-    return summarize(url, get_study_row(url, study_id))[0]
+    return summaries(url, [get_study_row(url, study_id)])[0]

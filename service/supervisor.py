@@ -164,6 +164,7 @@ def serve(settings: Settings) -> None:
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level,
+            root_path=settings.root_path,
         )
         uvicorn.Server(config).run()
     finally:

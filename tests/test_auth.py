@@ -374,3 +374,22 @@ def test_serve_refuses_a_public_address_without_tokens_and_token_cli(
     assert "revoked 20" in hpo(capsys, "token", "list", *db)[1]
     code, _, err = hpo(capsys, "token", "revoke", "alice", *db)
     assert code == 1 and "no active token" in err
+
+
+@pytest.mark.parametrize("root_path", ["/hpo", "/hpo/"])
+def test_a_path_prefix_does_not_open_the_api(
+    settings: Settings, world: World, root_path: str
+) -> None:
+    """Behind a proxy's prefix (HPO_ROOT_PATH) the server sees /hpo/api/...: still guarded."""
+    app = create_app(settings.model_copy(update={"root_path": root_path}))
+
+    async def get(path: str, headers: dict[str, str]) -> int:
+        transport = httpx.ASGITransport(app=app, root_path=root_path.rstrip("/"))
+        async with httpx.AsyncClient(transport=transport, base_url="http://hpo") as c:
+            return (await c.get(path, headers=headers)).status_code
+
+    prefix = root_path.rstrip("/")
+    assert asyncio.run(get(f"{prefix}/api/studies", {})) == 401
+    assert asyncio.run(get(f"{prefix}/api/studies/{world.study_id}", {})) == 401
+    assert asyncio.run(get(f"{prefix}/api/studies", bearer(world.reader))) == 200
+    assert asyncio.run(get(f"{prefix}/api/health", {})) == 200

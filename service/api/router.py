@@ -1,6 +1,6 @@
 from fastapi import APIRouter
 
-from service.api import datasets, diagnosis, health, metrics, studies, trials, workers
+from service.api import charts, datasets, diagnosis, health, metrics, studies, trials, workers
 
 api_router = APIRouter()
 api_router.include_router(health.router)
@@ -10,3 +10,4 @@ api_router.include_router(diagnosis.router)
 api_router.include_router(workers.router)
 api_router.include_router(metrics.router)
 api_router.include_router(datasets.router)
+api_router.include_router(charts.router)

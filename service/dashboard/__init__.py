@@ -1,0 +1,1 @@
+"""The dashboard: pages served by the API's app, and the chart data behind them."""

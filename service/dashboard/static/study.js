@@ -1,0 +1,273 @@
+// `/studies/{id}`: summary, charts and the trial table, refreshed while the study runs.
+"use strict";
+
+(() => {
+  const { $, el, fmt, fmtSeconds, url } = HPO;
+  const studyId = Number(window.location.pathname.replace(/\/+$/, "").split("/").pop());
+  const PAGE_SIZE = 50;
+  const POLL_MS = 1500;
+
+  let study = null;      // GET /api/studies/{id}
+  let hist = null;       // GET /api/studies/{id}/history
+  let seen = "";         // counts + status of the last render: refetch on change
+  let nComplete = -1;
+  let importancesAt = 0;
+  let headKeys = "";
+  const table = { state: "", key: "number", dir: 1, page: 0, selected: new Set() };
+
+  const space = () => (study && study.spec && study.spec.space) || {};
+  const paramNames = () => Object.keys(hist.params).sort();
+  const isCategorical = (p) => (space()[p] || {}).type === "categorical"
+    || hist.params[p].some((v) => v !== null && typeof v !== "number");
+  const isLog = (p) => Boolean((space()[p] || {}).log);
+
+  function renderSummary() {
+    document.title = `${study.name} · Study · HPO`;
+    $("title").textContent = study.name;
+    const c = study.counts;
+    const finished = c.complete + c.pruned;
+    HPO.facts($("summary"), [
+      ["status", study.status],
+      ["progress", `${finished} / ${study.n_trials}`],
+      ["best " + study.spec.objective.metric, fmt(study.best_value)],
+      ["direction", study.direction],
+      ["running", c.running],
+      ["pruned", c.pruned],
+      ["failed", c.fail],
+      ["best trial", study.best ? "#" + study.best.number : ""],
+      ["error", study.error || ""],
+    ]);
+    $("progress").max = study.n_trials;
+    $("progress").value = finished;
+  }
+
+  function completeIdx() {
+    return hist.value.map((v, i) => (v === null ? -1 : i)).filter((i) => i >= 0);
+  }
+
+  function renderHistory() {
+    const idx = completeIdx();
+    const maximize = hist.direction === "maximize";
+    let best = null;
+    const bestY = idx.map((i) => {
+      const v = hist.value[i];
+      best = best === null ? v : maximize ? Math.max(best, v) : Math.min(best, v);
+      return best;
+    });
+    const x = idx.map((i) => hist.number[i]);
+    HPO.plot("chart-history", [
+      { type: "scattergl", mode: "markers", name: hist.metric, x, y: idx.map((i) => hist.value[i]),
+        customdata: idx.map((i) => hist.trial_id[i]),
+        hovertemplate: "trial #%{x}<br>%{y}<extra></extra>", marker: { size: 6, color: HPO.colors().accent } },
+      { type: "scatter", mode: "lines", name: "best so far", x, y: bestY, line: { shape: "hv", color: HPO.colors().ok } },
+    ], { xaxis: { title: { text: "trial" } }, yaxis: { title: { text: hist.metric } } });
+  }
+
+  function axisValues(p, idx) {
+    const raw = idx.map((i) => hist.params[p][i]);
+    if (isCategorical(p)) {
+      const choices = (space()[p] || {}).choices
+        || [...new Set(raw.filter((v) => v !== null))].sort();
+      const labels = choices.map(String);
+      return { label: p, values: raw.map((v) => labels.indexOf(String(v))),
+        tickvals: labels.map((_, k) => k), ticktext: labels };
+    }
+    if (isLog(p)) return { label: "log10 " + p, values: raw.map((v) => (v > 0 ? Math.log10(v) : null)) };
+    return { label: p, values: raw };
+  }
+
+  function renderParcoords() {
+    const idx = completeIdx();
+    const params = paramNames();
+    if (idx.length === 0 || params.length === 0) {
+      Plotly.purge($("chart-parcoords"));
+      $("chart-parcoords").replaceChildren(el("p", { cls: "note", text: "Waiting for a complete trial." }));
+      return;
+    }
+    $("chart-parcoords").replaceChildren();
+    const dims = params.map((p) => axisValues(p, idx))
+      .map((d) => ({ label: d.label, values: d.values.map((v) => (v === null ? NaN : v)),
+        ...(d.tickvals ? { tickvals: d.tickvals, ticktext: d.ticktext } : {}) }));
+    const values = idx.map((i) => hist.value[i]);
+    dims.push({ label: hist.metric, values });
+    HPO.plot("chart-parcoords", [{
+      type: "parcoords", dimensions: dims,
+      line: { color: values, colorscale: "Viridis", reversescale: hist.direction === "minimize", showscale: true },
+      labelfont: { color: HPO.colors().fg }, tickfont: { color: HPO.colors().fg },
+      rangefont: { color: HPO.colors().muted },
+    }], { margin: { l: 60, r: 60, t: 40, b: 20 } });
+  }
+
+  function renderSlice() {
+    const idx = completeIdx();
+    const params = paramNames();
+    const cols = Math.min(3, Math.max(1, params.length));
+    const rows = Math.max(1, Math.ceil(params.length / cols));
+    const extra = { grid: { rows, columns: cols, pattern: "independent" }, showlegend: false,
+      margin: { l: 50, r: 15, t: 10, b: 40 } };
+    const traces = params.map((p, k) => {
+      const axis = k === 0 ? "" : String(k + 1);
+      extra["xaxis" + axis] = { title: { text: p }, type: isCategorical(p) ? "category" : isLog(p) ? "log" : "linear",
+        gridcolor: HPO.colors().line, automargin: true };
+      extra["yaxis" + axis] = { gridcolor: HPO.colors().line, automargin: true,
+        title: { text: k % cols === 0 ? hist.metric : "" } };
+      return { type: "scattergl", mode: "markers", name: p, xaxis: "x" + axis, yaxis: "y" + axis,
+        x: idx.map((i) => hist.params[p][i]), y: idx.map((i) => hist.value[i]),
+        marker: { size: 5, color: idx.map((i) => hist.number[i]), colorscale: "Viridis" },
+        hovertemplate: p + " %{x}<br>%{y}<extra></extra>" };
+    });
+    extra.height = Math.max(320, rows * 240);
+    HPO.plot("chart-slice", traces, extra);
+  }
+
+  async function renderCurves() {
+    const data = await HPO.getJSON(`/api/studies/${studyId}/curves?max_points=100&top=50`);
+    $("curves-note").textContent = data.trials.length < data.total
+      ? `${data.metric} per epoch of the running trials and the ${data.trials.length} best of ${data.total}`
+      : `${data.metric} per epoch of every trial`;
+    const color = { complete: HPO.colors().accent, pruned: HPO.colors().warn, fail: HPO.colors().bad, running: HPO.colors().run };
+    HPO.plot("chart-curves", data.trials.map((t) => ({
+      type: "scatter", mode: "lines", name: "#" + t.number,
+      x: t.points.map((p) => p[0]), y: t.points.map((p) => p[1]),
+      line: { width: 1.2, color: color[t.state] }, opacity: t.state === "pruned" ? 0.55 : 0.9,
+      hovertemplate: `trial #${t.number} (${t.state})<br>epoch %{x}: %{y}<extra></extra>`,
+    })), { showlegend: false, xaxis: { title: { text: "epoch" } }, yaxis: { title: { text: data.metric } } });
+  }
+
+  async function renderImportances() {
+    const data = await HPO.getJSON(`/api/studies/${studyId}/importances`);
+    const entries = Object.entries(data.importances).sort((a, b) => a[1] - b[1]);
+    $("importances-note").textContent = entries.length
+      ? `${data.evaluator === "fanova" ? "fANOVA" : "PED-ANOVA"} over ${data.n_complete} complete trials`
+      : "Needs at least two complete trials with searched parameters.";
+    HPO.plot("chart-importances", [{
+      type: "bar", orientation: "h", x: entries.map((e) => e[1]), y: entries.map((e) => e[0]),
+      marker: { color: HPO.colors().accent }, hovertemplate: "%{y}: %{x:.3f}<extra></extra>",
+    }], { xaxis: { title: { text: "importance" }, range: [0, 1] } });
+  }
+
+  async function renderReport() {
+    const features = await HPO.features();
+    if (!features.report) return;
+    const report = await HPO.getJSON(`/api/studies/${studyId}/report`, { allowMissing: true });
+    $("report").hidden = !report;
+    if (!report) return;
+    $("report-advice").textContent = report.advice || "";
+    $("report-counts").replaceChildren(...Object.entries(report.finding_counts || {})
+      .map(([kind, n]) => el("li", { text: `${kind}: ${n}` })));
+    $("report-boundary").replaceChildren(...(report.boundary_hits || [])
+      .map((b) => el("li", { text: `${b.param} at its ${b.edge} edge: ${b.advice}` })));
+  }
+
+  function renderPareto() {
+    // Multi-objective studies only: the history then carries `values` per trial.
+    const values = hist.values;
+    const show = Array.isArray(values) && values.some((v) => Array.isArray(v) && v.length === 2);
+    $("pareto").hidden = !show;
+    if (!show) return;
+    const pts = values.map((v, i) => [v, i]).filter(([v]) => Array.isArray(v));
+    HPO.plot("chart-pareto", [{ type: "scatter", mode: "markers", x: pts.map(([v]) => v[0]),
+      y: pts.map(([v]) => v[1]), text: pts.map(([, i]) => "#" + hist.number[i]) }]);
+  }
+
+  // ---- trial table ----------------------------------------------------------------------
+  function cell(i, key) {
+    if (key === "number") return hist.number[i];
+    if (key === "state") return hist.state[i];
+    if (key === "value") return hist.value[i];
+    if (key === "duration") return hist.duration_seconds[i];
+    if (key === "reason") return hist.reason[i];
+    return hist.params[key.slice(6)][i];
+  }
+
+  function buildHead() {
+    const keys = ["number", "state", "value", "duration", ...paramNames().map((p) => "param:" + p), "reason"];
+    if (keys.join("|") === headKeys) return;
+    headKeys = keys.join("|");
+    const label = { number: "#", state: "state", value: hist.metric, duration: "duration", reason: "reason" };
+    const th = (key) => {
+      const h = el("th", { attrs: { scope: "col", "data-key": key },
+        cls: ["number", "value", "duration"].includes(key) ? "num" : "" },
+      [el("button", { text: label[key] || key.slice(6), attrs: { type: "button" } })]);
+      if (key === table.key) h.setAttribute("aria-sort", table.dir > 0 ? "ascending" : "descending");
+      return h;
+    };
+    $("trials-head").replaceChildren(el("th", { attrs: { scope: "col" } }, [el("span", { cls: "visually-hidden", text: "select" })]),
+      ...keys.map(th));
+    HPO.sortable($("trials"), (key, dir) => { table.key = key; table.dir = dir; table.page = 0; renderTable(); });
+  }
+
+  function renderTable() {
+    buildHead();
+    let idx = hist.trial_id.map((_, i) => i);
+    if (table.state) idx = idx.filter((i) => hist.state[i] === table.state);
+    idx.sort((a, b) => table.dir * HPO.compare(cell(a, table.key), cell(b, table.key)) || hist.number[a] - hist.number[b]);
+    const pages = Math.max(1, Math.ceil(idx.length / PAGE_SIZE));
+    table.page = Math.min(table.page, pages - 1);
+    const page = idx.slice(table.page * PAGE_SIZE, (table.page + 1) * PAGE_SIZE);
+    const params = paramNames();
+    $("trials").tBodies[0].replaceChildren(...page.map((i) => {
+      const tid = hist.trial_id[i];
+      const href = url("/trials/" + tid);
+      const box = el("input", { attrs: { type: "checkbox", "aria-label": "select trial #" + hist.number[i] } });
+      box.checked = table.selected.has(tid);
+      box.addEventListener("change", () => {
+        if (box.checked) table.selected.add(tid); else table.selected.delete(tid);
+        $("compare").disabled = table.selected.size < 2;
+      });
+      const tr = el("tr", { attrs: { "data-trial-id": tid } }, [
+        el("td", {}, [box]),
+        el("td", { cls: "num" }, [el("a", { text: "#" + hist.number[i], attrs: { href } })]),
+        HPO.stateCell(hist.state[i]),
+        el("td", { text: fmt(hist.value[i]), cls: "num" }),
+        el("td", { text: fmtSeconds(hist.duration_seconds[i]), cls: "num" }),
+        ...params.map((p) => el("td", { text: fmt(hist.params[p][i]) })),
+        el("td", { text: hist.reason[i] || "", cls: "reason" }),
+      ]);
+      HPO.linkRow(tr, href);
+      return tr;
+    }));
+    $("table-count").textContent = `${idx.length} trial${idx.length === 1 ? "" : "s"}`;
+    $("page-label").textContent = `page ${table.page + 1} of ${pages}`;
+    $("prev").disabled = table.page === 0;
+    $("next").disabled = table.page >= pages - 1;
+  }
+
+  $("state-filter").addEventListener("change", (e) => { table.state = e.target.value; table.page = 0; renderTable(); });
+  $("prev").addEventListener("click", () => { table.page -= 1; renderTable(); });
+  $("next").addEventListener("click", () => { table.page += 1; renderTable(); });
+  $("compare").addEventListener("click", () => {
+    window.location.href = url("/compare?trials=" + [...table.selected].join(","));
+  });
+
+  async function tick() {
+    study = await HPO.getJSON(`/api/studies/${studyId}`);
+    renderSummary();
+    const running = study.status === "running" || study.counts.running > 0;
+    const signature = JSON.stringify([study.status, study.counts]);
+    const jobs = [];
+    const changed = signature !== seen;
+    if (changed) {
+      hist = await HPO.getJSON(`/api/studies/${studyId}/history`);
+      seen = signature;
+      renderHistory();
+      renderParcoords();
+      renderSlice();
+      renderPareto();
+      renderTable();
+      // Importances are recomputed per number of complete trials: at most every 10 s.
+      const done = completeIdx().length;
+      if (done !== nComplete && (!running || Date.now() - importancesAt > 10000)) {
+        nComplete = done;
+        importancesAt = Date.now();
+        jobs.push(renderImportances(), renderReport());
+      }
+    }
+    if (changed || running) jobs.push(renderCurves());
+    await Promise.all(jobs);
+    document.body.dataset.ready = "true";
+    return running;
+  }
+
+  HPO.poll(tick, POLL_MS);
+})();
