@@ -21,6 +21,7 @@ from optuna.trial import TrialState, create_trial
 from sqlalchemy import insert
 
 from service import studies as study_service
+from service.dashboard import pages as dashboard_pages
 from service.dashboard.downsample import lttb
 from service.db.engine import session_scope
 from service.db.models import CurvePoint, TrialRecord
@@ -272,13 +273,24 @@ def test_pages_and_assets_under_a_path_prefix(mounted_url: str) -> None:
 
 
 def test_features_follow_the_routes_the_app_has(settings: Settings) -> None:
-    app = create_app(settings)
-    with serving(app) as url:
+    """The service has every optional API the pages use (its routers nest routers); an app
+    without them says so, and the pages hide those parts."""
+    with serving(create_app(settings)) as url:
+        assert httpx.get(f"{url}/api/dashboard/features").json() == {
+            "diagnosis": True,
+            "report": True,
+            "model": True,
+            "workers": True,
+        }
+    bare = FastAPI()
+    dashboard_pages.install(bare)
+    with serving(bare) as url:
         before = httpx.get(f"{url}/api/dashboard/features").json()
+    assert before == {"diagnosis": False, "report": False, "model": False, "workers": False}
 
-    @app.get("/api/workers")
+    @bare.get("/api/workers")
     def workers() -> list[dict[str, Any]]:
         return []
 
-    with serving(app) as url:
+    with serving(bare) as url:
         assert httpx.get(f"{url}/api/dashboard/features").json() == {**before, "workers": True}

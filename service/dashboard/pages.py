@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.staticfiles import StaticFiles
 
 HERE = Path(__file__).parent
@@ -122,7 +122,11 @@ def _shape(path: str) -> str:
 @router.get("/api/dashboard/features")
 def features(request: Request) -> dict[str, bool]:
     """Which optional API routes this service has."""
-    paths = {_shape(r.path) for r in request.app.routes if isinstance(r, APIRoute)}
+    paths = {  # routers included in routers are nested: flatten them
+        _shape(r.path or "")
+        for r in iter_route_contexts(request.app.routes)
+        if isinstance(r.original_route, APIRoute)
+    }
     return {name: path in paths for name, path in OPTIONAL.items()}
 
 
