@@ -258,3 +258,23 @@ def test_openapi_documents_the_diagnosis_routes(client: httpx.Client) -> None:
     assert "get" in paths["/api/trials/{trial_id}/diagnosis"]
     assert "get" in paths["/api/studies/{study_id}/report"]
     assert {"get", "post"} <= set(paths["/api/studies/{study_id}/learning-curve"])
+
+
+def test_cli_prints_a_trials_findings_and_the_report(
+    client: httpx.Client, settings: Settings, server_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.cli import main
+
+    name = unique("cli-diag")
+    study_id = submit(client, tiny_spec(name, n_trials=1))
+    run_worker(settings)
+    trial_id = client.get(f"/api/studies/{study_id}/trials").json()["items"][0]["trial_id"]
+    findings = client.get(f"/api/trials/{trial_id}/diagnosis").json()["findings"]
+
+    assert main(["trial", str(trial_id), "--diagnosis", "--url", server_url]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"trial {trial_id}:")
+    for f in findings:
+        assert f"{f['kind']} [{f['severity']}]" in out
+    assert main(["report", name, "--url", server_url]) == 0
+    assert "advice: 1 finished trial diagnosed:" in capsys.readouterr().out
