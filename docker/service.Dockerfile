@@ -1,9 +1,12 @@
-# The API service (and, optionally, CPU workers). Build from the repository root:
+# The API service: `hpo serve --workers 0` (no GPU needed). Build from the repository root:
 #   docker build -f docker/service.Dockerfile -t hpo-service .
 FROM python:3.11-slim
 
 WORKDIR /app
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HPO_HOST=0.0.0.0 HPO_PORT=8000
+# The API imports the trainer's parameter registry, hence torch: the CPU build is enough
+# here and a fraction of the size of the default CUDA wheels.
+RUN pip install --no-cache-dir torch --index-url https://download.pytorch.org/whl/cpu
 COPY pyproject.toml README.md alembic.ini ./
 COPY service service
 COPY trainer trainer

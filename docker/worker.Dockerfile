@@ -1,5 +1,7 @@
-# A GPU worker on a PyTorch CUDA base image. Build from the repository root:
+# GPU workers on a PyTorch CUDA base image: one worker process per visible GPU.
+# Build from the repository root:
 #   docker build -f docker/worker.Dockerfile -t hpo-worker .
+#   docker run --gpus all -e HPO_DATABASE_URL=postgresql+psycopg://... hpo-worker
 FROM pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
 
 WORKDIR /app
@@ -11,4 +13,9 @@ COPY alembic alembic
 # torch comes with the base image; pip keeps it because it satisfies `torch>=2.2`.
 RUN pip install --no-cache-dir -e .
 
-CMD ["hpo", "worker", "--device", "cuda"]
+# Healthy while a worker of this container heartbeats (HPO_WORKER_GRACE_SECONDS).
+HEALTHCHECK --interval=30s --timeout=10s --start-period=120s --retries=3 \
+  CMD ["hpo", "worker-health"]
+# SIGTERM (docker stop): no new trials; the current ones get HPO_STOP_DEADLINE_SECONDS.
+STOPSIGNAL SIGTERM
+CMD ["hpo", "worker", "--gpus", "all"]

@@ -11,13 +11,14 @@ enqueued configuration is claimed here, in the same transaction as its slot.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from service.db.engine import session_scope
 from service.db.models import EnqueuedConfig, Study, TrialRecord, Worker, utcnow
@@ -32,6 +33,7 @@ class Claim:
     study_id: int
     claim_index: int
     fixed_params: dict[str, Any] | None
+    retry_of: int | None = None  # the Optuna trial id this claim re-runs
 
 
 def expire_deadlines(url: str) -> None:
@@ -46,22 +48,26 @@ def expire_deadlines(url: str) -> None:
         )
 
 
-def candidate_studies(url: str) -> list[int]:
-    """Running studies with budget left, the ones with the fewest running trials first."""
-    running = (
-        select(TrialRecord.study_id, func.count().label("n"))
-        .where(TrialRecord.finished_at.is_(None))
-        .group_by(TrialRecord.study_id)
-        .subquery()
+def candidate_studies(url: str, only: Sequence[str] | None = None) -> list[int]:
+    """Running studies with budget left and below their max_parallel_trials: the highest
+    priority first, then the one with the fewest running trials (fair sharing). `only`
+    restricts them to these study names (or ids)."""
+    query = (
+        select(Study.id)
+        .where(Study.status == "running", Study.slots_used < Study.n_trials)
+        .where(
+            or_(
+                Study.max_parallel_trials.is_(None),
+                Study.n_running < Study.max_parallel_trials,
+            )
+        )
+        .order_by(Study.priority.desc(), Study.n_running, Study.id)
     )
+    if only is not None:
+        ids = [int(ref) for ref in only if ref.isdigit()]
+        query = query.where(or_(Study.name.in_(list(only)), Study.id.in_(ids)))
     with session_scope(url) as session:
-        rows = session.execute(
-            select(Study.id)
-            .outerjoin(running, running.c.study_id == Study.id)
-            .where(Study.status == "running", Study.slots_used < Study.n_trials)
-            .order_by(Study.priority.desc(), func.coalesce(running.c.n, 0), Study.id)
-        ).all()
-    return [r[0] for r in rows]
+        return list(session.scalars(query).all())
 
 
 def claim_slot(url: str, study_id: int, worker_id: int | None) -> Claim | None:
@@ -72,10 +78,15 @@ def claim_slot(url: str, study_id: int, worker_id: int | None) -> Claim | None:
                 Study.id == study_id,
                 Study.status == "running",
                 Study.slots_used < Study.n_trials,
+                or_(
+                    Study.max_parallel_trials.is_(None),
+                    Study.n_running < Study.max_parallel_trials,
+                ),
             )
             .values(
                 slots_used=Study.slots_used + 1,
                 n_claims=Study.n_claims + 1,
+                n_running=Study.n_running + 1,
                 updated_at=utcnow(),
             )
             .returning(Study.n_claims)
@@ -83,11 +94,12 @@ def claim_slot(url: str, study_id: int, worker_id: int | None) -> Claim | None:
         if claim_index is None:
             return None
         # The study row is now locked by this transaction (a write lock on SQLite, a row lock
-        # on PostgreSQL): no other claim of this study can interleave until commit.
+        # on PostgreSQL): no other claim of this study can interleave until commit. Re-runs
+        # of trials whose worker died come first (position -1).
         enqueued = session.scalars(
             select(EnqueuedConfig)
             .where(EnqueuedConfig.study_id == study_id, EnqueuedConfig.claimed.is_(False))
-            .order_by(EnqueuedConfig.position)
+            .order_by(EnqueuedConfig.position, EnqueuedConfig.id)
             .limit(1)
         ).first()
         if enqueued is not None:
@@ -97,6 +109,8 @@ def claim_slot(url: str, study_id: int, worker_id: int | None) -> Claim | None:
             claim_index=claim_index,
             worker_id=worker_id,
             enqueued_id=None if enqueued is None else enqueued.id,
+            retry_of=None if enqueued is None else enqueued.retry_of,
+            retry_number=0 if enqueued is None else enqueued.retry_number,
             state="claimed",
             started_at=utcnow(),
         )
@@ -107,10 +121,14 @@ def claim_slot(url: str, study_id: int, worker_id: int | None) -> Claim | None:
             study_id=study_id,
             claim_index=claim_index,
             fixed_params=None if enqueued is None else dict(enqueued.params),
+            retry_of=None if enqueued is None else enqueued.retry_of,
         )
 
 
-def attach_trial(url: str, record_id: int, optuna_trial_id: int, number: int) -> None:
+def attach_trial(url: str, record_id: int, optuna_trial_id: int, number: int) -> bool:
+    """Link the claim to its Optuna trial. False if the record was finished meanwhile (its
+    worker was declared dead before the link existed): the caller must not train it, or
+    the study would run one trial more than its budget."""
     with session_scope(url) as session:
         session.execute(
             update(TrialRecord)
@@ -118,11 +136,12 @@ def attach_trial(url: str, record_id: int, optuna_trial_id: int, number: int) ->
             .values(optuna_trial_id=optuna_trial_id, number=number)
         )
         # A record the reaper already finished keeps its final state.
-        session.execute(
+        result = session.execute(
             update(TrialRecord)
             .where(TrialRecord.id == record_id, TrialRecord.finished_at.is_(None))
             .values(state="running")
         )
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def finish_record(
@@ -132,31 +151,57 @@ def finish_record(
     *,
     error: str | None = None,
     test_accuracy: float | None = None,
+    retry_params: dict[str, Any] | None = None,
+    unattached_only: bool = False,
 ) -> bool:
     """Mark a claimed trial finished; on failure give its slot back. Returns False if it was
-    already finished (e.g. by the reaper), so that a slot is never given back twice."""
+    already finished (e.g. by the reaper), so that a slot is never given back twice.
+
+    `retry_params`: the failure was not the trial's fault (its worker died or stopped), so
+    it is enqueued again with these parameters, up to the spec's `budget.max_retries`
+    times, in the same transaction: exactly one re-run per failure.
+
+    `unattached_only`: finish it only if it has no Optuna trial yet (the reaper read it so;
+    if its worker attached one since, the reaper must fail that trial in Optuna first)."""
     now = utcnow()
+    condition = [TrialRecord.id == record_id, TrialRecord.finished_at.is_(None)]
+    if unattached_only:
+        condition.append(TrialRecord.optuna_trial_id.is_(None))
     with session_scope(url) as session:
         result = session.execute(
             update(TrialRecord)
-            .where(TrialRecord.id == record_id, TrialRecord.finished_at.is_(None))
+            .where(*condition)
             .values(state=state, error=error, test_accuracy=test_accuracy, finished_at=now)
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
             return False
         record = session.get(TrialRecord, record_id)
         assert record is not None
+        values: dict[str, Any] = {"n_running": Study.n_running - 1, "updated_at": now}
         if state == "fail":
-            session.execute(
-                update(Study)
-                .where(Study.id == record.study_id)
-                .values(
-                    slots_used=Study.slots_used - 1,
-                    n_failed=Study.n_failed + 1,
-                    updated_at=now,
-                )
-            )
+            values.update(slots_used=Study.slots_used - 1, n_failed=Study.n_failed + 1)
+        session.execute(update(Study).where(Study.id == record.study_id).values(**values))
+        if state == "fail" and retry_params is not None:
+            enqueue_retry(session, record, retry_params)
         _settle_status(session, record.study_id)
+    return True
+
+
+def enqueue_retry(session: Any, record: TrialRecord, params: dict[str, Any]) -> bool:
+    study = session.get(Study, record.study_id)
+    max_retries = int(study.spec["budget"].get("max_retries", 1))
+    if record.optuna_trial_id is None or record.retry_number >= max_retries:
+        return False
+    session.add(
+        EnqueuedConfig(
+            study_id=record.study_id,
+            position=-1,
+            params=params,
+            claimed=False,
+            retry_of=record.optuna_trial_id,
+            retry_number=record.retry_number + 1,
+        )
+    )
     return True
 
 
@@ -219,14 +264,28 @@ def fail_orphans(url: str, worker_id: int, reason: str) -> None:
         ).all()
     storage = get_storage(url)
     for record_id, optuna_trial_id in orphans:
+        if optuna_trial_id is None:
+            if finish_record(url, record_id, "fail", error=reason, unattached_only=True):
+                log.warning(
+                    "trial record %s of worker %s -> fail (%s)", record_id, worker_id, reason
+                )
+                continue
+            # Its worker attached an Optuna trial since we looked (or it finished).
+            with session_scope(url) as session:
+                optuna_trial_id = session.scalar(
+                    select(TrialRecord.optuna_trial_id).where(
+                        TrialRecord.id == record_id, TrialRecord.finished_at.is_(None)
+                    )
+                )
+            if optuna_trial_id is None:
+                continue
         state: str = "fail"
         error: str | None = reason
-        if optuna_trial_id is not None:
-            try:
-                storage.set_trial_state_values(optuna_trial_id, TrialState.FAIL)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                # It finished in Optuna but the worker died before recording it here.
-                frozen = storage.get_trial(optuna_trial_id)
-                state, error = frozen.state.name.lower(), None
-        finish_record(url, record_id, state, error=error)
+        try:
+            storage.set_trial_state_values(optuna_trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # It finished in Optuna but the worker died before recording it here.
+            state, error = storage.get_trial(optuna_trial_id).state.name.lower(), None
+        params = storage.get_trial(optuna_trial_id).params
+        finish_record(url, record_id, state, error=error, retry_params=params)
         log.warning("trial record %s of worker %s -> %s (%s)", record_id, worker_id, state, reason)

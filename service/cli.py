@@ -35,6 +35,7 @@ def _settings(args: argparse.Namespace) -> Any:
             "torch_threads": getattr(args, "threads", None),
             "log_level": getattr(args, "log_level", None),
             "auth": getattr(args, "auth", None),
+            "stop_deadline_seconds": getattr(args, "stop_deadline", None),
         }.items()
         if v is not None
     }
@@ -64,11 +65,44 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from service.worker import WorkerProcess
+    from service.worker_pool import node_slots, run_pool
 
     settings = _settings(args)
     _logging(settings.log_level)
-    return WorkerProcess(settings).run(max_trials=args.max_trials, until_idle=args.until_idle)
+    studies = [x.strip() for x in args.studies.split(",") if x.strip()] if args.studies else None
+    try:
+        slots = node_slots(args.gpus, args.trials_per_gpu, settings.device)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if len(slots) > 1:
+        extra = ["--max-trials", str(args.max_trials)] if args.max_trials else []
+        extra += ["--until-idle"] if args.until_idle else []
+        return run_pool(settings, slots, studies=studies, worker_args=extra)
+    from service.worker import WorkerProcess
+
+    slot = slots[0]
+    device = f"cuda:{slot.visible_devices}" if slot.visible_devices else slot.device
+    settings = settings.model_copy(update={"device": device})
+    code = WorkerProcess(settings, studies).run(
+        max_trials=args.max_trials, until_idle=args.until_idle
+    )
+    # Everything is recorded: leave without the interpreter's final garbage collection,
+    # which takes seconds in a process holding torch (far more on a loaded node) and
+    # would eat into the stop deadline.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def cmd_worker_health(args: argparse.Namespace) -> int:
+    from service.workers import local_workers_alive
+
+    settings = _settings(args)
+    alive = local_workers_alive(settings.database_url, settings.worker_grace_seconds)
+    print(f"{alive} worker(s) alive on this host")
+    return 0 if alive > 0 else 1
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -219,6 +253,23 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_workers(args: argparse.Namespace) -> int:
+    params = {"status": args.status} if args.status else {}
+    workers = _call(args, "GET", "/api/workers", params=params)
+    print(
+        f"{'id':>4}  {'status':<8} {'host':<20} {'pid':>7}  {'device':<8} {'gpu':<24} "
+        f"{'trial':>6}  heartbeat"
+    )
+    for w in workers:
+        gpu = "-" if not w["gpu_name"] else f"{w['gpu_name']} {w['gpu_memory_mb']} MiB"
+        trial = "-" if w["current_trial_id"] is None else str(w["current_trial_id"])
+        print(
+            f"{w['id']:>4}  {w['status']:<8} {w['host'][:20]:<20} {w['pid']:>7}  "
+            f"{w['device']:<8} {gpu[:24]:<24} {trial:>6}  {w['heartbeat_age_seconds']:.0f}s ago"
+        )
+    return 0
+
+
 def cmd_trial(args: argparse.Namespace) -> int:
     if args.diagnosis:
         from service.cli_diagnosis import cmd_trial_diagnosis
@@ -261,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--workers", type=int, help="local worker processes (env HPO_WORKERS)")
     sp.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if available)")
     sp.add_argument("--threads", type=int, help="torch threads per worker")
+    sp.add_argument("--stop-deadline", type=float, help="seconds a stopping worker's trial gets")
     sp.add_argument("--no-migrate", action="store_true", help="skip `db upgrade` at start")
     sp.add_argument(
         "--auth",
@@ -272,12 +324,36 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("worker", help="run one worker process against the database")
     db_flags(sp)
     sp.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda if available)")
+    sp.add_argument(
+        "--gpus",
+        help="all, or GPU indices like 0,1: one worker process per GPU slot "
+        "(default: all GPUs when --device is not given)",
+    )
+    sp.add_argument(
+        "--trials-per-gpu",
+        type=int,
+        default=1,
+        help="worker processes (trials at once) per GPU; per node without GPUs",
+    )
+    sp.add_argument("--studies", help="only these studies (names or ids, comma-separated)")
+    sp.add_argument(
+        "--stop-deadline",
+        type=float,
+        help="after SIGTERM/SIGINT, seconds the current trial may still run "
+        "(env HPO_STOP_DEADLINE_SECONDS, default 30)",
+    )
     sp.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     sp.add_argument("--max-trials", type=int, help="exit after this many trials")
     sp.add_argument(
         "--until-idle", action="store_true", help="exit when no running study has budget left"
     )
     sp.set_defaults(func=cmd_worker)
+
+    sp = sub.add_parser(
+        "worker-health", help="exit 0 if a worker on this host has a fresh heartbeat"
+    )
+    db_flags(sp)
+    sp.set_defaults(func=cmd_worker_health)
 
     sp = sub.add_parser("db", help="database schema")
     dbsub = sp.add_subparsers(dest="db_command", required=True)
@@ -313,6 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("study", help="study id or name")
     c.add_argument("--limit", type=int, default=100)
     c.add_argument("--offset", type=int, default=0)
+    c = client("workers", cmd_workers, "list worker processes with their trial and heartbeat")
+    c.add_argument("--status", choices=["running", "stopped", "dead"])
     c = client("trial", cmd_trial, "one trial with its curves and diagnosis (JSON)")
     c.add_argument("trial_id", type=int)
     c = client("model", cmd_model, "download a trial's trained model (a torch.save file)")

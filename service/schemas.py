@@ -197,6 +197,15 @@ class BudgetSpec(_Strict):
     max_failed_trials: int | None = Field(
         None, ge=0, description="failed trials tolerated before the study fails; default n_trials"
     )
+    max_parallel_trials: int | None = Field(
+        None, ge=1, description="trials of this study running at once, at most (default: any)"
+    )
+    max_retries: int = Field(
+        1,
+        ge=0,
+        le=100,
+        description="re-runs, with the same parameters, of a trial whose worker died or stopped",
+    )
 
 
 class InitFromSpec(_Strict):
@@ -220,6 +229,9 @@ class StudySpec(_Strict):
     enqueue: list[dict[str, Scalar]] = Field(default_factory=list, max_length=1000)
     init_from: InitFromSpec | None = Field(
         None, description="start every trial from a finished trial's weights (transfer learning)"
+    )
+    priority: int = Field(
+        0, ge=-1000, le=1000, description="workers take trials of higher-priority studies first"
     )
 
     @model_validator(mode="after")
@@ -368,6 +380,13 @@ class TrialSummary(BaseModel):
     error: str | None
     started_at: UtcDatetime | None
     finished_at: UtcDatetime | None
+    retry_of: int | None = Field(
+        None, description="the trial (id) this one re-runs with the same params: its worker died"
+    )
+    retried_by: int | None = Field(None, description="the trial (id) that re-ran this one")
+    oom_batch_size: int | None = Field(
+        None, description="out of GPU memory: the trial was re-run with this batch size"
+    )
 
 
 class TrialPage(BaseModel):
@@ -389,4 +408,18 @@ class TrialDetail(TrialSummary):
 class Health(BaseModel):
     status: str
     database: str
+    version: str
+
+
+class WorkerInfo(BaseModel):
+    id: int
+    host: str
+    pid: int
+    device: str
+    gpu_name: str | None
+    gpu_memory_mb: int | None
+    status: str = Field(description="running, stopped, or dead (no heartbeat for the grace period)")
+    current_trial_id: int | None
+    heartbeat_age_seconds: float
+    started_at: UtcDatetime
     version: str

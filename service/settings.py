@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = Field(1.0, gt=0)
     heartbeat_seconds: float = Field(5.0, gt=0)
     worker_grace_seconds: float = Field(60.0, gt=0, description="heartbeat age of a dead worker")
+    stop_deadline_seconds: float = Field(
+        30.0, ge=0, description="after SIGTERM, how long a worker's trial may still run"
+    )
     torch_threads: int | None = Field(None, ge=1, description="intra-op threads per worker")
     log_level: str = "info"
     # -- access (issue 7) -----------------------------------------------------------------

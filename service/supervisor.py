@@ -1,7 +1,9 @@
 """`hpo serve`: the API in this process and N local worker processes beside it.
 
 A worker process that dies is restarted (with back-off if it keeps dying), and its
-unfinished trial is failed at once so its slot goes back to the budget.
+unfinished trial is failed at once so its slot goes back to the budget. One that exits 0
+(stopped, or done with --until-idle / --max-trials) is not restarted. `hpo worker --gpus`
+uses the same supervisor for its one-process-per-GPU-slot children.
 """
 
 from __future__ import annotations
@@ -23,19 +25,30 @@ from service.auth import check_at_startup
 from service.claims import reap_worker
 from service.db.engine import session_scope
 from service.db.models import Worker
-from service.main import create_app
+from service.gpus import Slot
 from service.settings import Settings
 
 log = logging.getLogger("hpo.serve")
 
-STOP_GRACE_S = 30.0  # how long workers get to stop after SIGTERM before SIGKILL
+STOP_MARGIN_S = 15.0  # past the workers' stop deadline + this, they are killed
 RESTART_BACKOFF_MAX_S = 30.0
 HEALTHY_RUN_S = 60.0  # a worker that ran this long before dying restarts without back-off
 
 
 class LocalWorkers:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        slots: list[Slot] | None = None,
+        *,
+        studies: list[str] | None = None,
+        worker_args: list[str] | None = None,
+    ) -> None:
         self.settings = settings
+        self.slots = slots if slots is not None else [Slot(settings.device)] * settings.workers
+        self.studies = studies
+        self.worker_args = worker_args or []
+        self.done: list[bool] = []
         self.procs: list[subprocess.Popen[bytes]] = []
         self.failures: list[int] = []
         self.next_start: list[float] = []
@@ -43,22 +56,26 @@ class LocalWorkers:
         self.stopping = threading.Event()
         self._thread = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
 
-    def _command(self) -> list[str]:
+    def _command(self, slot: Slot) -> list[str]:
         s = self.settings
         cmd = [sys.executable, "-m", "service.cli", "worker", "--database-url", s.database_url]
-        cmd += ["--log-level", s.log_level]
-        if s.device:
-            cmd += ["--device", s.device]
-        threads = s.torch_threads or max(1, (os.cpu_count() or 1) // max(s.workers, 1))
+        cmd += ["--log-level", s.log_level, "--stop-deadline", str(s.stop_deadline_seconds)]
+        if slot.device:
+            cmd += ["--device", slot.device]
+        threads = s.torch_threads or max(1, (os.cpu_count() or 1) // max(len(self.slots), 1))
         cmd += ["--threads", str(threads)]
-        return cmd
+        if self.studies:
+            cmd += ["--studies", ",".join(self.studies)]
+        return cmd + self.worker_args
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(self._command())
+    def _spawn(self, i: int) -> subprocess.Popen[bytes]:
+        slot = self.slots[i]
+        return subprocess.Popen(self._command(slot), env={**os.environ, **slot.env()})
 
     def start(self) -> None:
-        for _ in range(self.settings.workers):
-            self.procs.append(self._spawn())
+        for i in range(len(self.slots)):
+            self.procs.append(self._spawn(i))
+            self.done.append(False)
             self.failures.append(0)
             self.next_start.append(0.0)
             self.started.append(time.monotonic())
@@ -87,7 +104,10 @@ class LocalWorkers:
         while not self.stopping.wait(1.0):
             for i, proc in enumerate(self.procs):
                 code = proc.poll()
-                if code is None or self.stopping.is_set():
+                if code is None or self.stopping.is_set() or self.done[i]:
+                    continue
+                if code == 0:  # stopped on purpose, or out of work with --until-idle
+                    self.done[i] = True
                     continue
                 now = time.monotonic()
                 if self.next_start[i] == 0.0:
@@ -99,7 +119,7 @@ class LocalWorkers:
                     delay = min(2.0 ** (self.failures[i] - 1), RESTART_BACKOFF_MAX_S)
                     self.next_start[i] = now + delay
                 if now >= self.next_start[i]:
-                    self.procs[i] = self._spawn()
+                    self.procs[i] = self._spawn(i)
                     self.next_start[i] = 0.0
                     self.started[i] = now
 
@@ -108,7 +128,7 @@ class LocalWorkers:
         for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_S
+        deadline = time.monotonic() + self.settings.stop_deadline_seconds + STOP_MARGIN_S
         for proc in self.procs:
             try:
                 proc.wait(timeout=max(0.0, deadline - time.monotonic()))
@@ -118,9 +138,14 @@ class LocalWorkers:
                 proc.wait()
                 self._reap(proc.pid, -9)
 
+    def all_done(self) -> bool:
+        return all(self.done) and all(p.poll() is not None for p in self.procs)
+
 
 def serve(settings: Settings) -> None:
     check_at_startup(settings)  # refuses to serve with auth on and no token
+    from service.main import create_app
+
     workers = LocalWorkers(settings)
     workers.start()
     log.info(

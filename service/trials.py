@@ -21,7 +21,9 @@ class TrialNotFound(Exception):
         super().__init__(f"trial {trial_id} not found")
 
 
-def summarize_trial(t: FrozenTrial, study_id: int, record: TrialRecord | None) -> TrialSummary:
+def summarize_trial(
+    t: FrozenTrial, study_id: int, record: TrialRecord | None, retried_by: int | None = None
+) -> TrialSummary:
     duration = None
     if t.datetime_start is not None and t.datetime_complete is not None:
         duration = (t.datetime_complete - t.datetime_start).total_seconds()
@@ -36,6 +38,9 @@ def summarize_trial(t: FrozenTrial, study_id: int, record: TrialRecord | None) -
         error=None if record is None else record.error,
         started_at=t.datetime_start,
         finished_at=t.datetime_complete,
+        retry_of=None if record is None else record.retry_of,
+        retried_by=retried_by,
+        oom_batch_size=None if record is None else record.oom_batch_size,
     )
 
 
@@ -48,12 +53,16 @@ def list_trials(
         trials = [t for t in trials if t.state.name.lower() == state]
     trials = sorted(trials, key=lambda t: t.number)
     records = trial_records(url, study_id)
+    retries = {r.retry_of: tid for tid, r in records.items() if r.retry_of is not None}
     page = trials[offset : offset + limit]
     return TrialPage(
         total=len(trials),
         limit=limit,
         offset=offset,
-        items=[summarize_trial(t, study_id, records.get(t._trial_id)) for t in page],
+        items=[
+            summarize_trial(t, study_id, records.get(t._trial_id), retries.get(t._trial_id))
+            for t in page
+        ],
     )
 
 
@@ -79,7 +88,11 @@ def get_trial(url: str, trial_id: int) -> TrialDetail:
         frozen = get_storage(url).get_trial(trial_id)
     except KeyError as e:
         raise TrialNotFound(trial_id) from e
-    summary = summarize_trial(frozen, record.study_id, record)
+    with session_scope(url) as session:
+        retried_by = session.scalar(
+            select(TrialRecord.optuna_trial_id).where(TrialRecord.retry_of == trial_id).limit(1)
+        )
+    summary = summarize_trial(frozen, record.study_id, record, retried_by)
     curves = get_curves(url, trial_id)
     values = {m: [v for _, v in points] for m, points in curves.items()}
     spec = get_study_row(url, record.study_id).spec

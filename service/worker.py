@@ -1,13 +1,17 @@
 """The worker process: claims trials, trains them with the trainer, reports, heartbeats.
 
-One worker trains one trial at a time on one device. It survives database outages (it
-backs off and retries) and failing trials (the trial ends FAIL with its error; the worker
-goes on). SIGTERM/SIGINT stop it at the next epoch boundary: the current trial is failed
-with a reason, its slot given back so another worker runs it, and the worker exits 0.
+One worker trains one trial at a time on one device. It survives database outages (its
+writes wait and retry with back-off) and failing trials (the trial ends FAIL with its error;
+the worker goes on; out of GPU memory, the trial is re-run once with half the batch size).
+SIGTERM/SIGINT: it takes no new trial; the current one may finish within the stop deadline,
+past it the trial is interrupted, even mid-epoch, failed, and enqueued again with the same
+parameters; the worker marks itself stopped and exits 0.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import json
 import logging
 import os
@@ -15,13 +19,15 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
+from typing import TypeVar
 
 import optuna
 import torch
 from optuna.trial import TrialState, create_trial
-from sqlalchemy import insert, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import delete, insert, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from service import __version__, learning_curves
 from service.artifacts import save_trial_model
@@ -36,8 +42,10 @@ from service.claims import (
     reap_dead_workers,
 )
 from service.db.engine import session_scope
-from service.db.models import CurvePoint, Worker, utcnow
+from service.db.models import CurvePoint, TrialRecord, Worker, utcnow
+from service.db.retry import retry_db
 from service.diagnoses import PRUNED_BY_DIAGNOSIS, record_diagnosis
+from service.gpus import gpu_info
 from service.model_families import builder_for
 from service.optuna_storage import get_storage
 from service.schemas import DatasetSpec, StudySpec
@@ -51,6 +59,7 @@ from service.uploaded_data import load_uploaded_splits, uploaded_dataset_hash
 from trainer import (
     DivergedError,
     EpochMetrics,
+    FitResult,
     TensorData,
     TrainConfig,
     evaluate,
@@ -58,12 +67,16 @@ from trainer import (
     load_dataset,
 )
 from trainer.diagnosis import EarlyVerdict
+from trainer.loop import ModelBuilder, PrepareModel
 
 log = logging.getLogger("hpo.worker")
 
 MAX_BACKOFF_S = 30.0  # longest wait between retries while the database is unreachable
 DATA_CACHE_SIZE = 4  # datasets kept on the device per worker process
 REAP_EVERY_S = 10.0  # how often a worker looks for dead peers
+HARD_EXIT_MARGIN_S = 10.0  # past the stop deadline + this, the process cleans up and exits
+
+T = TypeVar("T")
 
 
 class Interrupted(Exception):
@@ -77,10 +90,11 @@ def pick_device(requested: str | None) -> str:
 
 
 class WorkerProcess:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, studies: list[str] | None = None) -> None:
         self.settings = settings
         self.url = settings.database_url
         self.device = pick_device(settings.device)
+        self.only = studies  # study names (or ids) this worker takes trials of; None: all
         self.stopping = threading.Event()
         self.worker_id: int | None = None
         self._data: dict[str, TensorData] = {}
@@ -88,16 +102,27 @@ class WorkerProcess:
         # Set when a trial's end could not be recorded; its record is failed once the
         # database is back.
         self._lost_trial = False
+        # True while fit() runs: only then may the stop deadline interrupt the trial.
+        self._training = False
+        self._signals = False
+        self._stop_requested = False
+        self._done = threading.Event()  # run() finished its clean-up
+
+    def _db(self, fn: Callable[[], T], what: str) -> T:
+        return retry_db(fn, what)
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def register(self) -> int:
         now = utcnow()
+        gpu_name, gpu_memory_mb = gpu_info(self.device)
         with session_scope(self.url) as session:
             worker = Worker(
                 host=socket.gethostname(),
                 pid=os.getpid(),
                 device=self.device,
+                gpu_name=gpu_name,
+                gpu_memory_mb=gpu_memory_mb,
                 version=__version__,
                 status="running",
                 started_at=now,
@@ -116,12 +141,51 @@ class WorkerProcess:
             try:
                 # status too: a worker declared dead during a long outage is alive again.
                 self._set_worker(heartbeat_at=utcnow(), status="running")
-            except SQLAlchemyError as e:  # the database is down: try again next beat
+            except Exception as e:  # the database is down: try again next beat
                 log.warning("heartbeat failed: %s", e.__class__.__name__)
 
+    # -- stopping -----------------------------------------------------------------------
+
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        log.info("worker %s: signal %d, stopping after the current epoch", self.worker_id, signum)
+        log.info(
+            "worker %s: signal %d; no new trials, the current one gets %.0fs to finish",
+            self.worker_id,
+            signum,
+            self.settings.stop_deadline_seconds,
+        )
+        self.request_stop()
+
+    def request_stop(self) -> None:
+        """Take no new trial; past the stop deadline interrupt the current one."""
         self.stopping.set()
+        if self._stop_requested:
+            return
+        self._stop_requested = True
+        deadline = self.settings.stop_deadline_seconds
+        if self._signals and threading.current_thread() is threading.main_thread():
+            # SIGALRM is delivered to the main thread, the one that trains.
+            signal.setitimer(signal.ITIMER_REAL, max(deadline, 0.001))
+            threading.Thread(target=self._last_resort, name="stop-watchdog", daemon=True).start()
+
+    def _on_deadline(self, _signum: int, _frame: FrameType | None) -> None:
+        if self._training:
+            raise Interrupted(
+                f"the worker was stopped and the trial did not finish within the stop "
+                f"deadline ({self.settings.stop_deadline_seconds:g}s); it will run again"
+            )
+
+    def _last_resort(self) -> None:
+        """If training is stuck in native code past the deadline, fail the trial from this
+        thread and leave: the stop must not depend on the trial's cooperation."""
+        if self._done.wait(self.settings.stop_deadline_seconds + HARD_EXIT_MARGIN_S):
+            return
+        log.error("worker %s: did not stop in time; failing its trial and exiting", self.worker_id)
+        try:
+            assert self.worker_id is not None
+            fail_orphans(self.url, self.worker_id, "the worker was stopped and its trial hung")
+            self._set_worker(status="stopped", current_trial_id=None, heartbeat_at=utcnow())
+        finally:
+            os._exit(0)
 
     def run(
         self,
@@ -135,9 +199,11 @@ class WorkerProcess:
         if self.settings.torch_threads:
             torch.set_num_threads(self.settings.torch_threads)
         if install_signals:
+            self._signals = True
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
-        self.worker_id = self.register()
+            signal.signal(signal.SIGALRM, self._on_deadline)
+        self.worker_id = self._db(self.register, "register")
         log.info("worker %s started on %s (pid %d)", self.worker_id, self.device, os.getpid())
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()
@@ -173,16 +239,22 @@ class WorkerProcess:
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
             ran += 1
         self.stopping.set()
+        if self._signals:
+            signal.setitimer(signal.ITIMER_REAL, 0)
         beat.join()
         try:
+            # A trial whose end was lost to the database must not stay RUNNING.
+            fail_orphans(self.url, self.worker_id, "the worker stopped during a database outage")
             self._set_worker(status="stopped", current_trial_id=None, heartbeat_at=utcnow())
-        except SQLAlchemyError as e:  # peers will mark it dead after the grace period
+        except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
+            # Peers mark it dead after the grace period and fail what it left.
             log.warning("could not record the stop: %s", e.__class__.__name__)
+        self._done.set()
         log.info("worker %s stopped", self.worker_id)
         return 0
 
     def _has_work(self) -> bool:
-        return bool(candidate_studies(self.url))
+        return bool(candidate_studies(self.url, self.only))
 
     def _next_claim(self) -> Claim | None:
         assert self.worker_id is not None
@@ -193,7 +265,7 @@ class WorkerProcess:
             self._last_reap = time.monotonic()
             reap_dead_workers(self.url, self.settings.worker_grace_seconds)
             expire_deadlines(self.url)
-        for study_id in candidate_studies(self.url):
+        for study_id in candidate_studies(self.url, self.only):
             claim = claim_slot(self.url, study_id, self.worker_id)
             if claim is not None:
                 return claim
@@ -253,31 +325,126 @@ class WorkerProcess:
             finish_record(self.url, claim.record_id, "fail", error=f"{type(e).__name__}: {e}")
             return
         trial_id = trial._trial_id
-        attach_trial(self.url, claim.record_id, trial_id, trial.number)
-        self._set_worker(current_trial_id=trial_id)
+        attached = self._db(
+            lambda: attach_trial(self.url, claim.record_id, trial_id, trial.number), "attach"
+        )
+        if not attached:
+            # Declared dead (e.g. starved of CPU past the grace period) before the link
+            # existed: the slot went back, so training this trial would overshoot the budget.
+            log.warning(
+                "study %s: claim %d was reaped; not training it", spec.name, claim.record_id
+            )
+            self._db(
+                lambda: study.tell(trial, state=TrialState.FAIL, skip_if_finished=True), "tell"
+            )
+            return
+        self._db(lambda: self._set_worker(current_trial_id=trial_id), "current trial")
         log.info("study %s: trial %d started", spec.name, trial.number)
         try:
-            state, value, test_acc = self._train(trial, spec)
-            study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
-            finish_record(self.url, claim.record_id, state.name.lower(), test_accuracy=test_acc)
+            state, value, test_acc = self._train(trial, spec, claim)
+            told = None if state != TrialState.COMPLETE else value
+            # skip_if_finished: a retry after a lost connection may find it already told.
+            self._db(lambda: study.tell(trial, told, state=state, skip_if_finished=True), "tell")
+            self._db(
+                lambda: finish_record(
+                    self.url, claim.record_id, state.name.lower(), test_accuracy=test_acc
+                ),
+                "finish",
+            )
             log.info("study %s: trial %d %s %s", spec.name, trial.number, state.name, value)
         except Exception as e:
             reason = f"{type(e).__name__}: {e}"
-            if not isinstance(e, Interrupted | DivergedError | ValueError):
+            quiet = Interrupted | DivergedError | ValueError | torch.cuda.OutOfMemoryError
+            if not isinstance(e, quiet):
                 log.exception("study %s: trial %d failed", spec.name, trial.number)
+            # A trial interrupted by a stop was not at fault: it runs again, same parameters.
+            retry_params = trial.params if isinstance(e, Interrupted) else None
             try:
-                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                self._db(
+                    lambda: study.tell(trial, state=TrialState.FAIL, skip_if_finished=True), "tell"
+                )
             except Exception:
                 log.exception("could not mark trial %d failed in Optuna", trial.number)
-            finish_record(self.url, claim.record_id, "fail", error=reason)
+            self._db(
+                lambda: finish_record(
+                    self.url, claim.record_id, "fail", error=reason, retry_params=retry_params
+                ),
+                "finish",
+            )
         finally:
             record_diagnosis(self.url, trial_id)  # findings of the ended trial; never raises
-            self._set_worker(current_trial_id=None)
-            if self.device.startswith("cuda"):
-                torch.cuda.empty_cache()
+            try:
+                self._set_worker(current_trial_id=None)
+            except SQLAlchemyError as e:
+                log.warning("could not clear the current trial: %s", type(e).__name__)
+            self._free_gpu_memory()
+
+    def _free_gpu_memory(self) -> None:
+        if self.device.startswith("cuda"):
+            gc.collect()  # tensors held by reference cycles (e.g. a traceback's frames)
+            torch.cuda.empty_cache()
+
+    def _fit(
+        self,
+        config: TrainConfig,
+        data: TensorData,
+        on_epoch: Callable[[EpochMetrics], bool],
+        prepare: PrepareModel | None = None,
+        builder: ModelBuilder | None = None,
+    ) -> FitResult:
+        self._training = True  # from here the stop deadline may interrupt the trial
+        try:
+            return fit(config, data, on_epoch, prepare_model=prepare, model_builder=builder)
+        finally:
+            self._training = False
+
+    def _fit_with_oom_retry(
+        self,
+        trial: optuna.Trial,
+        claim: Claim,
+        config: TrainConfig,
+        data: TensorData,
+        on_epoch: Callable[[EpochMetrics], bool],
+        prepare: PrepareModel | None = None,
+        builder: ModelBuilder | None = None,
+    ) -> FitResult:
+        """Out of GPU memory: release it and train once more with half the batch size,
+        recorded on the trial (hpo_trials.oom_batch_size, Optuna user attr)."""
+        try:
+            return self._fit(config, data, on_epoch, prepare, builder)
+        except torch.cuda.OutOfMemoryError as e:
+            first = str(e).splitlines()[0] if str(e) else "out of memory"
+        # Outside the except block: the traceback's frames (and their tensors) are gone.
+        self._free_gpu_memory()
+        half = config.batch_size // 2
+        if half < 1:
+            raise torch.cuda.OutOfMemoryError(f"{first} (batch_size 1)")
+        log.warning("trial %d: out of GPU memory; again with batch_size %d", trial.number, half)
+        trial_id = trial._trial_id
+
+        def record() -> None:
+            with session_scope(self.url) as session:
+                session.execute(
+                    update(TrialRecord)
+                    .where(TrialRecord.id == claim.record_id)
+                    .values(oom_batch_size=half)
+                )
+                # The partial curves of the first attempt would clash with the re-run's.
+                session.execute(delete(CurvePoint).where(CurvePoint.trial_id == trial_id))
+            trial.set_user_attr("oom_batch_size", half)
+
+        self._db(record, "record OOM")
+        try:
+            half_config = dataclasses.replace(config, batch_size=half)
+            return self._fit(half_config, data, on_epoch, prepare, builder)
+        except torch.cuda.OutOfMemoryError as e:
+            raise torch.cuda.OutOfMemoryError(
+                f"{str(e).splitlines()[0] if str(e) else 'out of memory'} (also with "
+                f"batch_size {half}, half of {config.batch_size})"
+            ) from None
 
     def _train(
-        self, trial: optuna.Trial, spec: StudySpec
+        self, trial: optuna.Trial, spec: StudySpec, claim: Claim
     ) -> tuple[TrialState, float | None, float | None]:
         params = suggest_params(trial, spec)
         metric = spec.objective.metric
@@ -294,32 +461,49 @@ class WorkerProcess:
         prepare = None if spec.init_from is None else prepare_from(self.url, spec.init_from)
         # Stops hopeless trials: confidently diverged, or vanishing gradients and not learning.
         verdict = EarlyVerdict(n_classes=data.n_classes)
+        reported: set[int] = set()
+
+        def write_curves(m: EpochMetrics) -> None:
+            attempts = 0
+
+            def insert_points() -> None:
+                nonlocal attempts
+                attempts += 1
+                try:
+                    with session_scope(self.url) as session:
+                        session.execute(
+                            insert(CurvePoint),
+                            [
+                                {"trial_id": trial_id, "step": m.epoch, "metric": k, "value": v}
+                                for k, v in m.values.items()
+                            ],
+                        )
+                except IntegrityError:
+                    if attempts == 1:
+                        raise
+                    # An earlier attempt committed, then lost its connection before the reply.
+
+            self._db(insert_points, "curve points")
 
         def on_epoch(m: EpochMetrics) -> bool:
             # One write per epoch: every curve point of this epoch in one statement.
-            with session_scope(self.url) as session:
-                session.execute(
-                    insert(CurvePoint),
-                    [
-                        {"trial_id": trial_id, "step": m.epoch, "metric": k, "value": v}
-                        for k, v in m.values.items()
-                    ],
-                )
-            trial.report(m.values[metric], m.epoch)
-            if self.stopping.is_set():
-                raise Interrupted("worker stopping; the trial will run again on another worker")
+            write_curves(m)
+            if m.epoch not in reported:  # a re-run after OOM repeats reported epochs
+                self._db(lambda: trial.report(m.values[metric], m.epoch), "report")
+                reported.add(m.epoch)
             if (reason := verdict.update(m.values)) is not None:
-                trial.set_user_attr(PRUNED_BY_DIAGNOSIS, reason)
+                self._db(lambda: trial.set_user_attr(PRUNED_BY_DIAGNOSIS, reason), "verdict")
                 return True
-            return trial.should_prune()
+            return self._db(trial.should_prune, "should_prune")
 
         builder = builder_for(spec.model.family)
-        result = fit(config, data, on_epoch, prepare_model=prepare, model_builder=builder)
+        result = self._fit_with_oom_retry(trial, claim, config, data, on_epoch, prepare, builder)
         save_trial_model(self.url, trial_id, result, config, spec, data)
         test_acc = None
         if data.x_test.shape[0] > 0:
             test_acc = evaluate(result.model, data.x_test, data.y_test)[1]
         if result.stopped_by_callback:
             return TrialState.PRUNED, None, test_acc
+        # Under early stopping the model (and so the value) is the best epoch's.
         # Under early stopping the model (and so the value) is the best epoch's.
         return TrialState.COMPLETE, result.value(metric), test_acc

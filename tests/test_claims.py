@@ -191,3 +191,21 @@ def test_candidates_only_list_studies_with_budget(database_url: str, n_trials: i
     for _ in range(n_trials):
         assert claims.claim_slot(database_url, study_id, None) is not None
     assert study_id not in claims.candidate_studies(database_url)
+
+
+def test_a_claim_reaped_before_its_trial_was_attached_is_not_trained(database_url: str) -> None:
+    """The worker was declared dead between claiming and creating its Optuna trial: the
+    slot went back, so attaching must tell the worker not to train (else n_trials + 1)."""
+    study_id = new_study(database_url, 1)
+    worker_id = new_worker(database_url, heartbeat_age_s=120)
+    claim = claims.claim_slot(database_url, study_id, worker_id)
+    assert claim is not None
+    claims.reap_worker(database_url, worker_id, "silent")
+    assert study_row(database_url, study_id).slots_used == 0
+    assert claims.attach_trial(database_url, claim.record_id, 987_654, 0) is False
+
+    # Attached in time: the reaper's "no Optuna trial yet" finish does not apply any more.
+    other = claims.claim_slot(database_url, study_id, worker_id)
+    assert other is not None
+    assert claims.attach_trial(database_url, other.record_id, 987_655, 1) is True
+    assert not claims.finish_record(database_url, other.record_id, "fail", unattached_only=True)

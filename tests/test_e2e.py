@@ -19,7 +19,7 @@ import yaml
 from sqlalchemy import select
 
 from service.db.engine import session_scope
-from service.db.models import Worker
+from service.db.models import EnqueuedConfig, Worker
 from service.studies import get_study, get_study_row
 from tests.conftest import DIGITS_SPEC, free_port, tiny_spec
 
@@ -34,12 +34,24 @@ def hpo_command() -> list[str]:
 
 
 class Service:
-    def __init__(self, tmp: Path, workers: int, db_url: str | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        workers: int,
+        db_url: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.db_url = db_url or f"sqlite:///{tmp / 'hpo.db'}"
         self.url = f"http://127.0.0.1:{free_port()}"
         self.log_path = tmp / "serve.log"
         self._log = self.log_path.open("wb")
-        env = {**os.environ, "HPO_WORKER_POLL_SECONDS": "0.2", "HPO_HEARTBEAT_SECONDS": "1"}
+        env = {
+            **os.environ,
+            "HPO_WORKER_POLL_SECONDS": "0.2",
+            "HPO_HEARTBEAT_SECONDS": "1",
+            "HPO_STOP_DEADLINE_SECONDS": "2",
+            **(env or {}),
+        }
         self.proc = subprocess.Popen(
             [
                 *hpo_command(),
@@ -59,7 +71,7 @@ class Service:
             stderr=subprocess.STDOUT,
         )
         self.client = httpx.Client(base_url=self.url, timeout=30)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300  # imports crawl on a loaded machine
         while True:
             try:
                 if self.client.get("/api/health").status_code == 200:
@@ -251,7 +263,12 @@ def test_sigterm_stops_cleanly_and_leaves_no_trial_running(tmp_path: Path) -> No
     study = get_study(svc.db_url, study_id)
     assert study.counts.running == 0
     assert study.counts.fail == 1
-    # The interrupted trial gave its slot back: a later worker will run a replacement.
-    assert get_study_row(svc.db_url, study_id).slots_used == study.counts.complete
+    # The interrupted trial gave its slot back: a later worker re-runs its parameters.
+    row = get_study_row(svc.db_url, study_id)
+    assert row.slots_used == study.counts.complete
+    assert (row.n_running, row.n_claims) == (0, study.counts.complete + 1)
+    with session_scope(svc.db_url) as session:
+        retry = session.scalars(select(EnqueuedConfig).where(EnqueuedConfig.study_id == study_id))
+        assert [(e.claimed, e.retry_number) for e in retry] == [(False, 1)]
     with session_scope(svc.db_url) as session:
         assert set(session.scalars(select(Worker.status)).all()) == {"stopped"}

@@ -1,6 +1,6 @@
 from fastapi import APIRouter
 
-from service.api import datasets, diagnosis, health, studies, trials
+from service.api import datasets, diagnosis, health, metrics, studies, trials, workers
 
 api_router = APIRouter()
 api_router.include_router(health.router)
@@ -8,3 +8,5 @@ api_router.include_router(studies.router)
 api_router.include_router(trials.router)
 api_router.include_router(diagnosis.router)
 api_router.include_router(datasets.router)
+api_router.include_router(workers.router)
+api_router.include_router(metrics.router)

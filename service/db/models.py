@@ -49,6 +49,9 @@ class Study(Base):
     n_claims: Mapped[int] = mapped_column(Integer, default=0)
     n_failed: Mapped[int] = mapped_column(Integer, default=0)
     priority: Mapped[int] = mapped_column(Integer, default=0)
+    # Trials claimed and not yet finished; claims stop at max_parallel_trials (if set).
+    n_running: Mapped[int] = mapped_column(Integer, default=0)
+    max_parallel_trials: Mapped[int | None] = mapped_column(Integer, default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow, onupdate=utcnow)
@@ -84,6 +87,11 @@ class TrialRecord(Base):
     warnings: Mapped[list[str] | None] = mapped_column(JSON, default=None)
     started_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(), default=None)
+    # A re-run with the same parameters of the trial (Optuna trial id) whose worker died.
+    retry_of: Mapped[int | None] = mapped_column(Integer, default=None)
+    retry_number: Mapped[int] = mapped_column(Integer, default=0)
+    # The batch size the trial was re-run with after running out of GPU memory.
+    oom_batch_size: Mapped[int | None] = mapped_column(Integer, default=None)
 
     __table_args__ = (Index("ix_hpo_trials_study_state", "study_id", "state"),)
 
@@ -112,6 +120,8 @@ class Worker(Base):
     host: Mapped[str] = mapped_column(String(255))
     pid: Mapped[int] = mapped_column(Integer)
     device: Mapped[str] = mapped_column(String(64))
+    gpu_name: Mapped[str | None] = mapped_column(String(255), default=None)
+    gpu_memory_mb: Mapped[int | None] = mapped_column(Integer, default=None)
     version: Mapped[str] = mapped_column(String(32))
     # running | stopped | dead
     status: Mapped[str] = mapped_column(String(16), index=True)
@@ -131,6 +141,9 @@ class EnqueuedConfig(Base):
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     # Set, once, by the claim that runs it.
     claimed: Mapped[bool] = mapped_column(default=False)
+    # Set on the re-run of a trial whose worker died (its Optuna trial id).
+    retry_of: Mapped[int | None] = mapped_column(Integer, default=None)
+    retry_number: Mapped[int] = mapped_column(Integer, default=0)
 
     __table_args__ = (Index("ix_hpo_enqueued_study", "study_id", "claimed", "position"),)
 
