@@ -394,6 +394,8 @@ class WorkerProcess:
     ) -> FitResult:
         self._training = True  # from here the stop deadline may interrupt the trial
         try:
+            if builder is None:  # a shipped family: the trainer builds it
+                return fit(config, data, on_epoch, prepare_model=prepare)
             return fit(config, data, on_epoch, prepare_model=prepare, model_builder=builder)
         finally:
             self._training = False
