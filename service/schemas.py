@@ -421,5 +421,5 @@ class WorkerInfo(BaseModel):
     status: str = Field(description="running, stopped, or dead (no heartbeat for the grace period)")
     current_trial_id: int | None
     heartbeat_age_seconds: float
-    started_at: datetime
+    started_at: UtcDatetime
     version: str

@@ -394,6 +394,8 @@ class WorkerProcess:
     ) -> FitResult:
         self._training = True  # from here the stop deadline may interrupt the trial
         try:
+            if builder is None:  # a shipped family: the trainer builds it
+                return fit(config, data, on_epoch, prepare_model=prepare)
             return fit(config, data, on_epoch, prepare_model=prepare, model_builder=builder)
         finally:
             self._training = False
@@ -435,7 +437,8 @@ class WorkerProcess:
 
         self._db(record, "record OOM")
         try:
-            return self._fit(dataclasses.replace(config, batch_size=half), data, on_epoch, prepare)
+            half_config = dataclasses.replace(config, batch_size=half)
+            return self._fit(half_config, data, on_epoch, prepare, builder)
         except torch.cuda.OutOfMemoryError as e:
             raise torch.cuda.OutOfMemoryError(
                 f"{str(e).splitlines()[0] if str(e) else 'out of memory'} (also with "

@@ -1,7 +1,7 @@
 """API tokens, uploaded datasets, owners of studies
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-11-22
 """
 
