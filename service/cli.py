@@ -393,10 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--status", choices=["running", "stopped", "dead"])
     c = client("trial", cmd_trial, "one trial with its curves and diagnosis (JSON)")
     c.add_argument("trial_id", type=int)
+    c.add_argument("--diagnosis", action="store_true", help="only its findings, as text")
     c = client("model", cmd_model, "download a trial's trained model (a torch.save file)")
     c.add_argument("trial_id", type=int)
     c.add_argument("-o", "--output", help="file to write (default trial-ID-model.pt)")
-    c.add_argument("--diagnosis", action="store_true", help="only its findings, as text")
     from service.cli_diagnosis import add_commands
 
     add_commands(client)
