@@ -118,7 +118,7 @@ def service2(tmp_path: Path) -> Iterator[Service]:
 
 def hpo_cli(svc: Service, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*hpo_command(), *args, "--url", svc.url], capture_output=True, text=True, timeout=60
+        [*hpo_command(), *args, "--url", svc.url], capture_output=True, text=True, timeout=300
     )
 
 
