@@ -105,6 +105,7 @@ class WorkerProcess:
         # True while fit() runs: only then may the stop deadline interrupt the trial.
         self._training = False
         self._signals = False
+        self._signalled = 0  # the signal number, set by the handler
         self._stop_requested = False
         self._done = threading.Event()  # run() finished its clean-up
 
@@ -147,24 +148,35 @@ class WorkerProcess:
     # -- stopping -----------------------------------------------------------------------
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        log.info(
-            "worker %s: signal %d; no new trials, the current one gets %.0fs to finish",
-            self.worker_id,
-            signum,
-            self.settings.stop_deadline_seconds,
-        )
-        self.request_stop()
+        # Runs in the main thread between two bytecodes, possibly while it holds a lock
+        # (an Event's, inside `stopping.wait`): taking that lock here would deadlock, so
+        # this only records the signal and arms the deadline; the relay thread does the rest.
+        if not self._signalled:
+            self._signalled = signum
+            # SIGALRM is delivered to the main thread, the one that trains.
+            deadline = self.settings.stop_deadline_seconds
+            signal.setitimer(signal.ITIMER_REAL, max(deadline, 0.001))
+
+    def _relay_signals(self) -> None:
+        while not self._done.wait(0.1):
+            if self._signalled:
+                log.info(
+                    "worker %s: signal %d; no new trials, the current one gets %.0fs to finish",
+                    self.worker_id,
+                    self._signalled,
+                    self.settings.stop_deadline_seconds,
+                )
+                self.request_stop()
+                return
 
     def request_stop(self) -> None:
-        """Take no new trial; past the stop deadline interrupt the current one."""
+        """Take no new trial; past the stop deadline (armed by the signal) the current one
+        is interrupted."""
         self.stopping.set()
         if self._stop_requested:
             return
         self._stop_requested = True
-        deadline = self.settings.stop_deadline_seconds
-        if self._signals and threading.current_thread() is threading.main_thread():
-            # SIGALRM is delivered to the main thread, the one that trains.
-            signal.setitimer(signal.ITIMER_REAL, max(deadline, 0.001))
+        if self._signals:
             threading.Thread(target=self._last_resort, name="stop-watchdog", daemon=True).start()
 
     def _on_deadline(self, _signum: int, _frame: FrameType | None) -> None:
@@ -203,6 +215,7 @@ class WorkerProcess:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
             signal.signal(signal.SIGALRM, self._on_deadline)
+            threading.Thread(target=self._relay_signals, name="signals", daemon=True).start()
         self.worker_id = self._db(self.register, "register")
         log.info("worker %s started on %s (pid %d)", self.worker_id, self.device, os.getpid())
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)

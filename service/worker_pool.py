@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
-import threading
+import time
 from types import FrameType
 
 import torch
@@ -42,11 +42,12 @@ def run_pool(
 ) -> int:
     """Supervise one worker process per slot until SIGTERM/SIGINT, or until every child
     exited 0 (with --until-idle or --max-trials); returns 0."""
-    stop = threading.Event()
+    signalled: list[int] = []
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: stopping %d worker process(es)", signum, len(slots))
-        stop.set()
+        # No locks in a signal handler (Event.set could deadlock with the main thread's
+        # own wait): just record it.
+        signalled.append(signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -56,8 +57,9 @@ def run_pool(
         f"{s.device}" + (f" (GPU {s.visible_devices})" if s.visible_devices else "") for s in slots
     )
     log.info("supervising %d worker process(es): %s", len(slots), described)
-    while not stop.wait(1.0):
-        if workers.all_done():
-            break
+    while not signalled and not workers.all_done():
+        time.sleep(0.2)
+    if signalled:
+        log.info("signal %d: stopping %d worker process(es)", signalled[0], len(slots))
     workers.stop()
     return 0

@@ -64,6 +64,10 @@ class Workers:
         self.signal_stop()
         try:
             return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()  # leave no process behind; the caller's assertion fails
+            self.proc.wait()
+            return -9
         finally:
             self._log.close()
 
