@@ -200,6 +200,8 @@ def main() -> None:
         f"/api/studies/{study_id}/curves?max_points=100&top=50",
         f"/api/studies/{study_id}/importances",
     ]
+    if http.get("/api/dashboard/features").json()["report"]:
+        page_calls.append(f"/api/studies/{study_id}/report")  # the diagnosis summary (issue 4)
     sizes: dict[str, tuple[float, int]] = {}
 
     def load_page() -> None:
