@@ -82,7 +82,9 @@ const HPO = (() => {
     const response = await request(path);
     if (response.ok) return response.json();
     if (response.status === 404 && allowMissing) return null;
-    throw new Error(`${path}: ${response.status} ${await detail(response)}`);
+    const error = new Error(`${path}: ${response.status} ${await detail(response)}`);
+    error.status = response.status;
+    throw error;
   }
 
   let featureList = null;
@@ -195,6 +197,7 @@ const HPO = (() => {
         showError("");
       } catch (e) {
         showError(e.message);
+        again = e.status !== 404; // what is gone stays gone
       }
       badge.hidden = !again;
       if (again) setTimeout(run, ms);

@@ -56,7 +56,7 @@
     });
     const x = idx.map((i) => hist.number[i]);
     HPO.plot("chart-history", [
-      { type: "scattergl", mode: "markers", name: hist.metric, x, y: idx.map((i) => hist.value[i]),
+      { type: "scatter", mode: "markers", name: hist.metric, x, y: idx.map((i) => hist.value[i]),
         customdata: idx.map((i) => hist.trial_id[i]),
         hovertemplate: "trial #%{x}<br>%{y}<extra></extra>", marker: { size: 6, color: HPO.colors().accent } },
       { type: "scatter", mode: "lines", name: "best so far", x, y: bestY, line: { shape: "hv", color: HPO.colors().ok } },
@@ -76,6 +76,9 @@
     return { label: p, values: raw };
   }
 
+  // Parallel coordinates drawn as SVG lines: plotly's own parcoords trace is WebGL, whose
+  // shader compiler needs 'unsafe-eval', which the service's Content-Security-Policy forbids.
+  // One polyline per complete trial across the normalized axes, in 5 color bands of the value.
   function renderParcoords() {
     const idx = completeIdx();
     const params = paramNames();
@@ -85,17 +88,52 @@
       return;
     }
     $("chart-parcoords").replaceChildren();
-    const dims = params.map((p) => axisValues(p, idx))
-      .map((d) => ({ label: d.label, values: d.values.map((v) => (v === null ? NaN : v)),
-        ...(d.tickvals ? { tickvals: d.tickvals, ticktext: d.ticktext } : {}) }));
     const values = idx.map((i) => hist.value[i]);
+    const dims = params.map((p) => axisValues(p, idx));
     dims.push({ label: hist.metric, values });
-    HPO.plot("chart-parcoords", [{
-      type: "parcoords", dimensions: dims,
-      line: { color: values, colorscale: "Viridis", reversescale: hist.direction === "minimize", showscale: true },
-      labelfont: { color: HPO.colors().fg }, tickfont: { color: HPO.colors().fg },
-      rangefont: { color: HPO.colors().muted },
-    }], { margin: { l: 60, r: 60, t: 40, b: 20 } });
+    const scaled = dims.map((d) => {
+      const finite = d.values.filter((v) => v !== null && Number.isFinite(v));
+      let lo = d.tickvals ? 0 : Math.min(...finite);
+      let hi = d.tickvals ? Math.max(1, d.tickvals.length - 1) : Math.max(...finite);
+      if (!finite.length) { lo = 0; hi = 1; }
+      const y = (v) => {
+        if (v === null || !Number.isFinite(v) || (d.tickvals && v < 0)) return null;
+        return hi === lo ? 0.5 : (v - lo) / (hi - lo);
+      };
+      return { ...d, lo, hi, y };
+    });
+    const vlo = Math.min(...values), vhi = Math.max(...values);
+    const bands = 5;
+    const band = (v) => (vhi === vlo ? bands - 1 : Math.min(bands - 1, Math.floor(((v - vlo) / (vhi - vlo)) * bands)));
+    const palette = ["#440154", "#3b528b", "#21918c", "#5ec962", "#fde725"];
+    const better = hist.direction === "maximize" ? (b) => b : (b) => bands - 1 - b;
+    const traces = [];
+    for (let b = 0; b < bands; b++) {
+      const members = idx.map((i, k) => k).filter((k) => band(values[k]) === b);
+      if (!members.length) continue;
+      const x = [], y = [];
+      for (const k of members) {
+        scaled.forEach((d, a) => { x.push(a); y.push(d.y(d.values[k])); });
+        x.push(null); y.push(null);
+      }
+      const from = vlo + ((vhi - vlo) * b) / bands, to = vlo + ((vhi - vlo) * (b + 1)) / bands;
+      traces.push({ type: "scatter", mode: "lines", x, y, hoverinfo: "skip", connectgaps: false,
+        name: `${fmt(from, 3)}–${fmt(to, 3)}`, customdata: members.map((k) => hist.number[idx[k]]),
+        line: { width: 1.2, color: palette[better(b)] }, opacity: 0.7 });
+    }
+    const c = HPO.colors();
+    const annotations = scaled.flatMap((d, a) => [
+      { x: a, y: 1.08, text: d.label, showarrow: false, font: { size: 11 } },
+      { x: a, y: -0.06, text: d.ticktext ? d.ticktext[0] : fmt(d.lo, 3), showarrow: false, font: { size: 10, color: c.muted } },
+      { x: a, y: 1.02, text: d.ticktext ? d.ticktext[d.ticktext.length - 1] : fmt(d.hi, 3), showarrow: false, font: { size: 10, color: c.muted } },
+    ]);
+    const shapes = scaled.map((_, a) => ({ type: "line", x0: a, x1: a, y0: 0, y1: 1, line: { color: c.muted, width: 1 } }));
+    HPO.plot("chart-parcoords", traces, {
+      annotations, shapes, margin: { l: 30, r: 30, t: 30, b: 20 },
+      xaxis: { visible: false, range: [-0.3, scaled.length - 0.7] },
+      yaxis: { visible: false, range: [-0.12, 1.12] },
+      legend: { orientation: "h", y: -0.08, title: { text: hist.metric + " " } },
+    });
   }
 
   function renderSlice() {
@@ -111,7 +149,7 @@
         gridcolor: HPO.colors().line, automargin: true };
       extra["yaxis" + axis] = { gridcolor: HPO.colors().line, automargin: true,
         title: { text: k % cols === 0 ? hist.metric : "" } };
-      return { type: "scattergl", mode: "markers", name: p, xaxis: "x" + axis, yaxis: "y" + axis,
+      return { type: "scatter", mode: "markers", name: p, xaxis: "x" + axis, yaxis: "y" + axis,
         x: idx.map((i) => hist.params[p][i]), y: idx.map((i) => hist.value[i]),
         marker: { size: 5, color: idx.map((i) => hist.number[i]), colorscale: "Viridis" },
         hovertemplate: p + " %{x}<br>%{y}<extra></extra>" };
@@ -260,7 +298,9 @@
       if (done !== nComplete && (!running || Date.now() - importancesAt > 10000)) {
         nComplete = done;
         importancesAt = Date.now();
-        jobs.push(renderImportances(), renderReport());
+        jobs.push(renderImportances());
+        // The report (issue 4) can take long on large studies: it never holds up the charts.
+        renderReport().catch((e) => HPO.showError(e.message));
       }
     }
     if (changed || running) jobs.push(renderCurves());
