@@ -8,10 +8,10 @@ import warnings
 from collections import Counter
 from typing import Any
 
-import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from service import diagnoses
+from service.dashboard import charts
 from service.diagnosis_schemas import BoundaryHit, Finding, StudyReport
 from service.optuna_storage import get_storage
 from service.studies import best_trial, get_study_row
@@ -57,22 +57,20 @@ DOMINANT_ADVICE = {
 }
 
 
-def importances(study_name: str, url: str, n_complete: int) -> tuple[dict[str, float], str | None]:
+def importances(url: str, study_id: int, n_complete: int) -> tuple[dict[str, float], str | None]:
+    """Optuna's fANOVA, or sampled PED-ANOVA on large studies: the dashboard's computation
+    (cached per number of complete trials), so a 5,000-trial report stays fast."""
     if n_complete < MIN_TRIALS_FOR_IMPORTANCE:
         return {}, (
             f"importances need at least {MIN_TRIALS_FOR_IMPORTANCE} completed trials "
             f"(this study has {n_complete})"
         )
-    study = optuna.load_study(study_name=study_name, storage=get_storage(url))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. "too few trials": answered by the note
-            raw = optuna.importance.get_param_importances(
-                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
-            )
-    except (ValueError, RuntimeError) as e:
-        return {}, f"importances could not be computed: {e}"
-    result = {k: float(v) for k, v in raw.items() if math.isfinite(float(v))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. "too few trials": answered by the note
+        found = charts.importances(url, study_id)
+    result = {k: v for k, v in found.importances.items() if math.isfinite(v)}
+    if not result:
+        return {}, "importances could not be computed (every searched value was the same?)"
     return dict(sorted(result.items(), key=lambda kv: -kv[1])), None
 
 
@@ -185,7 +183,7 @@ def study_report(url: str, study_id: int) -> StudyReport:
         for t in trials
         if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)
     ]
-    imp, note = importances(f"hpo:{study.name}", url, len(done))
+    imp, note = importances(url, study_id, len(done))
     hits = boundary_hits(spec.get("space", {}), done, direction)
     best_fact = None if best is None else (best.number, best.value, spec["objective"]["metric"])
     return StudyReport(
