@@ -67,7 +67,6 @@ def test_cnn_on_digits_images_with_model_params_is_accepted() -> None:
         ({"dataset": {"name": "wine", "shape": "image"}}, "only digits can be read as images"),
         ({"dataset": {"name": "wine", "path": "/x"}}, "path: only image datasets"),
         ({"dataset": {"name": "digits", "download": True}}, "download: only image datasets"),
-        ({"dataset": {"name": "svhn"}}, "unknown dataset 'svhn'"),
         ({"model": {"family": "rnn"}}, "family"),
         ({"fixed__init": "lecun"}, "fixed.init: must be one of"),
         ({"fixed__batch_norm": "middle"}, "fixed.batch_norm"),
