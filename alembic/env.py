@@ -10,8 +10,8 @@ import os
 
 from alembic import context
 
-from service.db.engine import get_engine
-from service.db.models import Base
+from service.core.db.engine import get_engine
+from service.core.db.models import Base
 
 VERSION_TABLE = "hpo_alembic_version"
 

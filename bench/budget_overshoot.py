@@ -1,8 +1,8 @@
 """How many trials past the budget do concurrent workers run?
 
 Baseline: Optuna's recipe, `study.optimize(..., callbacks=[MaxTrialsCallback(n)])` in every
-worker process. Ours: `service.claims.claim_slot` before each trial. Both run the same cheap
-objective on the same database; the benchmark prints finished-trial counts against the
+worker process. Ours: `service.scheduling.claims.claim_slot` before each trial. Both run the
+same cheap objective on the same database; the benchmark prints finished-trial counts against the
 budget, and our throughput as a ratio of the baseline's (same process, same machine).
 
     python bench/budget_overshoot.py [--workers 8] [--n-trials 20] [--repeats 5]
@@ -36,7 +36,7 @@ def objective(trial: optuna.Trial) -> float:
 
 def optuna_worker(url: str, name: str, n_trials: int, ready: Any) -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    from service.optuna_storage import get_storage
+    from service.core.optuna_storage import get_storage
 
     study = optuna.load_study(study_name=name, storage=get_storage(url))
     ready.wait()  # start the clock after imports and connections, in every process at once
@@ -45,9 +45,9 @@ def optuna_worker(url: str, name: str, n_trials: int, ready: Any) -> None:
 
 def claim_worker(url: str, study_id: int, ready: Any) -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    from service.claims import attach_trial, claim_slot, finish_record
-    from service.optuna_storage import get_storage
-    from service.studies import get_study_row
+    from service.core.optuna_storage import get_storage
+    from service.scheduling.claims import attach_trial, claim_slot, finish_record
+    from service.studies.service import get_study_row
 
     row = get_study_row(url, study_id)
     study = optuna.load_study(study_name=f"hpo:{row.name}", storage=get_storage(url))
@@ -75,7 +75,7 @@ def run_processes(target: Any, args: tuple[object, ...], workers: int) -> float:
 
 def finished(url: str, optuna_name: str, n_trials: int) -> tuple[int, float]:
     """(finished trials, seconds from the first start until the n_trials-th finish)."""
-    from service.optuna_storage import get_storage
+    from service.core.optuna_storage import get_storage
 
     study = optuna.load_study(study_name=optuna_name, storage=get_storage(url))
     trials = study.get_trials(deepcopy=False, states=STATES)
@@ -92,9 +92,9 @@ def main() -> None:
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
 
-    from service.db.migrate import upgrade
-    from service.schemas import StudySpec
-    from service.studies import create_study
+    from service.core.db.migrate import upgrade
+    from service.studies.service import create_study
+    from service.studies.spec import StudySpec
 
     url = os.environ.get("HPO_BENCH_DATABASE_URL") or (f"sqlite:///{tempfile.mkdtemp()}/bench.db")
     upgrade(url)

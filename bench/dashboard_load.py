@@ -29,15 +29,15 @@ from optuna.storages._rdb import models as om
 from optuna.trial import TrialState
 from sqlalchemy import insert
 
-from service import studies as study_service
-from service import trials as trial_service
-from service.db.engine import session_scope
-from service.db.migrate import upgrade
-from service.db.models import CurvePoint, TrialRecord, utcnow
-from service.main import create_app
-from service.optuna_storage import get_storage
-from service.schemas import StudySpec
-from service.settings import Settings
+from service.app.main import create_app
+from service.core.db.engine import session_scope
+from service.core.db.migrate import upgrade
+from service.core.db.models import CurvePoint, TrialRecord, utcnow
+from service.core.optuna_storage import get_storage
+from service.core.settings import Settings
+from service.studies import service as study_service
+from service.studies.spec import StudySpec
+from service.trials import service as trial_service
 
 SPACE = {
     "lr": FloatDistribution(1e-4, 1e-1, log=True),

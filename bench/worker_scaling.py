@@ -40,8 +40,8 @@ def worker(url: str, name: str, ready: Any) -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    from service.settings import Settings
-    from service.worker import WorkerProcess
+    from service.core.settings import Settings
+    from service.worker.process import WorkerProcess
 
     settings = Settings(
         database_url=url, torch_threads=1, worker_poll_seconds=0.05, log_level="warning"
@@ -55,10 +55,10 @@ def worker(url: str, name: str, ready: Any) -> None:
 def _dataset(name: str, url: str) -> Any:
     from sqlalchemy import select
 
-    from service.db.engine import session_scope
-    from service.db.models import Study
-    from service.schemas import StudySpec
-    from service.studies import get_study_row
+    from service.core.db.engine import session_scope
+    from service.core.db.models import Study
+    from service.studies.service import get_study_row
+    from service.studies.spec import StudySpec
 
     with session_scope(url) as session:
         study_id = session.scalar(select(Study.id).where(Study.name == name))
@@ -70,10 +70,10 @@ def measure(url: str, n_workers: int, n_trials: int) -> tuple[float, float, floa
     """(trials per minute, mean seconds per trial outside training, mean training seconds)."""
     from sqlalchemy import func, select
 
-    from service.db.engine import session_scope
-    from service.db.models import CurvePoint, TrialRecord
-    from service.schemas import StudySpec
-    from service.studies import create_study
+    from service.core.db.engine import session_scope
+    from service.core.db.models import CurvePoint, TrialRecord
+    from service.studies.service import create_study
+    from service.studies.spec import StudySpec
 
     name = f"scaling-{n_workers}-{uuid.uuid4().hex[:6]}"
     study_id = create_study(url, StudySpec.model_validate(spec(name, n_trials))).id
@@ -118,7 +118,7 @@ def main() -> None:
     args = ap.parse_args()
     counts = [int(x) for x in args.workers.split(",")]
 
-    from service.db.migrate import upgrade
+    from service.core.db.migrate import upgrade
 
     url = os.environ.get("HPO_BENCH_DATABASE_URL") or f"sqlite:///{tempfile.mkdtemp()}/bench.db"
     upgrade(url)

@@ -17,9 +17,9 @@ import pytest
 import uvicorn
 from sqlalchemy.engine import make_url
 
-from service.db.migrate import upgrade
-from service.main import create_app
-from service.settings import Settings
+from service.app.main import create_app
+from service.core.db.migrate import upgrade
+from service.core.settings import Settings
 
 PG_ENV = "HPO_TEST_DATABASE_URL"
 
@@ -77,8 +77,8 @@ def postgres_database(admin_url: str) -> Iterator[str]:
     try:
         yield url.set(database=name).render_as_string(hide_password=False)
     finally:
-        from service.db.engine import get_engine
-        from service.optuna_storage import get_storage
+        from service.core.db.engine import get_engine
+        from service.core.optuna_storage import get_storage
 
         test_url = url.set(database=name).render_as_string(hide_password=False)
         get_engine(test_url).dispose()

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.db.migrate import upgrade
+from service.core.db.migrate import upgrade
 from tests.conftest import PG_ENV, postgres_database
 
 

@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from service.settings import Settings
-from service.worker import WorkerProcess
+from service.core.settings import Settings
+from service.worker.process import WorkerProcess
 from tests.conftest import DIGITS_SPEC, tiny_spec, unique
 
 CURVES = ("train_loss", "val_loss", "train_accuracy", "val_accuracy", "lr", "epoch_seconds")

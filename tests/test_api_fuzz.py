@@ -17,8 +17,8 @@ from schemathesis.checks import (
     response_schema_conformance,
 )
 
-from service.settings import Settings
-from service.tokens import create_token
+from service.access.tokens import create_token
+from service.core.settings import Settings
 from tests.conftest import backends, tiny_spec, unique
 from tests.dataset_files import npz_bytes, small_xy
 from tests.private_db import module_database

@@ -9,7 +9,7 @@ import math
 import httpx
 import pytest
 
-from service.settings import Settings
+from service.core.settings import Settings
 from tests.conftest import tiny_spec, unique
 from tests.test_api import run_worker, submit
 

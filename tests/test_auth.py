@@ -15,15 +15,15 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 
-from service.auth import OPEN_PATHS, READ_METHODS, check_at_startup
-from service.cli import main as cli_main
-from service.db.engine import session_scope
-from service.db.models import TrialRecord
-from service.main import create_app
-from service.optuna_storage import get_storage
-from service.settings import Settings
-from service.studies import get_study_row
-from service.tokens import create_token, revoke_tokens
+from service.access.tokens import create_token, revoke_tokens
+from service.app.auth import OPEN_PATHS, READ_METHODS, check_at_startup
+from service.app.main import create_app
+from service.cli.main import main as cli_main
+from service.core.db.engine import session_scope
+from service.core.db.models import TrialRecord
+from service.core.optuna_storage import get_storage
+from service.core.settings import Settings
+from service.studies.service import get_study_row
 from tests.conftest import backends, free_port, tiny_spec, unique
 from tests.dataset_files import npz_bytes, small_xy
 from tests.private_db import module_database
@@ -117,7 +117,7 @@ def world(client: httpx.Client, settings: Settings) -> World:
 
 
 def _token_id(url: str, token: str) -> int:
-    from service.tokens import verify_token
+    from service.access.tokens import verify_token
 
     return verify_token(url, token).token_id
 
@@ -338,7 +338,7 @@ def test_auth_mode_follows_the_address(database_url: str, caplog: pytest.LogCapt
     with caplog.at_level(logging.WARNING, logger="hpo.auth"):
         check_at_startup(Settings(database_url=database_url, host="127.0.0.1"))
     assert "auth is OFF" in caplog.text
-    from service.auth import auth_required
+    from service.app.auth import auth_required
 
     assert auth_required(Settings(database_url=database_url, host="0.0.0.0"))
     assert auth_required(Settings(database_url=database_url, host="::1", auth="required"))

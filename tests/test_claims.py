@@ -9,12 +9,12 @@ import pytest
 from optuna.trial import TrialState
 from sqlalchemy import select, update
 
-from service import claims
-from service.db.engine import session_scope
-from service.db.models import Study, TrialRecord, Worker, utcnow
-from service.optuna_storage import get_storage
-from service.schemas import StudySpec
-from service.studies import create_study
+from service.core.db.engine import session_scope
+from service.core.db.models import Study, TrialRecord, Worker, utcnow
+from service.core.optuna_storage import get_storage
+from service.scheduling import claims
+from service.studies.service import create_study
+from service.studies.spec import StudySpec
 from tests.conftest import tiny_spec, unique
 
 

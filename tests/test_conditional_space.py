@@ -11,10 +11,10 @@ import httpx
 import optuna
 import pytest
 
-from service.schemas import StudySpec
-from service.search.space import suggest_params
-from service.settings import Settings
-from service.worker import WorkerProcess
+from service.core.settings import Settings
+from service.studies.search.space import suggest_params
+from service.studies.spec import StudySpec
+from service.worker.process import WorkerProcess
 from tests.conftest import tiny_spec, unique
 
 MOMENTUM_WHEN = {"optimizer": ["momentum", "nesterov"]}

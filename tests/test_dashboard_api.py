@@ -20,15 +20,15 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 from sqlalchemy import insert
 
-from service import studies as study_service
-from service.dashboard import pages as dashboard_pages
-from service.dashboard.downsample import lttb
-from service.db.engine import session_scope
-from service.db.models import CurvePoint, TrialRecord
-from service.main import create_app
-from service.optuna_storage import get_storage
-from service.schemas import StudySpec
-from service.settings import Settings
+from service.analysis.downsample import lttb
+from service.app.dashboard import pages as dashboard_pages
+from service.app.main import create_app
+from service.core.db.engine import session_scope
+from service.core.db.models import CurvePoint, TrialRecord
+from service.core.optuna_storage import get_storage
+from service.core.settings import Settings
+from service.studies import service as study_service
+from service.studies.spec import StudySpec
 from tests.conftest import free_port, tiny_spec, unique
 
 DISTS = {

@@ -17,8 +17,8 @@ import pytest
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from service.main import create_app
-from service.settings import Settings
+from service.app.main import create_app
+from service.core.settings import Settings
 from tests.conftest import tiny_spec, unique
 from tests.test_dashboard_api import serving
 from tests.test_e2e import Service
@@ -86,7 +86,7 @@ def finished(service: Service) -> dict[str, Any]:
     xss = service.client.post("/api/studies", json=tiny_spec(XSS_NAME, n_trials=1)).json()
     study = service.wait_finished(study_id)
     service.wait_finished(xss["id"])
-    return {"study": study, "trials": service.trials(study_id), "xss_id": xss["id"]}
+    return {"study": study, "trials": service.trials.service(study_id), "xss_id": xss["id"]}
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from service.db.engine import session_scope
-from service.db.models import Dataset, DatasetBlob
-from service.settings import Settings
-from service.uploaded_data import CACHE_SUBDIR
-from service.worker import WorkerProcess
+from service.core.db.engine import session_scope
+from service.core.db.models import Dataset, DatasetBlob
+from service.core.settings import Settings
+from service.datasets.splits import CACHE_SUBDIR
+from service.worker.process import WorkerProcess
 from tests.conftest import backends, tiny_spec, unique
 from tests.dataset_files import (
     csv_bytes,
@@ -337,7 +337,7 @@ def test_worker_trains_on_an_uploaded_dataset_and_delete_waits_for_studies(
 
 
 def test_worker_refetches_a_corrupted_cache_file(settings: Settings, client: httpx.Client) -> None:
-    from service.datasets import load_arrays
+    from service.datasets.service import load_arrays
 
     x, y = small_xy(seed=9)
     sha = upload(client, unique("c"), "d.npz", npz_bytes(X=x, y=y)).json()["sha256"]
@@ -352,7 +352,7 @@ def test_worker_refetches_a_corrupted_cache_file(settings: Settings, client: htt
 
 
 def test_parquet_bomb_and_row_cap_are_refused_before_reading() -> None:
-    from service.dataset_files import DatasetFileError, DatasetLimits, parse_dataset
+    from service.datasets.files import DatasetFileError, DatasetLimits, parse_dataset
 
     x, y = small_xy()
     table = {f"f{i}": x[:, i] for i in range(x.shape[1])} | {"label": y}
@@ -367,8 +367,8 @@ def test_parquet_bomb_and_row_cap_are_refused_before_reading() -> None:
 def test_uploaded_images_are_standardized_per_channel_and_flatten_on_request(
     client: httpx.Client, settings: Settings
 ) -> None:
-    from service.schemas import DatasetSpec
-    from service.uploaded_data import load_uploaded_splits
+    from service.datasets.spec import DatasetSpec
+    from service.datasets.splits import load_uploaded_splits
 
     rng = np.random.default_rng(4)
     y = np.arange(80) % 2

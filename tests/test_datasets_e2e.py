@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from service.cli import main as cli_main
-from service.db.engine import session_scope
-from service.db.migrate import upgrade
-from service.db.models import Worker
-from service.tokens import create_token
+from service.access.tokens import create_token
+from service.cli.main import main as cli_main
+from service.core.db.engine import session_scope
+from service.core.db.migrate import upgrade
+from service.core.db.models import Worker
 from tests.dataset_files import signal_dataset
 from tests.test_e2e import Service
 

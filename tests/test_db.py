@@ -11,7 +11,7 @@ from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 
-from service.db.migrate import alembic_config, upgrade
+from service.core.db.migrate import alembic_config, upgrade
 
 OURS = {
     "hpo_studies",
@@ -39,7 +39,7 @@ def test_cli_db_upgrade_creates_both_schemas_and_is_idempotent(empty_database_ur
             [
                 sys.executable,
                 "-m",
-                "service.cli",
+                "service.cli.main",
                 "db",
                 "upgrade",
                 "--database-url",

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from service.schemas import StudySpec
+from service.studies.spec import StudySpec
 from trainer import diagnosis as d
 from trainer.diagnosis import CONFIRM_EPOCHS, KINDS, EarlyVerdict, TrialRun, diagnose
 

@@ -11,12 +11,12 @@ import httpx
 import pytest
 from sqlalchemy import delete, func, select
 
-from service.claims import reap_worker
-from service.db.engine import session_scope
-from service.db.models import LearningCurveJob, TrialDiagnosis, Worker, utcnow
-from service.learning_curves import MAX_ATTEMPTS, claim_job, requeue_orphans
-from service.settings import Settings
-from service.worker import WorkerProcess
+from service.analysis.learning_curves import MAX_ATTEMPTS, claim_job, requeue_orphans
+from service.core.db.engine import session_scope
+from service.core.db.models import LearningCurveJob, TrialDiagnosis, Worker, utcnow
+from service.core.settings import Settings
+from service.scheduling.claims import reap_worker
+from service.worker.process import WorkerProcess
 from tests.conftest import tiny_spec, unique
 from trainer.data_size import HELPS, NO_HELP
 from trainer.diagnosis import KINDS
@@ -263,7 +263,7 @@ def test_openapi_documents_the_diagnosis_routes(client: httpx.Client) -> None:
 def test_cli_prints_a_trials_findings_and_the_report(
     client: httpx.Client, settings: Settings, server_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from service.cli import main
+    from service.cli.main import main
 
     name = unique("cli-diag")
     study_id = submit(client, tiny_spec(name, n_trials=1))

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from service.db.engine import session_scope
-from service.db.models import LearningCurveJob, Worker
+from service.core.db.engine import session_scope
+from service.core.db.models import LearningCurveJob, Worker
 from tests.conftest import unique
 from tests.test_e2e import Service, hpo_cli
 from trainer.data_size import HELPS, NO_HELP

@@ -18,9 +18,9 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from service.db.engine import session_scope
-from service.db.models import EnqueuedConfig, Worker
-from service.studies import get_study, get_study_row
+from service.core.db.engine import session_scope
+from service.core.db.models import EnqueuedConfig, Worker
+from service.studies.service import get_study, get_study_row
 from tests.conftest import DIGITS_SPEC, free_port, tiny_spec
 
 pytestmark = pytest.mark.slow
@@ -30,7 +30,7 @@ FOUR_CURVES = ("train_loss", "val_loss", "train_accuracy", "val_accuracy")
 
 def hpo_command() -> list[str]:
     script = Path(sys.executable).parent / "hpo"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "service.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "service.cli.main"]
 
 
 class Service:

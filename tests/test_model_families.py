@@ -12,9 +12,9 @@ import httpx
 import numpy as np
 import pytest
 
-from service.model_families import available, builder_for
-from service.settings import Settings
-from service.worker import WorkerProcess
+from service.core.settings import Settings
+from service.studies.model_families import available, builder_for
+from service.worker.process import WorkerProcess
 from tests.conftest import backends, tiny_spec, unique
 from tests.dataset_files import npz_bytes
 from tests.private_db import module_database

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from service.schemas import StudySpec
+from service.studies.spec import StudySpec
 from tests.conftest import DIGITS_SPEC
 
 

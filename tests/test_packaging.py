@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from service.cli import build_parser
+from service.cli.main import build_parser
 from tests.conftest import DIGITS_SPEC
 from trainer.params import PARAMS
 

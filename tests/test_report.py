@@ -12,7 +12,7 @@ import torch
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, create_trial
 
-from service.report import _advice, boundary_hits
+from service.analysis.report import _advice, boundary_hits
 from trainer import TensorData, load_dataset
 from trainer.data_size import HELPS, NO_HELP, SizePoint, conclude, epochs_for, subsample
 

@@ -7,12 +7,12 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from service import claims
-from service.db.engine import session_scope
-from service.db.models import EnqueuedConfig, Study
-from service.gpus import Slot, parse_gpus, plan_slots
-from service.schemas import StudySpec
-from service.studies import create_study
+from service.core.db.engine import session_scope
+from service.core.db.models import EnqueuedConfig, Study
+from service.scheduling import claims
+from service.studies.service import create_study
+from service.studies.spec import StudySpec
+from service.worker.gpus import Slot, parse_gpus, plan_slots
 from tests.conftest import tiny_spec, unique
 
 

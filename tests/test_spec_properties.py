@@ -19,11 +19,11 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from service.schemas import StudySpec
-from service.search.factories import build_pruner, build_sampler
-from service.search.space import suggest_params
-from service.settings import Settings
-from service.submission import check_submission
+from service.core.settings import Settings
+from service.studies.search.factories import build_pruner, build_sampler
+from service.studies.search.space import suggest_params
+from service.studies.spec import StudySpec
+from service.studies.submission import check_submission
 from trainer import DivergedError, EpochMetrics, TensorData, TrainConfig, fit, load_dataset
 from trainer.params import PARAMS, ParamSpec
 

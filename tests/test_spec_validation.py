@@ -11,9 +11,9 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from service.db.engine import session_scope
-from service.db.models import Study
-from service.optuna_storage import get_storage
+from service.core.db.engine import session_scope
+from service.core.db.models import Study
+from service.core.optuna_storage import get_storage
 from tests.conftest import DIGITS_SPEC, unique
 
 Mutation = Callable[[dict[str, Any]], None]

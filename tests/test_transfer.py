@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from service.settings import Settings
-from service.transfer import freeze
-from service.worker import WorkerProcess
+from service.core.settings import Settings
+from service.trials.transfer import freeze
+from service.worker.process import WorkerProcess
 from tests.conftest import tiny_spec, unique
 from trainer import evaluate, load_dataset
 from trainer.checkpoint import Checkpoint, load_checkpoint, rebuild_model

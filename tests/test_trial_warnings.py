@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from service.settings import Settings
-from service.worker import WorkerProcess
+from service.core.settings import Settings
+from service.worker.process import WorkerProcess
 from tests.conftest import tiny_spec, unique
 
 

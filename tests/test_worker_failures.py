@@ -15,13 +15,13 @@ import torch
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from service import worker as worker_module
-from service.db.engine import session_scope
-from service.db.models import TrialRecord, Worker, utcnow
-from service.db.retry import retry_db
-from service.optuna_storage import get_storage
-from service.settings import Settings
-from service.worker import WorkerProcess
+from service.core.db.engine import session_scope
+from service.core.db.models import TrialRecord, Worker, utcnow
+from service.core.db.retry import retry_db
+from service.core.optuna_storage import get_storage
+from service.core.settings import Settings
+from service.worker import process as worker_module
+from service.worker.process import WorkerProcess
 from tests.conftest import tiny_spec, unique
 from trainer import EpochMetrics, FitResult, TensorData, TrainConfig
 from trainer.loop import EpochCallback

@@ -19,12 +19,12 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from service.db.engine import session_scope
-from service.db.migrate import upgrade
-from service.db.models import CurvePoint, EnqueuedConfig, TrialRecord, Worker
-from service.optuna_storage import get_storage
-from service.schemas import StudySpec
-from service.studies import create_study, get_study_row
+from service.core.db.engine import session_scope
+from service.core.db.migrate import upgrade
+from service.core.db.models import CurvePoint, EnqueuedConfig, TrialRecord, Worker
+from service.core.optuna_storage import get_storage
+from service.studies.service import create_study, get_study_row
+from service.studies.spec import StudySpec
 from tests.conftest import PG_ENV, postgres_database, tiny_spec
 from tests.test_e2e import Service, hpo_command
 
@@ -359,7 +359,7 @@ def test_compose_file_runs_migrations_first_and_reserves_gpus() -> None:
     deadline = float(services["worker"]["environment"]["HPO_STOP_DEADLINE_SECONDS"])
     assert float(services["worker"]["stop_grace_period"].rstrip("s")) > deadline
     # The commands the images run exist in the CLI.
-    from service.cli import build_parser
+    from service.cli.main import build_parser
 
     for name in ("api", "worker", "migrate"):
         args = build_parser().parse_args(services[name]["command"][1:])

@@ -1,0 +1,1 @@
+"""Analysis of trials and studies: diagnoses, remedies, report, importances, learning curves."""

@@ -1,0 +1,198 @@
+"""Study report: what the trials' diagnoses, Optuna's importances and the best trials'
+positions in the search space say, and a short paragraph of advice built from those facts."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import Counter
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from service.analysis import charts, diagnoses
+from service.analysis.schemas import BoundaryHit, Finding, StudyReport
+from service.core.optuna_storage import get_storage
+from service.studies.service import best_trial, get_study_row
+from trainer.params import PARAMS
+from trainer.remedies import widened
+
+# Optuna's importance evaluators need a few completed trials to say anything; below this
+# many they fall back to "all equal", which would read as a finding.
+MIN_TRIALS_FOR_IMPORTANCE = 4
+# Boundary hits look at the best TOP_FRACTION of completed trials (at least TOP_MIN) ...
+TOP_FRACTION = 0.25
+TOP_MIN = 3
+# ... and call an edge "hit" when at least this share of them lie within EDGE_FRACTION of
+# the range's width (log-scaled for log ranges) from it: a sampler that found its optimum
+# inside the range spreads its best trials around it, not against a wall.
+BOUNDARY_SHARE = 2 / 3
+EDGE_FRACTION = 0.1
+
+# Study-level sentences for a kind found in at least half of the trials.
+DOMINANT_ADVICE = {
+    "overfit": (
+        "most trials overfit: search stronger regularization (dropout, weight_decay, l1, "
+        "early stopping) or smaller models, and run the data-size learning curve to see "
+        "whether more data would help"
+    ),
+    "underfit": (
+        "most trials underfit: give the model more capacity (hidden_units, hidden_layers), "
+        "less regularization, and more epochs"
+    ),
+    "diverged": "many trials diverged: lower the top of the lr range or add grad_clip",
+    "oscillating": "many trials oscillate: lower lr or raise batch_size",
+    "still_improving": "many trials were still improving at the end: raise max_epochs",
+    "vanishing_gradients": (
+        "many trials have vanishing gradients: use He/Xavier init, non-saturating "
+        "activations, batch norm or fewer layers"
+    ),
+    "exploding_gradients": "many trials have exploding gradients: add grad_clip, lower lr",
+    "dead_units": "many trials have dead ReLU units: try leaky_relu or elu, or a lower lr",
+    "unrepresentative_validation": (
+        "the validation split looks unrepresentative in many trials: raise val_fraction"
+    ),
+    "good_fit": "most trials fit well: refine the search around the best trial's configuration",
+}
+
+
+def importances(url: str, study_id: int, n_complete: int) -> tuple[dict[str, float], str | None]:
+    """Optuna's fANOVA, or sampled PED-ANOVA on large studies: the dashboard's computation
+    (cached per number of complete trials), so a 5,000-trial report stays fast."""
+    if n_complete < MIN_TRIALS_FOR_IMPORTANCE:
+        return {}, (
+            f"importances need at least {MIN_TRIALS_FOR_IMPORTANCE} completed trials "
+            f"(this study has {n_complete})"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. "too few trials": answered by the note
+        found = charts.importances(url, study_id)
+    result = {k: v for k, v in found.importances.items() if math.isfinite(v)}
+    if not result:
+        return {}, "importances could not be computed (every searched value was the same?)"
+    return dict(sorted(result.items(), key=lambda kv: -kv[1])), None
+
+
+def _position(value: float, dist: dict[str, Any]) -> float:
+    """Where value lies in [low, high], 0..1, on the range's own scale."""
+    low, high = float(dist["low"]), float(dist["high"])
+    if dist.get("log") and low > 0 and value > 0:
+        low, high, value = math.log(low), math.log(high), math.log(value)
+    return (value - low) / (high - low) if high > low else 0.5
+
+
+def boundary_hits(
+    space: dict[str, Any], done: list[FrozenTrial], direction: str
+) -> list[BoundaryHit]:
+    if len(done) < TOP_MIN:
+        return []
+    ranked = sorted(done, key=lambda t: t.value, reverse=direction == "maximize")  # type: ignore[arg-type,return-value]
+    top = ranked[: max(TOP_MIN, math.ceil(TOP_FRACTION * len(done)))]
+    hits = []
+    for param, dist in space.items():
+        if dist.get("type") not in ("float", "int"):
+            continue
+        values = [float(t.params[param]) for t in top if param in t.params]
+        if not values:
+            continue
+        positions = [_position(v, dist) for v in values]
+        for edge in ("high", "low"):
+            near = sum(
+                1
+                for p in positions
+                if (p >= 1 - EDGE_FRACTION if edge == "high" else p <= EDGE_FRACTION)
+            )
+            if near / len(values) >= BOUNDARY_SHARE:
+                hits.append(_hit(param, dist, edge, near, len(values)))
+    return hits
+
+
+def _hit(param: str, dist: dict[str, Any], edge: str, near: int, of: int) -> BoundaryHit:
+    bound = dist[edge]
+    where = "top" if edge == "high" else "bottom"
+    facts = (
+        f"{near} of the {of} best trials have {param} within {EDGE_FRACTION:.0%} of the "
+        f"{where} of its range ({bound:g})"
+    )
+    spec = PARAMS.get(param)
+    limit = None if spec is None else (spec.high if edge == "high" else spec.low)
+    if limit is not None and float(bound) == limit:
+        return BoundaryHit(
+            param=param,
+            edge=edge,
+            advice=f"{facts}, which is {param}'s own limit: fix it at {bound:g}",
+        )
+    wider = widened(dist, edge, param)
+    return BoundaryHit(
+        param=param,
+        edge=edge,
+        advice=(
+            f"widen {param} {'upward' if edge == 'high' else 'downward'}: {facts}; e.g. "
+            f'"{param}": {{"low": {wider["low"]:g}, "high": {wider["high"]:g}}}'
+        ),
+    )
+
+
+def _advice(
+    n: int,
+    counts: Counter[str],
+    best: tuple[int, float, str] | None,
+    best_findings: list[dict[str, Any]],
+    imp: dict[str, float],
+    hits: list[BoundaryHit],
+) -> str:
+    if n == 0:
+        return "No finished trials yet: nothing to report."
+    parts = [
+        f"{n} finished trial{'s' if n != 1 else ''} diagnosed: "
+        + (", ".join(f"{c} {k}" for k, c in counts.most_common()) or "no findings")
+        + "."
+    ]
+    if best is not None:
+        number, value, metric = best
+        kinds = [f["kind"] for f in best_findings] or ["no finding"]
+        line = f"The best trial (#{number}, {metric} {value:.4g}) shows {', '.join(kinds)}"
+        remedies = [r for f in best_findings for r in f["remedies"]]
+        parts.append(line + (f"; first remedy: {remedies[0]}." if remedies else "."))
+    for kind, c in counts.most_common():
+        if c * 2 >= n and kind in DOMINANT_ADVICE:
+            text = DOMINANT_ADVICE[kind]
+            parts.append(text[0].upper() + text[1:] + ".")
+    if imp:
+        ranked = list(imp.items())
+        line = f"{ranked[0][0]} matters most (importance {ranked[0][1]:.2f})"
+        if len(ranked) > 1:
+            line += f", then {ranked[1][0]} ({ranked[1][1]:.2f})"
+        parts.append(line + ".")
+    parts += [h.advice[0].upper() + h.advice[1:] + "." for h in hits]
+    return " ".join(parts)
+
+
+def study_report(url: str, study_id: int) -> StudyReport:
+    study = get_study_row(url, study_id)
+    spec = study.spec
+    findings = diagnoses.study_findings(url, study)
+    counts: Counter[str] = Counter(f["kind"] for fl in findings.values() for f in fl)
+    trials = get_storage(url).get_all_trials(study.optuna_study_id, deepcopy=False)
+    direction = str(spec["objective"]["direction"])
+    best = best_trial(url, study)
+    best_findings = [] if best is None else findings.get(best.trial_id, [])
+    done = [
+        t
+        for t in trials
+        if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)
+    ]
+    imp, note = importances(url, study_id, len(done))
+    hits = boundary_hits(spec.get("space", {}), done, direction)
+    best_fact = None if best is None else (best.number, best.value, spec["objective"]["metric"])
+    return StudyReport(
+        study_id=study_id,
+        n_trials=len(findings),
+        finding_counts=dict(counts.most_common()),
+        best_trial_id=None if best is None else best.trial_id,
+        best_trial_findings=[Finding.model_validate(f) for f in best_findings],
+        importances=imp,
+        importances_note=note,
+        boundary_hits=hits,
+        advice=_advice(len(findings), counts, best_fact, best_findings, imp, hits),
+    )

@@ -1,0 +1,196 @@
+"""Who may call the API: one dependency applied to every route of the app.
+
+When auth is on, every `/api/...` route except `/api/health` wants
+`Authorization: Bearer <token>`. Reading (GET, HEAD, OPTIONS) needs the `read` role,
+anything else `submit`; a `submit` token changes only what it owns: a mutating route with a
+`{study_id}` or `{trial_id}` path parameter is refused (403) for another owner's study
+before the route runs, so routes added later are covered without code of their own.
+`AuthGate`, a middleware, answers the 401s before a request body is even read.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
+from starlette.datastructures import Headers
+
+from service.access.tokens import Principal, TokenError, active_token_count, verify_token
+from service.core.db.engine import session_scope
+from service.core.db.models import Study, TrialRecord
+from service.core.settings import Settings
+
+log = logging.getLogger("hpo.auth")
+
+OPEN_PATHS = frozenset({"/api/health"})
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+# Declares the scheme in the OpenAPI document; the header is parsed below for clear errors.
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    description="an API token from `hpo token create` (needed when auth is on)",
+)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def auth_required(settings: Settings) -> bool:
+    if settings.auth == "auto":
+        return not is_loopback(settings.host)
+    return settings.auth == "required"
+
+
+def check_at_startup(settings: Settings) -> None:
+    """Logs the auth mode; refuses to serve with auth on and no token to log in with."""
+    if not auth_required(settings):
+        if is_loopback(settings.host):
+            log.warning(
+                "auth is OFF: anyone who can connect to %s:%d can submit studies "
+                "(HPO_AUTH=required or `hpo serve --auth required` turns it on)",
+                settings.host,
+                settings.port,
+            )
+        else:
+            log.warning(
+                "auth is OFF on %s (HPO_AUTH=off): every client that reaches this address "
+                "can submit and stop studies",
+                settings.host,
+            )
+        return
+    if active_token_count(settings.database_url) == 0:
+        raise SystemExit(
+            f"auth is on (listening on {settings.host}, HPO_AUTH={settings.auth}) but no API "
+            "token exists; create one first: hpo token create --name admin --role admin"
+        )
+    log.info("auth is on: API calls need a bearer token")
+
+
+def _unauthorized(reason: str) -> HTTPException:
+    return HTTPException(401, reason, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _owner_of(url: str, param: str, raw: str) -> tuple[bool, int | None]:
+    """(found, owner token id) of the study a path parameter points at."""
+    try:
+        key = int(raw)
+    except ValueError:
+        return False, None
+    with session_scope(url) as session:
+        if param == "study_id":
+            row = session.execute(select(Study.owner_token_id).where(Study.id == key)).first()
+        else:
+            row = session.execute(
+                select(Study.owner_token_id)
+                .join(TrialRecord, TrialRecord.study_id == Study.id)
+                .where(TrialRecord.optuna_trial_id == key)
+            ).first()
+    return (False, None) if row is None else (True, row[0])
+
+
+def is_protected(path: str, root_path: str = "") -> bool:
+    """Whether `path` (as the server saw it, with any `root_path` prefix) needs a token."""
+    root = root_path.rstrip("/")
+    if root and (path == root or path.startswith(root + "/")):
+        path = path[len(root) :]  # under a prefix the app's routes match the rest
+    return path.startswith("/api/") and path not in OPEN_PATHS
+
+
+def identify(url: str, header: str | None) -> Principal:
+    """The principal of an Authorization header; TokenError says why there is none."""
+    if not header:
+        raise TokenError("authentication required: send Authorization: Bearer <token>")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise TokenError("malformed Authorization header: expected 'Bearer <token>'")
+    return verify_token(url, token.strip())
+
+
+PRINCIPAL_KEY = "hpo_principal"
+
+
+class AuthGate:
+    """Answers 401 before a request body is read: nobody without a valid token gets a
+    multipart upload parsed or a JSON body decoded. Roles and owners are checked by
+    `authenticate`, which reuses the principal found here."""
+
+    def __init__(self, app: Any, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.on = auth_required(settings)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if (
+            not self.on
+            or scope["type"] != "http"
+            or not is_protected(scope["path"], scope.get("root_path", ""))
+        ):
+            await self.app(scope, receive, send)
+            return
+        header = Headers(scope=scope).get("authorization")
+        try:
+            principal = await run_in_threadpool(identify, self.settings.database_url, header)
+        except TokenError as e:
+            response = JSONResponse(
+                {"detail": str(e)}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+            )
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})[PRINCIPAL_KEY] = principal
+        await self.app(scope, receive, send)
+
+
+def authenticate(
+    request: Request,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> Principal | None:
+    """The caller's principal; None when auth is off or the path is open."""
+    if not request.app.state.auth_required or not is_protected(
+        request.url.path, request.scope.get("root_path", "")
+    ):
+        return None
+    settings: Settings = request.app.state.settings
+    principal: Principal | None = request.scope.get("state", {}).get(PRINCIPAL_KEY)
+    if principal is None:  # the app runs without AuthGate in front of it
+        try:
+            principal = identify(settings.database_url, request.headers.get("authorization"))
+        except TokenError as e:
+            raise _unauthorized(str(e)) from e
+    needed = "read" if request.method in READ_METHODS else "submit"
+    if not principal.has(needed):
+        raise HTTPException(
+            403, f"token {principal.name!r} has role {principal.role}; needs {needed}"
+        )
+    if needed != "read" and principal.role != "admin":
+        for param in ("study_id", "trial_id"):
+            if param in request.path_params:
+                found, owner = _owner_of(settings.database_url, param, request.path_params[param])
+                if found and not principal.owns(owner):
+                    raise HTTPException(
+                        403, f"this study belongs to another token than {principal.name!r}"
+                    )
+    return principal
+
+
+PrincipalDep = Annotated[Principal | None, Depends(authenticate)]
+
+
+def owner_id(principal: Principal | None) -> int | None:
+    return None if principal is None else principal.token_id
+
+
+def require_owner(principal: Principal | None, owner_token_id: int | None, what: str) -> None:
+    if principal is not None and not principal.owns(owner_token_id):
+        raise HTTPException(403, f"{what} belongs to another token than {principal.name!r}")

@@ -1,0 +1,151 @@
+"""Prometheus metrics read from the database at scrape time.
+
+Every service process answers the same numbers (the state lives in the database, not in
+the process), so any one of several API replicas can be scraped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import timedelta
+
+from prometheus_client.core import (
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from service.core.db.engine import session_scope
+from service.core.db.models import EnqueuedConfig, Study, TrialRecord, Worker, utcnow
+
+log = logging.getLogger(__name__)
+
+# Upper bounds (seconds) of the trial-duration histogram's buckets.
+DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0)
+
+
+class DatabaseCollector(Collector):
+    def __init__(self, url: str, grace_seconds: float) -> None:
+        self.url = url
+        self.grace_seconds = grace_seconds
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("hpo_database_up", "1 if the database answered this scrape")
+        try:
+            metrics = list(self._collect())
+        except SQLAlchemyError as e:
+            log.warning("metrics: database unavailable (%s)", type(e).__name__)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from metrics
+
+    def _collect(self) -> Iterator[Metric]:
+        with session_scope(self.url) as session:
+            by_state = session.execute(
+                select(Study.name, TrialRecord.state, func.count())
+                .select_from(TrialRecord)
+                .join(Study, Study.id == TrialRecord.study_id)
+                .group_by(Study.name, TrialRecord.state)
+            ).all()
+            studies = session.execute(
+                select(Study.name, Study.status, Study.n_trials, Study.slots_used, Study.n_running)
+            ).all()
+            workers = session.execute(select(Worker.status, Worker.heartbeat_at)).all()
+            durations = session.execute(
+                select(TrialRecord.state, TrialRecord.started_at, TrialRecord.finished_at).where(
+                    TrialRecord.finished_at.is_not(None)
+                )
+            ).all()
+            enqueued = session.execute(
+                select(Study.name, func.count())
+                .select_from(EnqueuedConfig)
+                .join(Study, Study.id == EnqueuedConfig.study_id)
+                .where(EnqueuedConfig.claimed.is_(False), Study.status == "running")
+                .group_by(Study.name)
+            ).all()
+
+        trials = GaugeMetricFamily(
+            "hpo_trials",
+            "Trials by study and state (claimed, running, complete, pruned, fail)",
+            labels=["study", "state"],
+        )
+        for name, state, n in by_state:
+            trials.add_metric([name, state], n)
+        yield trials
+
+        status = GaugeMetricFamily("hpo_studies", "Studies by status", labels=["status"])
+        counts: dict[str, int] = {}
+        for _, st, *_rest in studies:
+            counts[st] = counts.get(st, 0) + 1
+        for st, n in sorted(counts.items()):
+            status.add_metric([st], n)
+        yield status
+
+        queue = GaugeMetricFamily(
+            "hpo_queue_depth",
+            "Trials of running studies not yet started (budget left to claim)",
+            labels=["study"],
+        )
+        running = GaugeMetricFamily(
+            "hpo_trials_running", "Trials claimed and not finished", labels=["study"]
+        )
+        for name, st, n_trials, used, n_running in studies:
+            if st == "running":
+                queue.add_metric([name], max(n_trials - used, 0))
+            running.add_metric([name], n_running)
+        yield queue
+        yield running
+        pending = GaugeMetricFamily(
+            "hpo_enqueued_pending",
+            "Enqueued configurations (and retries) not yet claimed",
+            labels=["study"],
+        )
+        for name, n in enqueued:
+            pending.add_metric([name], n)
+        yield pending
+
+        cutoff = utcnow() - timedelta(seconds=self.grace_seconds)
+        alive = sum(1 for st, beat in workers if st == "running" and beat >= cutoff)
+        w = GaugeMetricFamily("hpo_workers_alive", "Workers with a heartbeat in the grace period")
+        w.add_metric([], alive)
+        yield w
+        by_status = GaugeMetricFamily(
+            "hpo_workers", "Worker processes by status as recorded", labels=["status"]
+        )
+        wcounts: dict[str, int] = {}
+        for st, _ in workers:
+            wcounts[st] = wcounts.get(st, 0) + 1
+        for st, n in sorted(wcounts.items()):
+            by_status.add_metric([st], n)
+        yield by_status
+
+        hist = HistogramMetricFamily(
+            "hpo_trial_duration_seconds",
+            "Wall time of finished trials, claim to finish",
+            labels=["state"],
+        )
+        per_state: dict[str, list[float]] = {}
+        for state, started, finished in durations:
+            if finished is not None:
+                per_state.setdefault(state, []).append((finished - started).total_seconds())
+        for state, values in sorted(per_state.items()):
+            buckets = [
+                (f"{bound:g}", float(sum(1 for v in values if v <= bound)))
+                for bound in DURATION_BUCKETS
+            ]
+            buckets.append(("+Inf", float(len(values))))
+            hist.add_metric([state], buckets, sum_value=sum(values))
+        yield hist
+
+
+def registry_for(url: str, grace_seconds: float) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(DatabaseCollector(url, grace_seconds))
+    return registry

@@ -1,0 +1,1 @@
+"""The `hpo` command line: commands on top of the REST client."""

@@ -1,0 +1,106 @@
+"""CLI commands for diagnoses: `hpo report STUDY`, `hpo learning-curve STUDY [--watch]`,
+and `hpo trial ID --diagnosis`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from service.cli import main as cli
+
+ClientFactory = Callable[[str, Any, str], argparse.ArgumentParser]
+
+
+def format_findings(findings: list[dict[str, Any]]) -> str:
+    if not findings:
+        return "no findings"
+    lines = []
+    for f in findings:
+        evidence = ", ".join(f"{k}={v}" for k, v in f["evidence"].items())
+        lines.append(f"{f['kind']} [{f['severity']}]: {evidence}")
+        lines += [f"  - {r}" for r in f["remedies"]]
+    return "\n".join(lines)
+
+
+def cmd_trial_diagnosis(args: argparse.Namespace) -> int:
+    body = cli._call(args, "GET", f"/api/trials/{args.trial_id}/diagnosis")
+    print(f"trial {body['trial_id']}:")
+    print(format_findings(body["findings"]))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    report = cli._call(args, "GET", f"/api/studies/{cli._study_id(args, args.study)}/report")
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    counts = ", ".join(f"{k} {v}" for k, v in report["finding_counts"].items()) or "none"
+    print(f"study {report['study_id']}: {report['n_trials']} finished trials; findings: {counts}")
+    if report["best_trial_id"] is not None:
+        print(f"\nbest trial (id {report['best_trial_id']}):")
+        print(format_findings(report["best_trial_findings"]))
+    if report["importances"]:
+        print(
+            "\nimportances: " + ", ".join(f"{k} {v:.2f}" for k, v in report["importances"].items())
+        )
+    elif report.get("importances_note"):
+        print(f"\nimportances: {report['importances_note']}")
+    for hit in report["boundary_hits"]:
+        print(f"boundary: {hit['advice']}")
+    print(f"\nadvice: {report['advice']}")
+    return 0
+
+
+def _print_curve(job: dict[str, Any]) -> None:
+    print(f"learning curve {job['id']} of study {job['study_id']}: {job['state']}")
+    for p in job["points"]:
+        print(
+            f"  {p['fraction']:>5.0%}  n_train {p['n_train']:>6}  epochs {p['epochs']:>4}  "
+            f"train acc {p['train_accuracy']:.4f}  val acc {p['val_accuracy']:.4f}  "
+            f"train loss {p['train_loss']:.4f}  val loss {p['val_loss']:.4f}"
+        )
+    if job["verdict"]:
+        print(f"verdict: {job['verdict']} — {job['explanation']}")
+    if job["error"]:
+        print(f"error: {job['error']}")
+
+
+def cmd_learning_curve(args: argparse.Namespace) -> int:
+    study_id = cli._study_id(args, args.study)
+    path = f"/api/studies/{study_id}/learning-curve"
+    if args.status:
+        job = cli._call(args, "GET", path)
+    else:
+        body = {"fractions": args.fractions} if args.fractions else {}
+        job = cli._call(args, "POST", path, json=body)
+        trial = job["source_trial_id"]
+        print(f"learning curve {job['id']} queued for study {study_id} (trial {trial})")
+    if args.watch:
+        seen = -1
+        while job["state"] in ("queued", "running"):
+            if len(job["points"]) != seen:
+                seen = len(job["points"])
+                print(f"  {job['state']}: {seen}/{len(job['fractions'])} sizes done", flush=True)
+            time.sleep(args.interval)
+            job = cli._call(args, "GET", path)
+    _print_curve(job)
+    return 0 if job["state"] != "fail" else 1
+
+
+def add_commands(client: ClientFactory) -> None:
+    c = client("report", cmd_report, "a study's diagnosis report and advice")
+    c.add_argument("study", help="study id or name")
+    c.add_argument("--json", action="store_true", help="print the report as JSON")
+    c = client(
+        "learning-curve",
+        cmd_learning_curve,
+        "train the best configuration on 10/25/50/100%% of the data: would more data help?",
+    )
+    c.add_argument("study", help="study id or name")
+    c.add_argument("--fractions", type=float, nargs="+", help="default 0.1 0.25 0.5 1.0")
+    c.add_argument("--status", action="store_true", help="show the latest one, queue nothing")
+    c.add_argument("--watch", action="store_true", help="follow it until it finishes")
+    c.add_argument("--interval", type=float, default=2.0)

@@ -1,0 +1,1 @@
+"""The bottom layer: settings, errors, states, the database and the Optuna storage."""

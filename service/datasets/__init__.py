@@ -1,0 +1,1 @@
+"""Datasets: uploads, their file formats, and the splits workers train on."""

@@ -1,0 +1,54 @@
+"""The dataset part of a study spec: which data a study trains on and how it is split."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from trainer.data import DATASET_NAMES, is_image
+from trainer.images import IMAGE_DATASETS
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetSpec(Strict):
+    name: str = Field(
+        min_length=1,
+        max_length=100,
+        description=f"built-in: {', '.join(DATASET_NAMES)}, or an uploaded dataset's name",
+    )
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    test_fraction: float = Field(0.2, ge=0, lt=1)
+    seed: int = 0
+    n_samples: int = Field(1000, ge=20, le=1_000_000, description="synthetic datasets only")
+    noise: float = Field(0.2, ge=0, le=100, description="synthetic datasets only")
+    shape: Literal["flat", "image"] | None = Field(
+        None, description="flat (n, features) or image (n, c, h, w); default: the dataset's own"
+    )
+    path: str | None = Field(
+        None, description="image datasets: their folder on the worker (default $HPO_DATA_DIR/name)"
+    )
+    download: bool = Field(
+        False, description="image datasets: workers fetch missing files (needs network access)"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> DatasetSpec:
+        # Other names are uploaded datasets, looked up in the database at submission.
+        builtin = self.name in DATASET_NAMES
+        if builtin and self.shape == "image" and not is_image(self.name, self.shape):
+            raise ValueError(f"shape: {self.name!r} is tabular; only digits can be read as images")
+        if self.path is not None and self.name not in IMAGE_DATASETS:
+            raise ValueError(
+                f"path: only image datasets {list(IMAGE_DATASETS)} are read from files"
+            )
+        if self.download and self.name not in IMAGE_DATASETS:
+            raise ValueError(f"download: only image datasets {list(IMAGE_DATASETS)} are fetched")
+        if self.val_fraction + self.test_fraction > 0.8:
+            raise ValueError(
+                "val_fraction + test_fraction must leave at least 20% of the rows for training"
+            )
+        return self

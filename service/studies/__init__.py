@@ -1,0 +1,1 @@
+"""Studies: the spec, its checks, service functions, queries, and the Optuna glue (search/)."""

@@ -1,0 +1,70 @@
+"""API response schemas of studies, trials, workers and health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from service.core.types import UtcDatetime
+
+
+class StudyCreated(BaseModel):
+    id: int
+    name: str
+    status: str
+
+
+class TrialCounts(BaseModel):
+    running: int = 0
+    complete: int = 0
+    pruned: int = 0
+    fail: int = 0
+    waiting: int = 0
+
+
+class BestTrial(BaseModel):
+    trial_id: int
+    number: int
+    value: float
+    params: dict[str, Any] = Field(description="the searched parameters' values")
+    config: dict[str, Any] = Field(description="searched + fixed: the full configuration")
+    test_accuracy: float | None
+
+
+class StudySummary(BaseModel):
+    id: int
+    name: str
+    status: str
+    n_trials: int
+    counts: TrialCounts
+    best_value: float | None
+    direction: str
+    error: str | None
+    created_at: UtcDatetime
+    finished_at: UtcDatetime | None
+
+
+class StudyDetail(StudySummary):
+    spec: dict[str, Any]
+    best: BestTrial | None
+
+
+class Health(BaseModel):
+    status: str
+    database: str
+    version: str
+
+
+class WorkerInfo(BaseModel):
+    id: int
+    host: str
+    pid: int
+    device: str
+    gpu_name: str | None
+    gpu_memory_mb: int | None
+    status: str = Field(description="running, stopped, or dead (no heartbeat for the grace period)")
+    current_trial_id: int | None
+    heartbeat_age_seconds: float
+    started_at: UtcDatetime
+    version: str

@@ -1,0 +1,306 @@
+"""The study spec users submit, validated by pydantic (a bad spec is a 422 naming the field)."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
+
+from service.datasets.spec import DatasetSpec, Strict
+from service.studies.model_families import check_family
+from service.studies.search.conditions import condition_errors, enqueue_condition_errors
+from trainer.config import TrainConfig
+from trainer.data import is_image
+from trainer.params import PARAMS, ParamValue
+
+Scalar = StrictInt | StrictFloat | StrictStr
+
+
+Condition = dict[str, list[Scalar]]
+WHEN_HELP = (
+    "search this parameter only when each named parameter (searched earlier in `space`, or "
+    "fixed) took one of the listed values; otherwise it keeps its default"
+)
+
+
+class FloatDist(Strict):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = Field(None, gt=0)
+    when: Condition | None = Field(None, description=WHEN_HELP)
+
+    @model_validator(mode="after")
+    def _check(self) -> FloatDist:
+        _check_range(self.low, self.high, self.log, self.step)
+        return self
+
+    def contains(self, value: object) -> bool:
+        return isinstance(value, int | float) and self.low <= value <= self.high
+
+
+class IntDist(Strict):
+    type: Literal["int"]
+    low: int
+    high: int
+    log: bool = False
+    step: int | None = Field(None, ge=1)
+    when: Condition | None = Field(None, description=WHEN_HELP)
+
+    @model_validator(mode="after")
+    def _check(self) -> IntDist:
+        _check_range(self.low, self.high, self.log, self.step)
+        return self
+
+    def contains(self, value: object) -> bool:
+        return (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and (self.low <= value <= self.high)
+        )
+
+
+class CategoricalDist(Strict):
+    type: Literal["categorical"]
+    choices: list[Scalar] = Field(min_length=1)
+    when: Condition | None = Field(None, description=WHEN_HELP)
+
+    @model_validator(mode="after")
+    def _check(self) -> CategoricalDist:
+        if len(set(map(repr, self.choices))) != len(self.choices):
+            raise ValueError("choices must not repeat")
+        return self
+
+    def contains(self, value: object) -> bool:
+        return any(type(value) is type(c) and value == c for c in self.choices)
+
+
+def _check_range(low: float, high: float, log: bool, step: float | None) -> None:
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError("low and high must be finite")
+    if low >= high:
+        raise ValueError(f"low ({low:g}) must be < high ({high:g})")
+    if log and low <= 0:
+        raise ValueError(f"log=true needs low > 0, got low={low:g}")
+    if log and step is not None:
+        raise ValueError("step cannot be combined with log=true")
+
+
+Distribution = Annotated[FloatDist | IntDist | CategoricalDist, Field(discriminator="type")]
+
+
+class ModelSpec(Strict):
+    family: str = Field(
+        "mlp",
+        description="mlp, cnn, or a family installed through the hpo.models entry points",
+    )
+
+    @field_validator("family")
+    @classmethod
+    def _known(cls, family: str) -> str:
+        check_family(family)  # a ValueError, reported at model.family
+        return family
+
+
+class ObjectiveSpec(Strict):
+    metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    direction: Literal["maximize", "minimize"] | None = None
+    max_epochs: int = Field(20, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> ObjectiveSpec:
+        natural: Literal["maximize", "minimize"] = (
+            "maximize" if self.metric == "val_accuracy" else "minimize"
+        )
+        if self.direction is None:
+            self.direction = natural
+        elif self.direction != natural:
+            raise ValueError(f"direction: {self.metric} must be {natural}d, not {self.direction}d")
+        return self
+
+
+class SamplerSpec(Strict):
+    name: Literal["tpe", "random", "grid", "cmaes", "gp", "qmc"] = "tpe"
+    seed: int | None = None
+    n_startup_trials: int | None = Field(None, ge=0, description="tpe and gp only")
+
+
+class PrunerSpec(Strict):
+    name: Literal["median", "percentile", "successive_halving", "hyperband", "none"] = "median"
+    n_startup_trials: int = Field(5, ge=0, description="median and percentile")
+    n_warmup_steps: int = Field(0, ge=0, description="median and percentile: epochs never pruned")
+    percentile: float = Field(25.0, gt=0, lt=100, description="percentile only")
+    min_resource: int = Field(1, ge=1, description="successive_halving and hyperband: epochs")
+    reduction_factor: int = Field(3, ge=2, description="successive_halving and hyperband")
+
+
+class BudgetSpec(Strict):
+    n_trials: int = Field(ge=1, description="finished (complete + pruned) trials to run")
+    timeout_seconds: float | None = Field(None, gt=0)
+    max_failed_trials: int | None = Field(
+        None, ge=0, description="failed trials tolerated before the study fails; default n_trials"
+    )
+    max_parallel_trials: int | None = Field(
+        None, ge=1, description="trials of this study running at once, at most (default: any)"
+    )
+    max_retries: int = Field(
+        1,
+        ge=0,
+        le=100,
+        description="re-runs, with the same parameters, of a trial whose worker died or stopped",
+    )
+
+
+class InitFromSpec(Strict):
+    trial_id: int = Field(ge=0, description="a finished trial with a saved model")
+    layers: int | None = Field(
+        None, ge=1, description="reuse its first k hidden blocks (default: all of them)"
+    )
+    freeze: bool = Field(False, description="keep the reused blocks' weights fixed")
+
+
+class StudySpec(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    dataset: DatasetSpec
+    model: ModelSpec = ModelSpec()
+    objective: ObjectiveSpec = ObjectiveSpec()
+    space: dict[str, Distribution] = Field(default_factory=dict)
+    fixed: dict[str, Scalar] = Field(default_factory=dict)
+    sampler: SamplerSpec = SamplerSpec()
+    pruner: PrunerSpec = PrunerSpec()
+    budget: BudgetSpec
+    enqueue: list[dict[str, Scalar]] = Field(default_factory=list, max_length=1000)
+    init_from: InitFromSpec | None = Field(
+        None, description="start every trial from a finished trial's weights (transfer learning)"
+    )
+    priority: int = Field(
+        0, ge=-1000, le=1000, description="workers take trials of higher-priority studies first"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> StudySpec:
+        errors: list[str] = []
+        for name, dist in self.space.items():
+            errors += [f"space.{name}: {e}" for e in _space_errors(name, dist)]
+        for name, value in self.fixed.items():
+            if name in self.space:
+                errors.append(f"fixed.{name}: is also in space; search it or fix it, not both")
+            elif name not in PARAMS:
+                errors.append(f"fixed.{name}: unknown parameter; known: {sorted(PARAMS)}")
+            elif (e := PARAMS[name].check(value)) is not None:
+                errors.append(f"fixed.{name}: {e}")
+        for i, config in enumerate(self.enqueue):
+            for name, value in config.items():
+                if name not in self.space:
+                    errors.append(f"enqueue[{i}].{name}: not in space (only searched params)")
+                elif not self.space[name].contains(value):
+                    errors.append(f"enqueue[{i}].{name}: {value!r} is outside space.{name}")
+        errors += condition_errors(self.space, self.fixed, self.sampler.name)
+        errors += enqueue_condition_errors(self.space, self.fixed, self.enqueue)
+        if self.sampler.name == "grid":
+            for name, dist in self.space.items():
+                if isinstance(dist, FloatDist) and dist.step is None:
+                    errors.append(f"space.{name}: the grid sampler needs a step or choices")
+            if not errors and (points := _grid_points(self.space)) > MAX_GRID_POINTS:
+                errors.append(
+                    f"space: the grid sampler would enumerate {points:.3g} points (at most "
+                    f"{MAX_GRID_POINTS}); use larger steps or fewer parameters"
+                )
+        errors += _augment_errors(self)
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+
+def _augment_errors(spec: StudySpec) -> list[str]:
+    """Augmentation is for images only: refuse it for tabular data (TECHNIQUES.md §5)."""
+    if is_image(spec.dataset.name, spec.dataset.shape):
+        return []
+    why = f"augmentation needs image data; dataset {spec.dataset.name!r} is not images" + (
+        " (digits: set dataset.shape: image)" if spec.dataset.name == "digits" else ""
+    )
+    dist = spec.space.get("augment")
+    if isinstance(dist, CategoricalDist) and any(c != "none" for c in dist.choices):
+        return [f"space.augment: {why}"]
+    if spec.fixed.get("augment", "none") != "none":
+        return [f"fixed.augment: {why}"]
+    return []
+
+
+MAX_GRID_POINTS = 100_000  # a worker builds the whole grid in memory
+
+
+def _grid_points(space: dict[str, FloatDist | IntDist | CategoricalDist]) -> float:
+    total = 1.0
+    for dist in space.values():
+        if isinstance(dist, CategoricalDist):
+            total *= len(dist.choices)
+        else:
+            step = dist.step or 1
+            total *= math.floor((dist.high - dist.low) / step + 1e-9) + 1
+    return total
+
+
+def _space_errors(name: str, dist: FloatDist | IntDist | CategoricalDist) -> list[str]:
+    param = PARAMS.get(name)
+    if param is None:
+        return [f"unknown parameter; known: {sorted(PARAMS)}"]
+    allowed = {"float": ("float", "categorical"), "int": ("int", "categorical")}.get(
+        param.kind, ("categorical",)
+    )
+    if dist.type not in allowed:
+        return [f"type {dist.type!r} does not fit {param.domain()}; use {' or '.join(allowed)}"]
+    if isinstance(dist, CategoricalDist):
+        values: list[object] = list(dist.choices)
+        return [f"choices: {e}" for v in values if (e := param.check(v)) is not None]
+    return [
+        f"{end}: {e}"
+        for end, v in (("low", dist.low), ("high", dist.high))
+        if (e := param.check(v)) is not None
+    ]
+
+
+# ---- responses ----------------------------------------------------------------------------
+
+
+def load_spec(stored: dict[str, Any]) -> StudySpec:
+    """Parse a stored spec (`hpo_studies.spec`, JSON) into the `StudySpec` it was accepted as.
+
+    Every reader of a stored spec goes through here and then reads attributes, never dict
+    keys, so each default lives in one place (the pydantic model).
+    Raises pydantic's `ValidationError` only if the stored JSON was edited by hand.
+    """
+    return StudySpec.model_validate(stored)
+
+
+def train_config(
+    spec: StudySpec,
+    params: dict[str, ParamValue],
+    *,
+    trial_number: int,
+    max_epochs: int | None = None,
+) -> TrainConfig:
+    """The one way from (spec, a trial's parameters, its number) to the trainer's config.
+
+    `params`: searched + fixed values (`suggest_params`, or a stored trial's `config`);
+    `trial_number` seeds the trial (Optuna's number, 0-based); `max_epochs` defaults to the
+    spec's objective. Family and monitored metric always come from the spec: a config built
+    anywhere else (learning curves, transfer, diagnosis) trains the same model as the trial.
+    Raises ValueError naming each parameter whose value the trainer's registry refuses.
+    """
+    return TrainConfig.from_params(
+        params,
+        max_epochs=spec.objective.max_epochs if max_epochs is None else max_epochs,
+        seed=trial_number,
+        monitor=spec.objective.metric,
+        family=spec.model.family,
+    )

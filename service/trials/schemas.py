@@ -1,0 +1,46 @@
+"""API response schemas of trials."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from service.analysis.schemas import Finding
+from service.core.types import UtcDatetime
+
+
+class TrialSummary(BaseModel):
+    trial_id: int
+    study_id: int
+    number: int
+    state: str
+    params: dict[str, Any]
+    value: float | None
+    duration_seconds: float | None
+    error: str | None
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+    retry_of: int | None = Field(
+        None, description="the trial (id) this one re-runs with the same params: its worker died"
+    )
+    retried_by: int | None = Field(None, description="the trial (id) that re-ran this one")
+    oom_batch_size: int | None = Field(
+        None, description="out of GPU memory: the trial was re-run with this batch size"
+    )
+
+
+class TrialPage(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    items: list[TrialSummary]
+
+
+class TrialDetail(TrialSummary):
+    test_accuracy: float | None
+    warnings: list[str] = Field(default_factory=list, description="about the configuration")
+    has_model: bool = Field(False, description="GET /api/trials/{id}/model serves its weights")
+    intermediate_values: dict[int, float]
+    curves: dict[str, list[tuple[int, float]]]
+    diagnosis: list[Finding] = Field(default_factory=list, description="trainer.diagnosis")

@@ -1,0 +1,121 @@
+"""Transfer learning: every trial of a study starts from a finished trial's weights.
+
+`init_from: {trial_id, layers: k, freeze}` copies `blocks[:k]` of that trial's stored model
+into each new model (through `fit(prepare_model=...)`), keeps the new, freshly initialized
+head, and with `freeze` stops the reused blocks from training: their parameters get no
+gradient (so the optimizer never sees them) and their batch-norm layers stay in evaluation
+mode, normalizing with the source's running statistics and never updating them.
+"""
+
+from __future__ import annotations
+
+import types
+
+from torch import nn
+
+from service.studies.spec import CategoricalDist, InitFromSpec, IntDist, StudySpec
+from service.trials.artifacts import ModelNotAvailable, load_trial_model, missing_reason, model_meta
+from trainer.checkpoint import load_checkpoint
+from trainer.loop import PrepareModel
+from trainer.model import TrainerModel
+from trainer.params import PARAMS
+
+# The parameters whose sum is the number of hidden blocks, per model family.
+DEPTH_PARAMS = {"mlp": ("hidden_layers",), "cnn": ("conv_blocks", "hidden_layers")}
+
+
+class TransferError(ValueError):
+    """The stored weights do not fit the model being trained."""
+
+
+def init_from_errors(url: str, spec: StudySpec) -> list[tuple[str, str]]:
+    """(field, reason) for each problem with `spec.init_from`; checked when a study is
+    submitted."""
+    init = spec.init_from
+    if init is None:
+        return []
+    meta = model_meta(url, init.trial_id)
+    if meta is None:
+        return [("trial_id", missing_reason(url, init.trial_id))]
+    if meta["family"] != spec.model.family:
+        return [
+            (
+                "trial_id",
+                f"trial {init.trial_id} trained a {meta['family']} model; this study's "
+                f"model.family is {spec.model.family}",
+            )
+        ]
+    n_blocks = int(meta["n_blocks"])
+    if n_blocks == 0:
+        return [("trial_id", f"trial {init.trial_id}'s model has no hidden blocks to reuse")]
+    k = n_blocks if init.layers is None else init.layers
+    if k > n_blocks:
+        return [("layers", f"{k} > {n_blocks}, the number of blocks of trial {init.trial_id}")]
+    params = DEPTH_PARAMS.get(spec.model.family, ())
+    depth = sum(_smallest(spec, p) for p in params)
+    if params and depth < k:
+        blocks = " + ".join(params)
+        return [("layers", f"reuses {k} blocks, but this study's {blocks} can be {depth}")]
+    return []
+
+
+def _smallest(spec: StudySpec, param: str) -> int:
+    """The smallest value an int parameter can take in this study."""
+    dist = spec.space.get(param)
+    if isinstance(dist, IntDist):
+        return dist.low
+    if isinstance(dist, CategoricalDist):
+        return min(int(c) for c in dist.choices)
+    return int(spec.fixed.get(param, PARAMS[param].default))
+
+
+def prepare_from(url: str, init: InitFromSpec) -> PrepareModel:
+    """A `prepare_model` callback that loads the source trial's first k blocks."""
+    try:
+        ckpt = load_checkpoint(load_trial_model(url, init.trial_id).data)
+    except ModelNotAvailable as e:
+        raise TransferError(f"init_from: {e}") from e
+    k = ckpt.n_blocks if init.layers is None else init.layers
+    source = init.trial_id
+
+    def prepare(model: TrainerModel) -> None:
+        if len(model.blocks) < k:
+            raise TransferError(
+                f"init_from: this model has {len(model.blocks)} blocks, fewer than the {k} "
+                f"to reuse from trial {source}"
+            )
+        for i in range(k):
+            weights = ckpt.block_state(i)
+            block = model.blocks[i]
+            target = block.state_dict()
+            if weights.keys() != target.keys():
+                raise TransferError(
+                    f"init_from: block {i} of trial {source} holds {sorted(weights)}, "
+                    f"this model's holds {sorted(target)}"
+                )
+            for name, tensor in weights.items():
+                if tensor.shape != target[name].shape:
+                    raise TransferError(
+                        f"init_from: shape mismatch at blocks.{i}.{name}: "
+                        f"{tuple(tensor.shape)} in trial {source}, "
+                        f"{tuple(target[name].shape)} here"
+                    )
+            block.load_state_dict(weights)
+            if init.freeze:
+                freeze(block)
+
+    return prepare
+
+
+def _stay_in_eval(self: nn.Module, mode: bool = True) -> nn.Module:
+    return nn.Module.train(self, False)
+
+
+def freeze(block: nn.Module) -> None:
+    """No gradients for the block's parameters; its batch norms keep their statistics."""
+    for p in block.parameters():
+        p.requires_grad_(False)
+    for m in block.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.train = types.MethodType(_stay_in_eval, m)  # type: ignore[method-assign]
+            m.eval()
