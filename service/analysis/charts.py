@@ -17,6 +17,7 @@ from service.analysis.chart_schemas import (
     TrialCurves,
 )
 from service.analysis.downsample import lttb
+from service.core.errors import TrialNotFound
 from service.studies.queries import (
     curve_trials,
     curves_of,
@@ -25,7 +26,6 @@ from service.studies.queries import (
     trial_exists,
 )
 from service.studies.service import get_study_row
-from service.trials.service import TrialNotFound
 
 
 def history(url: str, study_id: int) -> StudyHistory:

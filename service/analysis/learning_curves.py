@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from service.analysis.schemas import LearningCurve
 from service.core.db.engine import session_scope
 from service.core.db.models import LearningCurveJob, Study, Worker, utcnow
+from service.core.errors import JobActive, NoCompletedTrial, NoLearningCurve
 from service.datasets.spec import DatasetSpec
 from service.studies.service import get_best, get_study_row
 from service.studies.spec import StudySpec
@@ -34,23 +35,6 @@ ACTIVE = ("queued", "running")
 # A job whose workers keep dying (e.g. out of memory) fails after this many starts.
 MAX_ATTEMPTS = 3
 CLAIM_CANDIDATES = 5  # queued jobs tried per poll when other workers win the race
-
-
-class NoCompletedTrial(Exception):
-    def __init__(self, study_id: int) -> None:
-        super().__init__(f"study {study_id} has no completed trial yet: nothing to train")
-
-
-class JobActive(Exception):
-    def __init__(self, study_id: int, job_id: int) -> None:
-        super().__init__(
-            f"a learning curve of study {study_id} is already queued or running (job {job_id})"
-        )
-
-
-class NoLearningCurve(Exception):
-    def __init__(self, study_id: int) -> None:
-        super().__init__(f"study {study_id} has no learning curve; POST one first")
 
 
 class JobStopped(Exception):

@@ -10,9 +10,8 @@ from service.app import http_policies
 from service.app.auth import auth_required, authenticate
 from service.app.dashboard import pages as dashboard
 from service.app.router import api_router
+from service.core.errors import StudyNotFound, TrialNotFound
 from service.core.settings import Settings, get_settings
-from service.studies.service import StudyNotFound
-from service.trials.service import TrialNotFound
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

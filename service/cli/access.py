@@ -12,7 +12,7 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 def _api() -> Any:
-    from service import cli  # the REST helpers live there; imported late (cli imports us)
+    from service.cli import main as cli  # the REST helpers live there; imported late (cycle)
 
     return cli
 

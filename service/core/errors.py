@@ -68,3 +68,57 @@ class Unavailable(ServiceError):
     """A dependency (the database) is unavailable (503)."""
 
     status_code = 503
+
+
+# -- the domain's errors ------------------------------------------------------------------
+
+
+class StudyNotFound(NotFound):
+    def __init__(self, study_id: int) -> None:
+        super().__init__(f"study {study_id} not found")
+
+
+class StudyExists(Conflict):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a study named {name!r} already exists")
+
+
+class TrialNotFound(NotFound):
+    def __init__(self, trial_id: int) -> None:
+        super().__init__(f"trial {trial_id} not found")
+
+
+class ModelNotAvailable(NotFound):
+    """No model to serve for a trial; the message says why."""
+
+
+class DatasetNotFound(NotFound):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"dataset {name!r} not found")
+
+
+class DatasetExists(Conflict):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a dataset named {name!r} already exists")
+
+
+class DatasetInUse(Conflict):
+    def __init__(self, name: str, studies: list[str]) -> None:
+        super().__init__(f"dataset {name!r} is used by running studies {studies}; stop them first")
+
+
+class NoCompletedTrial(Conflict):
+    def __init__(self, study_id: int) -> None:
+        super().__init__(f"study {study_id} has no completed trial yet: nothing to train")
+
+
+class JobActive(Conflict):
+    def __init__(self, study_id: int, job_id: int) -> None:
+        super().__init__(
+            f"a learning curve of study {study_id} is already queued or running (job {job_id})"
+        )
+
+
+class NoLearningCurve(NotFound):
+    def __init__(self, study_id: int) -> None:
+        super().__init__(f"study {study_id} has no learning curve; POST one first")

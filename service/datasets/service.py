@@ -22,26 +22,12 @@ from sqlalchemy.exc import IntegrityError
 
 from service.core.db.engine import session_scope
 from service.core.db.models import Dataset, DatasetBlob, Study, utcnow
+from service.core.errors import DatasetExists, DatasetInUse, DatasetNotFound
 from service.core.types import UtcDatetime
 from service.datasets.files import ParsedDataset, canonical_npz, read_canonical
 from trainer.data import DATASET_NAMES
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-
-
-class DatasetExists(Exception):
-    def __init__(self, name: str) -> None:
-        super().__init__(f"a dataset named {name!r} already exists")
-
-
-class DatasetNotFound(Exception):
-    def __init__(self, name: str) -> None:
-        super().__init__(f"dataset {name!r} not found")
-
-
-class DatasetInUse(Exception):
-    def __init__(self, name: str, studies: list[str]) -> None:
-        super().__init__(f"dataset {name!r} is used by running studies {studies}; stop them first")
 
 
 class DatasetInfo(BaseModel):

@@ -11,21 +11,11 @@ from sqlalchemy.exc import IntegrityError
 
 from service.core.db.engine import session_scope
 from service.core.db.models import EnqueuedConfig, Study, TrialRecord, utcnow
+from service.core.errors import StudyExists, StudyNotFound
 from service.core.optuna_storage import get_storage
 from service.studies.queries import best_trial_id, best_values, trial_counts
 from service.studies.schemas import BestTrial, StudyCreated, StudyDetail, StudySummary
 from service.studies.spec import StudySpec
-
-
-class StudyExists(Exception):
-    def __init__(self, name: str) -> None:
-        super().__init__(f"a study named {name!r} already exists")
-
-
-class StudyNotFound(Exception):
-    def __init__(self, study_id: int) -> None:
-        super().__init__(f"study {study_id} not found")
-
 
 ACTIVE = "running"
 

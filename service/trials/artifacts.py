@@ -15,15 +15,12 @@ from sqlalchemy.exc import IntegrityError
 
 from service.core.db.engine import session_scope
 from service.core.db.models import Artifact, TrialRecord
+from service.core.errors import ModelNotAvailable
 from service.studies.spec import StudySpec
 from trainer import FitResult, TensorData, TrainConfig
 from trainer.checkpoint import checkpoint_bytes
 
 MODEL = "model"
-
-
-class ModelNotAvailable(Exception):
-    """No model to serve for a trial; the message says why."""
 
 
 @dataclass(frozen=True)

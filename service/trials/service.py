@@ -10,15 +10,11 @@ from service.analysis.schemas import Finding
 from service.analysis.schemas import TrialDiagnosis as TrialDiagnosisOut
 from service.core.db.engine import session_scope
 from service.core.db.models import CurvePoint, TrialRecord
+from service.core.errors import TrialNotFound
 from service.core.optuna_storage import get_storage
 from service.studies.service import get_study_row, trial_records
 from service.trials.artifacts import model_meta
 from service.trials.schemas import TrialDetail, TrialPage, TrialSummary
-
-
-class TrialNotFound(Exception):
-    def __init__(self, trial_id: int) -> None:
-        super().__init__(f"trial {trial_id} not found")
 
 
 def summarize_trial(

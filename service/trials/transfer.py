@@ -13,8 +13,9 @@ import types
 
 from torch import nn
 
+from service.core.errors import ModelNotAvailable
 from service.studies.spec import CategoricalDist, InitFromSpec, IntDist, StudySpec
-from service.trials.artifacts import ModelNotAvailable, load_trial_model, missing_reason, model_meta
+from service.trials.artifacts import load_trial_model, missing_reason, model_meta
 from trainer.checkpoint import load_checkpoint
 from trainer.loop import PrepareModel
 from trainer.model import TrainerModel

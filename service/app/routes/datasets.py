@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from service.app.auth import PrincipalDep, owner_id, require_owner
 from service.app.deps import SettingsDep
 from service.app.http_policies import limit_submissions
+from service.core.errors import DatasetExists, DatasetInUse, DatasetNotFound
 from service.core.settings import Settings
 from service.datasets import service as dataset_service
 from service.datasets.files import DatasetFileError, DatasetLimits, parse_dataset
@@ -61,7 +62,7 @@ def upload_dataset(
         return dataset_service.create_dataset(
             settings.database_url, name, parsed, owner_id(principal)
         )
-    except dataset_service.DatasetExists as e:
+    except DatasetExists as e:
         raise HTTPException(409, str(e)) from e
 
 
@@ -74,7 +75,7 @@ def list_datasets(settings: SettingsDep) -> list[DatasetInfo]:
 def get_dataset(name: str, settings: SettingsDep) -> DatasetInfo:
     try:
         return dataset_service.get_dataset(settings.database_url, name)
-    except dataset_service.DatasetNotFound as e:
+    except DatasetNotFound as e:
         raise HTTPException(404, str(e)) from e
 
 
@@ -85,8 +86,8 @@ def delete_dataset(name: str, settings: SettingsDep, principal: PrincipalDep) ->
         row = dataset_service.get_row(settings.database_url, name)
         require_owner(principal, row.owner_token_id, f"dataset {name!r}")
         dataset_service.delete_dataset(settings.database_url, name)
-    except dataset_service.DatasetNotFound as e:
+    except DatasetNotFound as e:
         raise HTTPException(404, str(e)) from e
-    except dataset_service.DatasetInUse as e:
+    except DatasetInUse as e:
         raise HTTPException(409, str(e)) from e
     return Response(status_code=204)

@@ -10,6 +10,7 @@ from service.analysis import learning_curves
 from service.analysis.report import study_report
 from service.analysis.schemas import LearningCurve, LearningCurveRequest, StudyReport
 from service.app.deps import SettingsDep
+from service.core.errors import JobActive, NoCompletedTrial, NoLearningCurve
 
 router = APIRouter(prefix="/api/studies", tags=["diagnosis"])
 
@@ -32,7 +33,7 @@ def start_learning_curve(
     fractions = (request or LearningCurveRequest()).fractions
     try:
         return learning_curves.create_job(settings.database_url, study_id, fractions)
-    except (learning_curves.NoCompletedTrial, learning_curves.JobActive) as e:
+    except (NoCompletedTrial, JobActive) as e:
         raise HTTPException(409, str(e)) from e
 
 
@@ -41,5 +42,5 @@ def get_learning_curve(study_id: int, settings: SettingsDep) -> LearningCurve:
     """The study's latest learning-curve job: state, points per size, verdict."""
     try:
         return learning_curves.latest_job(settings.database_url, study_id)
-    except learning_curves.NoLearningCurve as e:
+    except NoLearningCurve as e:
         raise HTTPException(404, str(e)) from e

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from service.app.auth import PrincipalDep, owner_id
 from service.app.deps import SettingsDep
 from service.app.http_policies import limit_submissions
+from service.core.errors import StudyExists
 from service.studies import service as study_service
 from service.studies.schemas import (
     BestTrial,
@@ -79,7 +80,7 @@ def create_study(spec: StudySpec, settings: SettingsDep, principal: PrincipalDep
     _check_init_from(spec, settings)
     try:
         return study_service.create_study(settings.database_url, spec, owner_id(principal))
-    except study_service.StudyExists as e:
+    except StudyExists as e:
         raise HTTPException(409, str(e)) from e
 
 

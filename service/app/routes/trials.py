@@ -6,8 +6,9 @@ from fastapi import APIRouter, HTTPException, Response
 
 from service.analysis.schemas import TrialDiagnosis
 from service.app.deps import SettingsDep
+from service.core.errors import ModelNotAvailable
 from service.trials import service as trial_service
-from service.trials.artifacts import ModelNotAvailable, load_trial_model
+from service.trials.artifacts import load_trial_model
 from service.trials.schemas import TrialDetail
 
 router = APIRouter(prefix="/api/trials", tags=["trials"])
