@@ -53,8 +53,8 @@ def _logging(level: str) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from service.cli.serve import serve
     from service.core.db.migrate import upgrade
-    from service.worker.supervisor import serve
 
     settings = _settings(args)
     _logging(settings.log_level)

@@ -17,11 +17,9 @@ import sys
 import threading
 import time
 
-import uvicorn
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from service.app.auth import check_at_startup
 from service.core.db.engine import session_scope
 from service.core.db.models import Worker
 from service.core.settings import Settings
@@ -140,32 +138,3 @@ class LocalWorkers:
 
     def all_done(self) -> bool:
         return all(self.done) and all(p.poll() is not None for p in self.procs)
-
-
-def serve(settings: Settings) -> None:
-    check_at_startup(settings)  # refuses to serve with auth on and no token
-    from service.app.main import create_app
-
-    workers = LocalWorkers(settings)
-    workers.start()
-    log.info(
-        "serving http://%s:%d with %d local worker(s) on %s",
-        settings.host,
-        settings.port,
-        settings.workers,
-        settings.database_url,
-    )
-    # uvicorn re-raises the SIGTERM it caught once it has shut down; with the default
-    # handler that would kill this process before the workers are stopped.
-    signal.signal(signal.SIGTERM, lambda _s, _f: sys.exit(0))
-    try:
-        config = uvicorn.Config(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            root_path=settings.root_path,
-        )
-        uvicorn.Server(config).run()
-    finally:
-        workers.stop()
