@@ -86,7 +86,7 @@ def finished(service: Service) -> dict[str, Any]:
     xss = service.client.post("/api/studies", json=tiny_spec(XSS_NAME, n_trials=1)).json()
     study = service.wait_finished(study_id)
     service.wait_finished(xss["id"])
-    return {"study": study, "trials": service.trials.service(study_id), "xss_id": xss["id"]}
+    return {"study": study, "trials": service.trials(study_id), "xss_id": xss["id"]}
 
 
 @pytest.fixture(scope="module")

@@ -76,7 +76,7 @@ def test_transfer_between_studies_with_frozen_blocks(service: Service, tmp_path:
     b_id = submit(service, b_spec)
     assert service.wait_finished(b_id)["status"] == "completed"
 
-    for t in service.trials.service(b_id):
+    for t in service.trials(b_id):
         assert t["state"] == "complete"
         b_file = tmp_path / f"b-{t['trial_id']}.pt"
         out = hpo_cli(service, "model", str(t["trial_id"]), "-o", str(b_file))
@@ -165,7 +165,7 @@ def test_conditional_search_over_techniques(service: Service) -> None:
     study = service.wait_finished(study_id, timeout=600)
 
     assert study["status"] == "completed", study
-    trials = service.trials.service(study_id)
+    trials = service.trials(study_id)
     assert len(trials) == 10 and all(t["state"] == "complete" for t in trials), trials
     for t in trials:
         params = t["params"]
