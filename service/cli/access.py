@@ -105,7 +105,9 @@ def add_commands(sub: Subparsers) -> None:
     ds = sub.add_parser("dataset", help="upload, list and delete datasets").add_subparsers(
         dest="dataset_command", required=True
     )
-    c = add_client_command(ds, "upload", cmd_dataset_upload, "upload a .npz, .csv or .parquet dataset")
+    c = add_client_command(
+        ds, "upload", cmd_dataset_upload, "upload a .npz, .csv or .parquet dataset"
+    )
     c.add_argument("file")
     c.add_argument("--name", required=True, help="the name specs use in dataset.name")
     c.add_argument("--target", help="label column of a CSV or Parquet file")

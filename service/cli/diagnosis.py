@@ -7,7 +7,7 @@ import argparse
 import json
 import time
 
-from service.cli.client import Json
+from service.cli.client import ApiClient, Json
 from service.cli.options import Subparsers, add_client_command, client_of
 from service.core.states import JobState
 
@@ -71,6 +71,19 @@ def print_curve(job: Json) -> None:
         print(f"error: {job['error']}")
 
 
+def watch_curve(api: ApiClient, study_id: int, job: Json, interval: float) -> Json:
+    """Poll the study's learning curve every `interval` seconds until it has finished,
+    printing a line each time a data size is done; the finished job."""
+    seen = -1
+    while job["state"] in UNFINISHED:
+        if len(job["points"]) != seen:
+            seen = len(job["points"])
+            print(f"  {job['state']}: {seen}/{len(job['fractions'])} sizes done", flush=True)
+        time.sleep(interval)
+        job = api.learning_curve(study_id)
+    return job
+
+
 def cmd_learning_curve(args: argparse.Namespace) -> int:
     """Queue a learning curve (or with `--status` show the latest), `--watch` it to the end;
     exit 1 when it failed."""
@@ -83,13 +96,7 @@ def cmd_learning_curve(args: argparse.Namespace) -> int:
             trial = job["source_trial_id"]
             print(f"learning curve {job['id']} queued for study {study_id} (trial {trial})")
         if args.watch:
-            seen = -1
-            while job["state"] in UNFINISHED:
-                if len(job["points"]) != seen:
-                    seen = len(job["points"])
-                    print(f"  {job['state']}: {seen}/{len(job['fractions'])} sizes done", flush=True)
-                time.sleep(args.interval)
-                job = api.learning_curve(study_id)
+            job = watch_curve(api, study_id, job, args.interval)
     print_curve(job)
     return 0 if job["state"] != JobState.FAIL else 1
 
