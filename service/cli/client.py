@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import hashlib
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import httpx
+
+from service.core.states import WorkerState
 
 Json = dict[str, Any]
 
@@ -101,64 +103,54 @@ class ApiClient:
 
     def submit(self, spec: Json) -> Json:
         """Create a study from a spec (the API validates it); the study's progress."""
-        created: Json = self.post("/api/studies", json=spec)
-        return created
+        return cast(Json, self.post("/api/studies", json=spec))
 
     def studies(self) -> list[Json]:
         """Every study's progress (id, name, status, counts, n_trials, best_value)."""
-        found: list[Json] = self.get("/api/studies")
-        return found
+        return cast(list[Json], self.get("/api/studies"))
 
     def study(self, study_id: int) -> Json:
         """One study's progress."""
-        found: Json = self.get(f"/api/studies/{study_id}")
-        return found
+        return cast(Json, self.get(f"/api/studies/{study_id}"))
 
     def stop(self, study_id: int) -> Json:
         """Stop a study (no new trials); its progress."""
-        stopped: Json = self.post(f"/api/studies/{study_id}/stop")
-        return stopped
+        return cast(Json, self.post(f"/api/studies/{study_id}/stop"))
 
     def best(self, study_id: int) -> Json:
         """The best trial's value, params and training config."""
-        best: Json = self.get(f"/api/studies/{study_id}/best")
-        return best
+        return cast(Json, self.get(f"/api/studies/{study_id}/best"))
 
     def trials(self, study_id: int, *, limit: int = 100, offset: int = 0) -> Json:
         """A page of a study's trials: `{"items": [...], "total": n}`."""
-        page: Json = self.get(
-            f"/api/studies/{study_id}/trials", params={"limit": limit, "offset": offset}
+        return cast(
+            Json,
+            self.get(f"/api/studies/{study_id}/trials", params={"limit": limit, "offset": offset}),
         )
-        return page
 
     def report(self, study_id: int) -> Json:
         """A study's diagnosis report: finding counts, importances, advice."""
-        report: Json = self.get(f"/api/studies/{study_id}/report")
-        return report
+        return cast(Json, self.get(f"/api/studies/{study_id}/report"))
 
     def learning_curve(self, study_id: int) -> Json:
         """The study's latest learning-curve job, with its points so far."""
-        job: Json = self.get(f"/api/studies/{study_id}/learning-curve")
-        return job
+        return cast(Json, self.get(f"/api/studies/{study_id}/learning-curve"))
 
     def queue_learning_curve(self, study_id: int, fractions: list[float] | None = None) -> Json:
         """Queue a learning curve of the best configuration over `fractions` of the training
         data (the service's default when None); the queued job."""
         body = {"fractions": fractions} if fractions else {}
-        job: Json = self.post(f"/api/studies/{study_id}/learning-curve", json=body)
-        return job
+        return cast(Json, self.post(f"/api/studies/{study_id}/learning-curve", json=body))
 
     # ---- trials and workers ------------------------------------------------------------------
 
     def trial(self, trial_id: int) -> Json:
         """One trial with its curves and diagnosis."""
-        trial: Json = self.get(f"/api/trials/{trial_id}")
-        return trial
+        return cast(Json, self.get(f"/api/trials/{trial_id}"))
 
     def trial_diagnosis(self, trial_id: int) -> Json:
         """One trial's findings: `{"trial_id": id, "findings": [...]}`."""
-        body: Json = self.get(f"/api/trials/{trial_id}/diagnosis")
-        return body
+        return cast(Json, self.get(f"/api/trials/{trial_id}/diagnosis"))
 
     def model(self, trial_id: int) -> bytes:
         """A trial's trained model (a `torch.save` file), checked against the SHA-256 the
@@ -170,11 +162,10 @@ class ApiClient:
             raise ApiError(f"download corrupted: sha256 {digest}, the service said {expected}")
         return response.content
 
-    def workers(self, status: str | None = None) -> list[Json]:
-        """The worker registry, optionally only workers in one state."""
+    def workers(self, status: WorkerState | None = None) -> list[Json]:
+        """The worker registry, optionally only the workers in one state."""
         params = {"status": status} if status else {}
-        workers: list[Json] = self.get("/api/workers", params=params)
-        return workers
+        return cast(list[Json], self.get("/api/workers", params=params))
 
     # ---- datasets ----------------------------------------------------------------------------
 
@@ -186,18 +177,17 @@ class ApiClient:
         form = {"name": name}
         if target:
             form["target"] = target
-        info: Json = self.post("/api/datasets", data=form, files={"file": (filename, content)})
-        return info
+        return cast(
+            Json, self.post("/api/datasets", data=form, files={"file": (filename, content)})
+        )
 
     def datasets(self) -> list[Json]:
         """Every uploaded dataset's summary."""
-        found: list[Json] = self.get("/api/datasets")
-        return found
+        return cast(list[Json], self.get("/api/datasets"))
 
     def dataset(self, name: str) -> Json:
         """One dataset's summary."""
-        found: Json = self.get(f"/api/datasets/{name}")
-        return found
+        return cast(Json, self.get(f"/api/datasets/{name}"))
 
     def delete_dataset(self, name: str) -> None:
         """Delete a dataset (409 while a running study uses it)."""

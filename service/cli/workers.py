@@ -12,7 +12,7 @@ from service.core.states import WorkerState
 def cmd_workers(args: argparse.Namespace) -> int:
     """A table of the workers: state, host, pid, device, GPU, current trial, heartbeat age."""
     with client_of(args) as api:
-        workers = api.workers(args.status)
+        workers = api.workers(WorkerState(args.status) if args.status else None)
     print(
         f"{'id':>4}  {'status':<8} {'host':<20} {'pid':>7}  {'device':<8} {'gpu':<24} "
         f"{'trial':>6}  heartbeat"
