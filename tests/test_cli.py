@@ -1,8 +1,8 @@
 """`python -m service.cli.main` (what the end-to-end tests run when no `hpo` script is
-installed) reports a failed command like the `hpo` script does: `error: ...` on stderr and exit 1, from every command
-group. Before cli/client.py, the groups raised the error class of a second copy of
-`service.cli.main` (imported under its own name beside `__main__`), which main() did not
-catch: a traceback instead of the message."""
+installed) reports a failed command like the `hpo` script does: `error: ...` on stderr and
+exit 1, from every command group. Before cli/client.py, the groups raised the error class of
+a second copy of `service.cli.main` (imported under its own name beside `__main__`), which
+main() did not catch: a traceback instead of the message."""
 
 from __future__ import annotations
 
