@@ -1,20 +1,21 @@
-"""CLI commands for diagnoses: `hpo report STUDY`, `hpo learning-curve STUDY [--watch]`,
-and `hpo trial ID --diagnosis`."""
+"""`hpo report STUDY`, `hpo learning-curve STUDY [--watch]`, and the text of
+`hpo trial ID --diagnosis`: diagnoses over REST."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import time
-from collections.abc import Callable
-from typing import Any
 
-from service.cli import main as cli
+from service.cli.client import ApiClient, Json
+from service.cli.options import Subparsers, add_client_command, client_of
+from service.core.states import JobState
 
-ClientFactory = Callable[[str, Any, str], argparse.ArgumentParser]
+UNFINISHED = (JobState.QUEUED, JobState.RUNNING)
 
 
-def format_findings(findings: list[dict[str, Any]]) -> str:
+def format_findings(findings: list[Json]) -> str:
+    """Findings as text: `kind [severity]: evidence` and a `  - remedy` line per remedy."""
     if not findings:
         return "no findings"
     lines = []
@@ -25,15 +26,16 @@ def format_findings(findings: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def cmd_trial_diagnosis(args: argparse.Namespace) -> int:
-    body = cli._call(args, "GET", f"/api/trials/{args.trial_id}/diagnosis")
+def print_trial_diagnosis(body: Json) -> None:
+    """Print one trial's diagnosis (the API's `{"trial_id", "findings"}`) as text."""
     print(f"trial {body['trial_id']}:")
     print(format_findings(body["findings"]))
-    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    report = cli._call(args, "GET", f"/api/studies/{cli._study_id(args, args.study)}/report")
+    """A study's report as text (or `--json`): counts, best trial, importances, advice."""
+    with client_of(args) as api:
+        report = api.report(api.study_id(args.study))
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -54,7 +56,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_curve(job: dict[str, Any]) -> None:
+def print_curve(job: Json) -> None:
+    """A learning-curve job: its state, one line per data size, the verdict or error."""
     print(f"learning curve {job['id']} of study {job['study_id']}: {job['state']}")
     for p in job["points"]:
         print(
@@ -68,33 +71,43 @@ def _print_curve(job: dict[str, Any]) -> None:
         print(f"error: {job['error']}")
 
 
+def watch_curve(api: ApiClient, study_id: int, job: Json, interval: float) -> Json:
+    """Poll the study's learning curve every `interval` seconds until it has finished,
+    printing a line each time a data size is done; the finished job."""
+    seen = -1
+    while job["state"] in UNFINISHED:
+        if len(job["points"]) != seen:
+            seen = len(job["points"])
+            print(f"  {job['state']}: {seen}/{len(job['fractions'])} sizes done", flush=True)
+        time.sleep(interval)
+        job = api.learning_curve(study_id)
+    return job
+
+
 def cmd_learning_curve(args: argparse.Namespace) -> int:
-    study_id = cli._study_id(args, args.study)
-    path = f"/api/studies/{study_id}/learning-curve"
-    if args.status:
-        job = cli._call(args, "GET", path)
-    else:
-        body = {"fractions": args.fractions} if args.fractions else {}
-        job = cli._call(args, "POST", path, json=body)
-        trial = job["source_trial_id"]
-        print(f"learning curve {job['id']} queued for study {study_id} (trial {trial})")
-    if args.watch:
-        seen = -1
-        while job["state"] in ("queued", "running"):
-            if len(job["points"]) != seen:
-                seen = len(job["points"])
-                print(f"  {job['state']}: {seen}/{len(job['fractions'])} sizes done", flush=True)
-            time.sleep(args.interval)
-            job = cli._call(args, "GET", path)
-    _print_curve(job)
-    return 0 if job["state"] != "fail" else 1
+    """Queue a learning curve (or with `--status` show the latest), `--watch` it to the end;
+    exit 1 when it failed."""
+    with client_of(args) as api:
+        study_id = api.study_id(args.study)
+        if args.status:
+            job = api.learning_curve(study_id)
+        else:
+            job = api.queue_learning_curve(study_id, args.fractions)
+            trial = job["source_trial_id"]
+            print(f"learning curve {job['id']} queued for study {study_id} (trial {trial})")
+        if args.watch:
+            job = watch_curve(api, study_id, job, args.interval)
+    print_curve(job)
+    return 0 if job["state"] != JobState.FAIL else 1
 
 
-def add_commands(client: ClientFactory) -> None:
-    c = client("report", cmd_report, "a study's diagnosis report and advice")
+def add_commands(sub: Subparsers) -> None:
+    """Add `report` and `learning-curve`."""
+    c = add_client_command(sub, "report", cmd_report, "a study's diagnosis report and advice")
     c.add_argument("study", help="study id or name")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
-    c = client(
+    c = add_client_command(
+        sub,
         "learning-curve",
         cmd_learning_curve,
         "train the best configuration on 10/25/50/100%% of the data: would more data help?",
