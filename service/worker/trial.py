@@ -137,16 +137,15 @@ class TrialRunner:
         finished FAIL with the reason."""
         try:
             spec = load_spec(get_study_row(self.url, claim.study_id).spec)
-            storage = get_storage(self.url)
             study = optuna.load_study(
                 study_name=f"hpo:{spec.name}",
-                storage=storage,
+                storage=get_storage(self.url),
                 sampler=build_sampler(spec, claim.claim_index),
                 pruner=build_pruner(spec.pruner, spec.objective.max_epochs),
             )
             if claim.fixed_params:
                 # Created RUNNING directly (not WAITING + pop) so no other worker can take it.
-                trial = create_running_trial(study, storage, claim.fixed_params)
+                trial = create_running_trial(study, claim.fixed_params)
             else:
                 trial = study.ask()
         except STORAGE_ERRORS:
