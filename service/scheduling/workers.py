@@ -96,6 +96,19 @@ def list_workers(
     return out
 
 
+def local_running_workers(url: str, pid: int) -> list[int]:
+    """Ids of the workers of this host and process id still marked running."""
+    with session_scope(url) as session:
+        ids = session.scalars(
+            select(Worker.id).where(
+                Worker.host == socket.gethostname(),
+                Worker.pid == pid,
+                Worker.status == WorkerState.RUNNING,
+            )
+        ).all()
+    return list(ids)
+
+
 def local_workers_alive(url: str, grace_seconds: float) -> int:
     """Workers of this host with a heartbeat within the grace period (a health check)."""
     cutoff = utcnow() - timedelta(seconds=grace_seconds)
