@@ -20,7 +20,7 @@ from service.core.db.models import TrialRecord, Worker, utcnow
 from service.core.db.retry import retry_db
 from service.core.optuna_storage import get_storage
 from service.core.settings import Settings
-from service.worker import process as worker_module
+from service.worker import trial as worker_module
 from service.worker.process import WorkerProcess
 from tests.conftest import tiny_spec, unique
 from trainer import EpochMetrics, FitResult, TensorData, TrainConfig

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import optuna
-from optuna.storages import BaseStorage
 from optuna.storages._rdb import models as rdb_models  # Optuna's own table mappings
 from optuna.trial import FrozenTrial, TrialState
 
@@ -26,18 +25,17 @@ def trial_id_of(trial: optuna.Trial | FrozenTrial) -> int:
     return trial_id
 
 
-def create_running_trial(
-    study: optuna.Study, storage: BaseStorage, fixed_params: dict[str, Any]
-) -> optuna.Trial:
+def create_running_trial(study: optuna.Study, fixed_params: dict[str, Any]) -> optuna.Trial:
     """A trial created directly in state RUNNING that will take `fixed_params`.
 
     Optuna's public route, `enqueue_trial` + `ask`, goes through state WAITING, and popping
     WAITING is racy on SQLite (no ``SELECT ... FOR UPDATE``): two workers could take the same
-    configuration. `storage` must be the study's own storage (`get_storage(url)`).
+    configuration. It is created through the study's own storage: `load_study` wraps an
+    RDBStorage in a cache, which must know the trial (one made through the RDBStorage
+    directly fails the first `suggest_*` with a KeyError).
     """
     template = optuna.trial.create_trial(
         state=TrialState.RUNNING, system_attrs={"fixed_params": fixed_params}
     )
-    study_id = storage.get_study_id_from_name(study.study_name)
-    trial_id = storage.create_new_trial(study_id, template_trial=template)
+    trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
     return optuna.Trial(study, trial_id)

@@ -17,18 +17,24 @@ from datetime import timedelta
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
 
 from service.core.db.engine import session_scope
 from service.core.db.models import EnqueuedConfig, Study, TrialRecord, Worker, utcnow
 from service.core.optuna_storage import get_storage
+from service.core.states import StudyState, TrialState, WorkerState
+from service.studies.spec import load_spec
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Claim:
+    """A budget slot taken by a worker: its `hpo_trials` record, the study, the slot's
+    1-based index in the study (seeds the sampler), and the parameters it must run with
+    when it is an enqueued configuration or a re-run."""
+
     record_id: int
     study_id: int
     claim_index: int
@@ -42,9 +48,9 @@ def expire_deadlines(url: str) -> None:
     with session_scope(url) as session:
         session.execute(
             update(Study)
-            .where(Study.status == "running", Study.deadline_at.is_not(None))
+            .where(Study.status == StudyState.RUNNING, Study.deadline_at.is_not(None))
             .where(Study.deadline_at < now)
-            .values(status="completed", finished_at=now, updated_at=now)
+            .values(status=StudyState.COMPLETED, finished_at=now, updated_at=now)
         )
 
 
@@ -54,7 +60,7 @@ def candidate_studies(url: str, only: Sequence[str] | None = None) -> list[int]:
     restricts them to these study names (or ids)."""
     query = (
         select(Study.id)
-        .where(Study.status == "running", Study.slots_used < Study.n_trials)
+        .where(Study.status == StudyState.RUNNING, Study.slots_used < Study.n_trials)
         .where(
             or_(
                 Study.max_parallel_trials.is_(None),
@@ -71,12 +77,15 @@ def candidate_studies(url: str, only: Sequence[str] | None = None) -> list[int]:
 
 
 def claim_slot(url: str, study_id: int, worker_id: int | None) -> Claim | None:
+    """Take one budget slot of the study for `worker_id` (None: no worker, e.g. a test), in
+    one conditional UPDATE, with the next enqueued configuration if there is one. None when
+    the study is not running, its budget is used up or max_parallel_trials are running."""
     with session_scope(url) as session:
         claim_index = session.scalar(
             update(Study)
             .where(
                 Study.id == study_id,
-                Study.status == "running",
+                Study.status == StudyState.RUNNING,
                 Study.slots_used < Study.n_trials,
                 or_(
                     Study.max_parallel_trials.is_(None),
@@ -111,7 +120,7 @@ def claim_slot(url: str, study_id: int, worker_id: int | None) -> Claim | None:
             enqueued_id=None if enqueued is None else enqueued.id,
             retry_of=None if enqueued is None else enqueued.retry_of,
             retry_number=0 if enqueued is None else enqueued.retry_number,
-            state="claimed",
+            state=TrialState.CLAIMED,
             started_at=utcnow(),
         )
         session.add(record)
@@ -139,7 +148,7 @@ def attach_trial(url: str, record_id: int, optuna_trial_id: int, number: int) ->
         result = session.execute(
             update(TrialRecord)
             .where(TrialRecord.id == record_id, TrialRecord.finished_at.is_(None))
-            .values(state="running")
+            .values(state=TrialState.RUNNING)
         )
         return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
@@ -147,7 +156,7 @@ def attach_trial(url: str, record_id: int, optuna_trial_id: int, number: int) ->
 def finish_record(
     url: str,
     record_id: int,
-    state: str,
+    state: TrialState,
     *,
     error: str | None = None,
     test_accuracy: float | None = None,
@@ -178,18 +187,22 @@ def finish_record(
         record = session.get(TrialRecord, record_id)
         assert record is not None
         values: dict[str, Any] = {"n_running": Study.n_running - 1, "updated_at": now}
-        if state == "fail":
+        if state == TrialState.FAIL:
             values.update(slots_used=Study.slots_used - 1, n_failed=Study.n_failed + 1)
         session.execute(update(Study).where(Study.id == record.study_id).values(**values))
-        if state == "fail" and retry_params is not None:
+        if state == TrialState.FAIL and retry_params is not None:
             enqueue_retry(session, record, retry_params)
         _settle_status(session, record.study_id)
     return True
 
 
-def enqueue_retry(session: Any, record: TrialRecord, params: dict[str, Any]) -> bool:
+def enqueue_retry(session: Session, record: TrialRecord, params: dict[str, Any]) -> bool:
+    """Enqueue a re-run of the failed `record` with `params` (first in the study's queue),
+    unless it never had an Optuna trial or already ran `budget.max_retries` times. True if
+    it enqueued one. Runs in the caller's transaction."""
     study = session.get(Study, record.study_id)
-    max_retries = int(study.spec["budget"].get("max_retries", 1))
+    assert study is not None
+    max_retries = load_spec(study.spec).budget.max_retries
     if record.optuna_trial_id is None or record.retry_number >= max_retries:
         return False
     session.add(
@@ -205,30 +218,31 @@ def enqueue_retry(session: Any, record: TrialRecord, params: dict[str, Any]) -> 
     return True
 
 
-def _settle_status(session: Any, study_id: int) -> None:
+def _settle_status(session: Session, study_id: int) -> None:
     """completed once the budget is finished; failed past max_failed_trials."""
     study = session.get(Study, study_id, with_for_update=True)
-    if study is None or study.status != "running":
+    if study is None or study.status != StudyState.RUNNING:
         return
+    done = (TrialState.COMPLETE, TrialState.PRUNED)
     finished = session.scalar(
         select(func.count())
         .select_from(TrialRecord)
-        .where(TrialRecord.study_id == study_id, TrialRecord.state.in_(("complete", "pruned")))
+        .where(TrialRecord.study_id == study_id, TrialRecord.state.in_(done))
     )
-    max_failed = study.spec["budget"].get("max_failed_trials")
+    max_failed = load_spec(study.spec).budget.max_failed_trials
     if max_failed is None:
         max_failed = study.n_trials
     now = utcnow()
-    if finished >= study.n_trials:
-        study.status, study.finished_at, study.updated_at = "completed", now, now
+    if (finished or 0) >= study.n_trials:
+        study.status, study.finished_at, study.updated_at = StudyState.COMPLETED, now, now
     elif study.n_failed > max_failed:
         last = session.scalar(
             select(TrialRecord.error)
-            .where(TrialRecord.study_id == study_id, TrialRecord.state == "fail")
+            .where(TrialRecord.study_id == study_id, TrialRecord.state == TrialState.FAIL)
             .order_by(TrialRecord.id.desc())
             .limit(1)
         )
-        study.status, study.finished_at, study.updated_at = "failed", now, now
+        study.status, study.finished_at, study.updated_at = StudyState.FAILED, now, now
         study.error = f"{study.n_failed} trials failed (more than {max_failed}); last: {last}"
 
 
@@ -237,7 +251,9 @@ def reap_dead_workers(url: str, grace_seconds: float) -> int:
     cutoff = utcnow() - timedelta(seconds=grace_seconds)
     with session_scope(url) as session:
         dead = session.scalars(
-            select(Worker.id).where(Worker.status == "running", Worker.heartbeat_at < cutoff)
+            select(Worker.id).where(
+                Worker.status == WorkerState.RUNNING, Worker.heartbeat_at < cutoff
+            )
         ).all()
     for worker_id in dead:
         reap_worker(url, worker_id, f"worker {worker_id} stopped sending heartbeats")
@@ -245,11 +261,12 @@ def reap_dead_workers(url: str, grace_seconds: float) -> int:
 
 
 def reap_worker(url: str, worker_id: int, reason: str) -> None:
+    """Mark a running worker dead and fail its unfinished trials with `reason`."""
     with session_scope(url) as session:
         session.execute(
             update(Worker)
-            .where(Worker.id == worker_id, Worker.status == "running")
-            .values(status="dead", current_trial_id=None)
+            .where(Worker.id == worker_id, Worker.status == WorkerState.RUNNING)
+            .values(status=WorkerState.DEAD, current_trial_id=None)
         )
     fail_orphans(url, worker_id, reason)
 
@@ -265,7 +282,7 @@ def fail_orphans(url: str, worker_id: int, reason: str) -> None:
     storage = get_storage(url)
     for record_id, optuna_trial_id in orphans:
         if optuna_trial_id is None:
-            if finish_record(url, record_id, "fail", error=reason, unattached_only=True):
+            if finish_record(url, record_id, TrialState.FAIL, error=reason, unattached_only=True):
                 log.warning(
                     "trial record %s of worker %s -> fail (%s)", record_id, worker_id, reason
                 )
@@ -279,13 +296,13 @@ def fail_orphans(url: str, worker_id: int, reason: str) -> None:
                 )
             if optuna_trial_id is None:
                 continue
-        state: str = "fail"
+        state = TrialState.FAIL
         error: str | None = reason
         try:
-            storage.set_trial_state_values(optuna_trial_id, TrialState.FAIL)
+            storage.set_trial_state_values(optuna_trial_id, optuna.trial.TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             # It finished in Optuna but the worker died before recording it here.
-            state, error = storage.get_trial(optuna_trial_id).state.name.lower(), None
+            state, error = TrialState(storage.get_trial(optuna_trial_id).state.name.lower()), None
         params = storage.get_trial(optuna_trial_id).params
         finish_record(url, record_id, state, error=error, retry_params=params)
         log.warning("trial record %s of worker %s -> %s (%s)", record_id, worker_id, state, reason)

@@ -11,19 +11,16 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from service.core.db.engine import session_scope
-from service.core.db.models import Worker
 from service.core.settings import Settings
 from service.scheduling.claims import reap_worker
+from service.scheduling.workers import local_running_workers
 from service.worker.gpus import Slot
 
 log = logging.getLogger("hpo.serve")
@@ -81,15 +78,7 @@ class LocalWorkers:
 
     def _reap(self, pid: int, code: int) -> None:
         try:
-            with session_scope(self.settings.database_url) as session:
-                ids = session.scalars(
-                    select(Worker.id).where(
-                        Worker.host == socket.gethostname(),
-                        Worker.pid == pid,
-                        Worker.status == "running",
-                    )
-                ).all()
-            for worker_id in ids:
+            for worker_id in local_running_workers(self.settings.database_url, pid):
                 reap_worker(
                     self.settings.database_url,
                     worker_id,

@@ -1,0 +1,282 @@
+"""One trial, start to end: start -> attach -> train -> tell and finish -> clean up.
+
+`TrialRunner.run` reads in that order, one method per phase. Training is the trainer's
+`fit` with `EpochReport` as its per-epoch callback: one write of the epoch's curve points,
+the objective reported to Optuna, then the early verdict and the pruner decide whether the
+trial goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from functools import partial
+
+import optuna
+import torch
+from sqlalchemy.exc import SQLAlchemyError
+
+from service.analysis.diagnoses import PRUNED_BY_DIAGNOSIS, record_diagnosis
+from service.core.db.retry import retry_db
+from service.core.optuna_compat import create_running_trial, trial_id_of
+from service.core.optuna_storage import get_storage
+from service.core.states import TrialState
+from service.scheduling.claims import Claim, attach_trial, finish_record
+from service.scheduling.workers import set_current_trial
+from service.studies.model_families import builder_for
+from service.studies.search.factories import build_pruner, build_sampler
+from service.studies.search.space import suggest_params
+from service.studies.service import get_study_row
+from service.studies.spec import StudySpec, load_spec, train_config
+from service.trials.artifacts import save_trial_model
+from service.trials.transfer import prepare_from
+from service.trials.warnings import record_warnings
+from service.worker.curves import write_epoch
+from service.worker.data import DatasetCache
+from service.worker.oom import fit_with_oom_retry, free_gpu_memory, record_oom_retry
+from trainer import DivergedError, EpochMetrics, FitResult, TensorData, TrainConfig, evaluate, fit
+from trainer.diagnosis import EarlyVerdict
+from trainer.loop import ModelBuilder, PrepareModel
+
+log = logging.getLogger("hpo.worker")
+
+STORAGE_ERRORS = (SQLAlchemyError, optuna.exceptions.StorageInternalError)
+
+
+class Interrupted(Exception):
+    """The worker was asked to stop while a trial was running."""
+
+
+# Failures that are the trial's own (or a stop): logged without a traceback.
+QUIET_FAILURES = (Interrupted, DivergedError, ValueError, torch.cuda.OutOfMemoryError)
+
+
+@dataclass(frozen=True)
+class Started:
+    """A claimed trial that exists in Optuna."""
+
+    spec: StudySpec
+    study: optuna.Study
+    trial: optuna.Trial
+    trial_id: int  # Optuna's storage id, which our tables reference
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How training ended: COMPLETE with the objective's value, or PRUNED (no value)."""
+
+    state: TrialState
+    value: float | None
+    test_accuracy: float | None  # None when the dataset has no test split
+
+
+@dataclass
+class EpochReport:
+    """The trainer's per-epoch callback: returns True to stop the trial (pruned)."""
+
+    url: str
+    trial: optuna.Trial
+    trial_id: int
+    metric: str  # the objective's metric, reported to Optuna
+    verdict: EarlyVerdict  # stops hopeless trials: diverged, or vanishing and not learning
+    reported: set[int] = field(default_factory=set)
+
+    def __call__(self, m: EpochMetrics) -> bool:
+        write_epoch(self.url, self.trial_id, m)  # the epoch's one write
+        if m.epoch not in self.reported:  # a re-run after OOM repeats reported epochs
+            retry_db(partial(self.trial.report, m.values[self.metric], m.epoch), "report")
+            self.reported.add(m.epoch)
+        if (reason := self.verdict.update(m.values)) is not None:
+            set_reason = partial(self.trial.set_user_attr, PRUNED_BY_DIAGNOSIS, reason)
+            retry_db(set_reason, "verdict")
+            return True
+        return retry_db(self.trial.should_prune, "should_prune")
+
+
+class TrialRunner:
+    """Trains claimed trials for one worker on its device.
+
+    `interruptible()` is the window in which the worker's stop deadline may raise
+    `Interrupted` in the training thread: it is open only while `fit` runs.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        worker_id: int,
+        device: str,
+        data: DatasetCache,
+        interruptible: Callable[[], AbstractContextManager[None]],
+    ) -> None:
+        self.url = url
+        self.worker_id = worker_id
+        self.device = device
+        self.data = data
+        self.interruptible = interruptible
+
+    def run(self, claim: Claim) -> None:
+        """Run the claimed trial to its end and record it. Database errors while starting
+        or finishing propagate (the worker backs off and fails the claim later); any other
+        error fails the trial with its reason."""
+        started = self.start(claim)
+        if started is None or not self.attach(claim, started):
+            return
+        try:
+            outcome = self.train(claim, started)
+            self.finish(claim, started, outcome)
+        except Exception as e:
+            self.fail(claim, started, e)
+        finally:
+            self.clean_up(started)
+
+    def start(self, claim: Claim) -> Started | None:
+        """Load the study and ask Optuna for the trial (an enqueued configuration or a
+        re-run is created RUNNING with its parameters). None if that failed: the claim is
+        finished FAIL with the reason."""
+        try:
+            spec = load_spec(get_study_row(self.url, claim.study_id).spec)
+            study = optuna.load_study(
+                study_name=f"hpo:{spec.name}",
+                storage=get_storage(self.url),
+                sampler=build_sampler(spec, claim.claim_index),
+                pruner=build_pruner(spec.pruner, spec.objective.max_epochs),
+            )
+            if claim.fixed_params:
+                # Created RUNNING directly (not WAITING + pop) so no other worker can take it.
+                trial = create_running_trial(study, claim.fixed_params)
+            else:
+                trial = study.ask()
+        except STORAGE_ERRORS:
+            raise  # the run loop backs off; the claim is failed once the database is back
+        except Exception as e:
+            log.exception("could not start a trial for study %s", claim.study_id)
+            reason = f"{type(e).__name__}: {e}"
+            finish_record(self.url, claim.record_id, TrialState.FAIL, error=reason)
+            return None
+        return Started(spec, study, trial, trial_id_of(trial))
+
+    def attach(self, claim: Claim, started: Started) -> bool:
+        """Link the claim to its Optuna trial and name it the worker's current trial. False
+        (and the trial failed in Optuna) if the claim was reaped meanwhile."""
+        trial = started.trial
+        link = partial(attach_trial, self.url, claim.record_id, started.trial_id, trial.number)
+        if not retry_db(link, "attach"):
+            # Declared dead (e.g. starved of CPU past the grace period) before the link
+            # existed: the slot went back, so training this trial would overshoot the budget.
+            log.warning(
+                "study %s: claim %d was reaped; not training it", started.spec.name, claim.record_id
+            )
+            self._tell(started, None, TrialState.FAIL)
+            return False
+        retry_db(
+            partial(set_current_trial, self.url, self.worker_id, started.trial_id), "current trial"
+        )
+        log.info("study %s: trial %d started", started.spec.name, trial.number)
+        return True
+
+    def train(self, claim: Claim, started: Started) -> Outcome:
+        """Suggest the parameters, train, save the model, measure test accuracy."""
+        spec, trial = started.spec, started.trial
+        config = train_config(spec, suggest_params(trial, spec), trial_number=trial.number)
+        data = self.data.get(spec.dataset)
+        record_warnings(self.url, started.trial_id, config)
+        report = EpochReport(
+            self.url,
+            trial,
+            started.trial_id,
+            spec.objective.metric,
+            EarlyVerdict(n_classes=data.n_classes),
+        )
+        fit_once = partial(
+            self._fit,
+            data=data,
+            on_epoch=report,
+            prepare=None if spec.init_from is None else prepare_from(self.url, spec.init_from),
+            builder=builder_for(spec.model.family),
+        )
+        on_retry = partial(record_oom_retry, self.url, claim.record_id, trial, started.trial_id)
+        result = fit_with_oom_retry(fit_once, config, device=self.device, on_retry=on_retry)
+        save_trial_model(self.url, started.trial_id, result, config, spec, data)
+        test_acc = None
+        if data.x_test.shape[0] > 0:
+            test_acc = evaluate(result.model, data.x_test, data.y_test)[1]
+        if result.stopped_by_callback:
+            return Outcome(TrialState.PRUNED, None, test_acc)
+        # Under early stopping the model (and so the value) is the best epoch's.
+        return Outcome(TrialState.COMPLETE, result.value(spec.objective.metric), test_acc)
+
+    def finish(self, claim: Claim, started: Started, outcome: Outcome) -> None:
+        """Tell Optuna the outcome, then finish the claim's record."""
+        self._tell(started, outcome.value, outcome.state)
+        record = partial(
+            finish_record,
+            self.url,
+            claim.record_id,
+            outcome.state,
+            test_accuracy=outcome.test_accuracy,
+        )
+        retry_db(record, "finish")
+        log.info(
+            "study %s: trial %d %s %s",
+            started.spec.name,
+            started.trial.number,
+            outcome.state.name,
+            outcome.value,
+        )
+
+    def fail(self, claim: Claim, started: Started, e: Exception) -> None:
+        """Fail the trial with `e` as its reason; a trial interrupted by a stop was not at
+        fault and is enqueued again with the same parameters."""
+        if not isinstance(e, QUIET_FAILURES):
+            log.exception("study %s: trial %d failed", started.spec.name, started.trial.number)
+        retry_params = started.trial.params if isinstance(e, Interrupted) else None
+        try:
+            self._tell(started, None, TrialState.FAIL)
+        except Exception:
+            log.exception("could not mark trial %d failed in Optuna", started.trial.number)
+        record = partial(
+            finish_record,
+            self.url,
+            claim.record_id,
+            TrialState.FAIL,
+            error=f"{type(e).__name__}: {e}",
+            retry_params=retry_params,
+        )
+        retry_db(record, "finish")
+
+    def clean_up(self, started: Started) -> None:
+        """Record the ended trial's diagnosis, clear the worker's current trial and free the
+        GPU memory the trial held."""
+        record_diagnosis(self.url, started.trial_id)  # never raises
+        try:
+            set_current_trial(self.url, self.worker_id, None)
+        except SQLAlchemyError as e:
+            log.warning("could not clear the current trial: %s", type(e).__name__)
+        free_gpu_memory(self.device)
+
+    def _tell(self, started: Started, value: float | None, state: TrialState) -> None:
+        # skip_if_finished: a retry after a lost connection may find it already told.
+        tell = partial(
+            started.study.tell,
+            started.trial,
+            value,
+            state=optuna.trial.TrialState[state.name],
+            skip_if_finished=True,
+        )
+        retry_db(tell, "tell")
+
+    def _fit(
+        self,
+        config: TrainConfig,
+        *,
+        data: TensorData,
+        on_epoch: EpochReport,
+        prepare: PrepareModel | None,
+        builder: ModelBuilder | None,
+    ) -> FitResult:
+        with self.interruptible():  # from here the stop deadline may interrupt the trial
+            if builder is None:  # a shipped family: the trainer builds it
+                return fit(config, data, on_epoch, prepare_model=prepare)
+            return fit(config, data, on_epoch, prepare_model=prepare, model_builder=builder)
