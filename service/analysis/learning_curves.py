@@ -24,8 +24,9 @@ from service.core.db.models import LearningCurveJob, Study, Worker, utcnow
 from service.core.errors import JobActive, NoCompletedTrial, NoLearningCurve
 from service.datasets.spec import DatasetSpec
 from service.studies.service import get_best, get_study_row
-from service.studies.spec import StudySpec
-from trainer import TensorData, TrainConfig
+from service.studies.model_families import builder_for
+from service.studies.spec import load_spec, train_config
+from trainer import TensorData
 from trainer.data_size import SizePoint, conclude, learning_curve
 from trainer.loop import EpochMetrics
 
@@ -192,7 +193,7 @@ def run_job(
     data_for: Callable[[DatasetSpec], TensorData],
     stopping: threading.Event,
 ) -> None:
-    spec = StudySpec.model_validate(get_study_row(url, job.study_id).spec)
+    spec = load_spec(get_study_row(url, job.study_id).spec)
     points: list[dict[str, Any]] = []
 
     def on_epoch(_m: EpochMetrics) -> bool:
@@ -206,9 +207,15 @@ def run_job(
 
     log.info("learning curve %s of study %s: fractions %s", job.id, spec.name, job.fractions)
     try:
-        config = TrainConfig.from_params(job.config, max_epochs=spec.objective.max_epochs)
+        # Seed 0, as learning curves always had: the source trial's number is not stored.
+        config = train_config(spec, job.config, trial_number=0)
         result = learning_curve(
-            config, data_for(spec.dataset), job.fractions, on_epoch=on_epoch, on_point=on_point
+            config,
+            data_for(spec.dataset),
+            job.fractions,
+            on_epoch=on_epoch,
+            on_point=on_point,
+            model_builder=builder_for(spec.model.family),
         )
         verdict = conclude(result, spec.objective.metric)
     except JobStopped:
