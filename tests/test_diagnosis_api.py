@@ -11,7 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import delete, func, select
 
-from service.analysis.learning_curves import MAX_ATTEMPTS, claim_job, requeue_orphans
+from service.scheduling.jobs import MAX_ATTEMPTS, claim_job, requeue_orphans
 from service.core.db.engine import session_scope
 from service.core.db.models import LearningCurveJob, TrialDiagnosis, Worker, utcnow
 from service.core.settings import Settings
