@@ -13,7 +13,8 @@ import pytest
 
 from service.analysis.remedies import RemedyContext, with_remedies
 from service.studies.spec import StudySpec
-from trainer import detectors, diagnosis as d
+from trainer import detectors
+from trainer import diagnosis as d
 from trainer.diagnosis import CONFIRM_EPOCHS, KINDS, EarlyVerdict, TrialRun, diagnose
 
 

@@ -16,7 +16,6 @@ from trainer.params import ParamValue
 Direction = Literal["raise", "lower", "choose"]
 
 
-
 @dataclass(frozen=True)
 class Range:
     """A numeric range worth searching: [low, high], on a log scale when `log`."""

@@ -23,7 +23,7 @@ from trainer.curve_stats import (
 )
 
 EvidenceValue = float | int | str
-Evidence = Evidence
+Evidence = dict[str, EvidenceValue]
 
 # ---- thresholds --------------------------------------------------------------------------
 # Trends are read over the last TAIL epochs: long enough to average out one noisy epoch,
@@ -135,22 +135,22 @@ def find_diverged(run: TrialRun, train: list[float], val: list[float]) -> Eviden
         bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
         if bad:
             return {"non_finite_metric": name, "diverged_at_epoch": bad[0] + 1}
-    finite = finite(train)
-    if finite and run.n_classes and run.n_classes > 1:
+    finite_train = finite(train)
+    if finite_train and run.n_classes and run.n_classes > 1:
         chance = math.log(run.n_classes)
-        if finite[-1] >= DIVERGE_CHANCE_MULTIPLE * chance:
+        if finite_train[-1] >= DIVERGE_CHANCE_MULTIPLE * chance:
             return {
-                "final_train_loss": rounded(finite[-1]),
+                "final_train_loss": rounded(finite_train[-1]),
                 "chance_loss": rounded(chance),
-                "train_loss_over_chance": rounded(finite[-1] / chance),
+                "train_loss_over_chance": rounded(finite_train[-1] / chance),
             }
-    if len(finite) >= 2:
-        best = min(finite)
-        growth = finite[-1] / best if best > 0 else math.inf
-        if growth >= DIVERGE_GROWTH and finite[-1] > finite[0]:
+    if len(finite_train) >= 2:
+        best = min(finite_train)
+        growth = finite_train[-1] / best if best > 0 else math.inf
+        if growth >= DIVERGE_GROWTH and finite_train[-1] > finite_train[0]:
             return {
                 "min_train_loss": rounded(best),
-                "final_train_loss": rounded(finite[-1]),
+                "final_train_loss": rounded(finite_train[-1]),
                 "growth_over_min": rounded(growth),
             }
     return {}

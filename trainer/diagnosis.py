@@ -18,12 +18,11 @@ from typing import Any, Literal
 from trainer.detectors import (
     MIN_EPOCHS,
     Evidence,
-    EvidenceValue,
     TrialRun,
     find_dead_units,
     find_diverged,
-    find_gradient_problems,
     find_good_fit,
+    find_gradient_problems,
     find_oscillation,
     find_overfit,
     find_still_improving,

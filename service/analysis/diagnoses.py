@@ -15,9 +15,9 @@ from optuna.trial import FrozenTrial
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from service.analysis.remedies import RemedyContext, with_remedies
 from service.core.db.engine import session_scope
 from service.core.db.models import CurvePoint, Study, TrialDiagnosis, TrialRecord
-from service.analysis.remedies import RemedyContext, with_remedies
 from service.core.optuna_storage import get_storage
 from service.core.states import TrialState
 from service.datasets.spec import DatasetSpec
@@ -42,15 +42,9 @@ def n_classes(dataset: DatasetSpec) -> int | None:
 @lru_cache(maxsize=32)
 def _n_classes(dataset_json: str) -> int | None:
     ds = DatasetSpec.model_validate_json(dataset_json)
+    split = ds.model_dump(include={"val_fraction", "test_fraction", "seed", "n_samples", "noise"})
     try:
-        return load_dataset(
-            ds.name,
-            val_fraction=ds.val_fraction,
-            test_fraction=ds.test_fraction,
-            seed=ds.seed,
-            n_samples=ds.n_samples,
-            noise=ds.noise,
-        ).n_classes
+        return load_dataset(ds.name, **split).n_classes
     except Exception:  # an uploaded or unknown dataset: diagnose without chance level
         return None
 

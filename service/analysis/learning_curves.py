@@ -29,15 +29,14 @@ from service.scheduling.jobs import (
     release_job,
     update_running_job,
 )
-from service.studies.service import get_best, get_study_row
 from service.studies.model_families import builder_for
+from service.studies.service import get_best, get_study_row
 from service.studies.spec import load_spec, train_config
 from trainer import TensorData
 from trainer.data_size import SizePoint, conclude, learning_curve
 from trainer.loop import EpochMetrics
 
 log = logging.getLogger(__name__)
-
 
 
 class JobStopped(Exception):

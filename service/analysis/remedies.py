@@ -187,8 +187,7 @@ def _render_choice(move: Move, ctx: RemedyContext) -> str | None:
             f'"fixed": {{"{p}": "{move.prefer[0]}"}} or search it: {suggest}'
         )
     return (
-        f"try {p} {try_} ({move.why}{_used(p, value, ctx)}): add it to the spec's space: "
-        f"{suggest}"
+        f"try {p} {try_} ({move.why}{_used(p, value, ctx)}): add it to the spec's space: {suggest}"
     )
 
 

@@ -124,9 +124,7 @@ def update_running_job(url: str, job_id: int, worker_id: int, values: dict[str, 
 def finish_job(url: str, job_id: int, worker_id: int, state: JobState, **values: Any) -> None:
     """End a running job in `state` (complete or fail) with `values` (its result or
     error), stamping its finish time."""
-    update_running_job(
-        url, job_id, worker_id, {"state": state, "finished_at": utcnow(), **values}
-    )
+    update_running_job(url, job_id, worker_id, {"state": state, "finished_at": utcnow(), **values})
 
 
 def release_job(url: str, job_id: int, worker_id: int) -> None:
