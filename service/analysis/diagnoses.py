@@ -24,7 +24,6 @@ from service.datasets.spec import DatasetSpec
 from service.studies.spec import StudySpec, load_spec
 from trainer.data import load_dataset
 from trainer.diagnosis import TrialRun, diagnose
-from trainer.params import ParamValue
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +65,13 @@ def curve_values(url: str, trial_id: int) -> dict[str, list[float]]:
 def diagnose_trial(
     spec: StudySpec,
     record: TrialRecord,
-    params: dict[str, ParamValue],
+    frozen: FrozenTrial,
     curves: dict[str, list[float]],
 ) -> Findings:
-    """Findings of one finished trial, with remedies rendered against its study's spec.
+    """Findings of one finished trial, with remedies rendered against its study's spec;
+    a trial stopped by an early verdict says so in that finding's evidence.
 
-    `params`: the trial's searched values; `curves`: per-epoch values by metric name.
+    `frozen`: the trial as Optuna stores it; `curves`: per-epoch values by metric name.
     """
     run = TrialRun(
         curves=curves,
@@ -80,8 +80,15 @@ def diagnose_trial(
         n_classes=n_classes(spec.dataset),
         max_epochs=spec.objective.max_epochs,
     )
-    ctx = RemedyContext(config={**spec.fixed, **params}, spec=spec)
-    return with_remedies(diagnose(run), ctx)
+    ctx = RemedyContext(config={**spec.fixed, **frozen.params}, spec=spec)
+    findings = with_remedies(diagnose(run), ctx)
+    reason = frozen.user_attrs.get(PRUNED_BY_DIAGNOSIS)
+    if reason is not None:
+        kind = str(reason).split(" ", 1)[0]
+        for f in findings:
+            if f["kind"] == kind:
+                f["evidence"]["stopped_early"] = str(reason)
+    return findings
 
 
 def _store(url: str, trial_id: int, study_id: int, findings: Findings) -> None:
@@ -90,34 +97,6 @@ def _store(url: str, trial_id: int, study_id: int, findings: Findings) -> None:
             session.add(TrialDiagnosis(trial_id=trial_id, study_id=study_id, findings=findings))
     except IntegrityError:
         pass  # computed concurrently by another reader or the worker: same result
-
-
-def compute(
-    url: str,
-    record: TrialRecord,
-    spec: StudySpec,
-    frozen: FrozenTrial | None = None,
-    curves: dict[str, list[float]] | None = None,
-) -> Findings:
-    """Diagnose a finished trial now (reading its Optuna trial and curves unless given);
-    a trial stopped by an early verdict says so in that finding's evidence."""
-    assert record.optuna_trial_id is not None
-    trial_id = record.optuna_trial_id
-    if frozen is None:
-        try:
-            frozen = get_storage(url).get_trial(trial_id)
-        except KeyError:  # our record outlived Optuna's trial: nothing to diagnose
-            return []
-    if curves is None:
-        curves = curve_values(url, trial_id)
-    findings = diagnose_trial(spec, record, dict(frozen.params), curves)
-    reason = frozen.user_attrs.get(PRUNED_BY_DIAGNOSIS)
-    if reason is not None:
-        kind = str(reason).split(" ", 1)[0]
-        for f in findings:
-            if f["kind"] == kind:
-                f["evidence"]["stopped_early"] = str(reason)
-    return findings
 
 
 def record_diagnosis(url: str, trial_id: int) -> None:
@@ -130,7 +109,7 @@ def record_diagnosis(url: str, trial_id: int) -> None:
             study = None if record is None else session.get(Study, record.study_id)
         if record is None or study is None or record.state not in FINISHED:
             return
-        _store(url, trial_id, study.id, compute(url, record, load_spec(study.spec)))
+        findings_for(url, record, load_spec(study.spec))
     except Exception:
         log.exception("could not diagnose trial %s; it is diagnosed when read", trial_id)
 
@@ -164,7 +143,15 @@ def findings_for(
         return found[trial_id]
     if record.state not in FINISHED:
         return []
-    findings = compute(url, record, spec, frozen, curves)
+    if frozen is None:
+        try:
+            frozen = get_storage(url).get_trial(trial_id)
+        except KeyError:  # our record outlived Optuna's trial: nothing to diagnose
+            frozen = None
+    findings: Findings = []
+    if frozen is not None:
+        curves = curve_values(url, trial_id) if curves is None else curves
+        findings = diagnose_trial(spec, record, frozen, curves)
     try:
         _store(url, trial_id, record.study_id, findings)
     except SQLAlchemyError as e:  # a read must not fail because the write did
