@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
+from service.analysis.remedies import RemedyContext, with_remedies
 from service.studies.spec import StudySpec
+from trainer import detectors
 from trainer import diagnosis as d
 from trainer.diagnosis import CONFIRM_EPOCHS, KINDS, EarlyVerdict, TrialRun, diagnose
 
@@ -333,16 +335,23 @@ FIXED = {"hidden_layers": 2, "hidden_units": 128}
 OVERFIT_CURVES = loss(plateau(2.0, 0.01, 20), rise_after(0.5, 8, 0.8, 20))
 
 
+DIGITS_SPEC = StudySpec.model_validate(
+    {
+        "name": "s",
+        "dataset": {"name": "digits"},
+        "objective": {"max_epochs": 20},
+        "space": DIGITS_SPACE,
+        "fixed": FIXED,
+        "budget": {"n_trials": 1},
+    }
+)
+
+
 def remedies(kind: str, curves: dict[str, list[float]], config: dict[str, Any]) -> list[str]:
-    run = TrialRun(
-        curves=curves,
-        config={**FIXED, **config},
-        space=DIGITS_SPACE,
-        fixed=FIXED,
-        n_classes=10,
-        max_epochs=20,
-    )
-    return next(f.remedies for f in diagnose(run) if f.kind == kind)
+    """service.analysis.remedies for the trainer's finding of `kind` in a digits study."""
+    run = TrialRun(curves=curves, n_classes=10, max_epochs=20)
+    ctx = RemedyContext(config={**FIXED, **config}, spec=DIGITS_SPEC)
+    return next(f["remedies"] for f in with_remedies(diagnose(run), ctx) if f["kind"] == kind)
 
 
 def snippet(remedy: str) -> dict[str, Any]:
@@ -443,7 +452,7 @@ def test_thresholds_are_named_constants() -> None:
         "STILL_IMPROVING_DROP",
         "GOOD_FIT_MAX_GAP_NATS",
     ):
-        assert isinstance(getattr(d, name), float), name
+        assert isinstance(getattr(detectors, name), float), name
 
 
 # ---- early verdicts: stop hopeless trials ----------------------------------------------

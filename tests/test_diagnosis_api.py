@@ -11,11 +11,11 @@ import httpx
 import pytest
 from sqlalchemy import delete, func, select
 
-from service.analysis.learning_curves import MAX_ATTEMPTS, claim_job, requeue_orphans
 from service.core.db.engine import session_scope
 from service.core.db.models import LearningCurveJob, TrialDiagnosis, Worker, utcnow
 from service.core.settings import Settings
 from service.scheduling.claims import reap_worker
+from service.scheduling.jobs import MAX_ATTEMPTS, claim_job, requeue_orphans
 from service.worker.process import WorkerProcess
 from tests.conftest import tiny_spec, unique
 from trainer.data_size import HELPS, NO_HELP

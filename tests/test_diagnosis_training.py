@@ -45,7 +45,6 @@ def train_and_diagnose(
         state, error = "fail", f"DivergedError: {e}"
     run = TrialRun(
         curves=curves,
-        config=params,
         state=state,
         error=error,
         n_classes=data.n_classes,

@@ -116,3 +116,29 @@ def test_a_registered_family_trains_on_n_d_data(
         t["params"]["lr"]
         for t in client.get(f"/api/studies/{created.json()['id']}/trials").json()["items"]
     )
+
+
+def test_a_plugin_studys_learning_curve_trains_the_plugin_model(
+    plugin: str, client: httpx.Client, settings: Settings
+) -> None:
+    name = unique("lc-nd")
+    rng = np.random.default_rng(1)
+    y = np.arange(120) % 3
+    x = rng.standard_normal((120, 2, 8)) + y[:, None, None]
+    files = {"file": ("d.npz", npz_bytes(X=x, y=y))}
+    assert client.post("/api/datasets", data={"name": name}, files=files).status_code == 201
+    spec = tiny_spec(unique("lc-probe"), n_trials=1, model={"family": plugin})
+    spec["dataset"] = {"name": name}
+    study_id = client.post("/api/studies", json=spec).json()["id"]
+    WorkerProcess(settings).run(until_idle=True, install_signals=False)
+    import hpo_test_models
+
+    before = len(hpo_test_models.CALLS)
+    queued = client.post(f"/api/studies/{study_id}/learning-curve", json={"fractions": [0.5, 1]})
+    assert queued.status_code == 202, queued.text
+    WorkerProcess(settings).run(until_idle=True, install_signals=False)
+
+    job = client.get(f"/api/studies/{study_id}/learning-curve").json()
+    assert job["state"] == "complete", job
+    # One plug-in model per size: the curve trains the study's family, not the MLP.
+    assert [c[0] for c in hpo_test_models.CALLS[before:]] == [(2, 8), (2, 8)]

@@ -4,7 +4,6 @@ data-size learning curve's subsampling and verdict."""
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
 import numpy as np
 import pytest
@@ -13,14 +12,22 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, create_trial
 
 from service.analysis.report import _advice, boundary_hits
+from service.studies.spec import load_spec
 from trainer import TensorData, load_dataset
 from trainer.data_size import HELPS, NO_HELP, SizePoint, conclude, epochs_for, subsample
 
-SPACE: dict[str, Any] = {
-    "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
-    "dropout": {"type": "float", "low": 0.0, "high": 0.5},
-    "batch_size": {"type": "categorical", "choices": [32, 64]},
-}
+SPACE = load_spec(
+    {
+        "name": "s",
+        "dataset": {"name": "digits"},
+        "space": {
+            "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+            "dropout": {"type": "float", "low": 0.0, "high": 0.5},
+            "batch_size": {"type": "categorical", "choices": [32, 64]},
+        },
+        "budget": {"n_trials": 1},
+    }
+).space
 
 
 def trial(value: float, lr: float, dropout: float) -> FrozenTrial:

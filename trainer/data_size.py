@@ -20,7 +20,7 @@ from sklearn.model_selection import train_test_split
 
 from trainer.config import TrainConfig
 from trainer.data import TensorData
-from trainer.loop import EpochCallback, fit
+from trainer.loop import EpochCallback, ModelBuilder, fit
 
 FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 
@@ -87,10 +87,13 @@ def train_at_size(
     data: TensorData,
     fraction: float,
     on_epoch: EpochCallback | None = None,
+    model_builder: ModelBuilder | None = None,
 ) -> SizePoint:
+    """Train `config` on a stratified `fraction` of the training split, for as many optimizer
+    steps as `config.max_epochs` on the whole split; `model_builder` as in `fit`."""
     part = subsample(data, fraction, config.seed)
     epochs = epochs_for(fraction, config.max_epochs)
-    result = fit(replace(config, max_epochs=epochs), part, on_epoch)
+    result = fit(replace(config, max_epochs=epochs), part, on_epoch, model_builder=model_builder)
     c = result.curves
     return SizePoint(
         fraction=fraction,
@@ -109,10 +112,13 @@ def learning_curve(
     fractions: Sequence[float] = FRACTIONS,
     on_epoch: EpochCallback | None = None,
     on_point: Callable[[SizePoint], None] | None = None,
+    model_builder: ModelBuilder | None = None,
 ) -> list[SizePoint]:
+    """One `SizePoint` per fraction (in the given order), each reported to `on_point` as
+    it is done. The model is `config.family`'s, or `model_builder`'s for a plug-in family."""
     points = []
     for f in fractions:
-        point = train_at_size(config, data, f, on_epoch)
+        point = train_at_size(config, data, f, on_epoch, model_builder)
         points.append(point)
         if on_point is not None:
             on_point(point)

@@ -26,15 +26,18 @@ from service.studies.queries import (
     trial_exists,
 )
 from service.studies.service import get_study_row
+from service.studies.spec import load_spec
 
 
 def history(url: str, study_id: int) -> StudyHistory:
+    """Every trial of the study as columns (one value per trial); raises StudyNotFound."""
     study = get_study_row(url, study_id)
+    objective = load_spec(study.spec).objective
     h = study_history(url, study)
     return StudyHistory(
         study_id=study.id,
-        direction=str(study.spec["objective"]["direction"]),
-        metric=str(study.spec["objective"]["metric"]),
+        direction=str(objective.direction),
+        metric=objective.metric,
         count=len(h.trial_id),
         trial_id=h.trial_id,
         number=h.number,
@@ -50,9 +53,12 @@ def history(url: str, study_id: int) -> StudyHistory:
 def study_curves(
     url: str, study_id: int, metric: str | None, top: int, max_points: int
 ) -> StudyCurves:
+    """The `metric` curves (default: the objective's) of the `top` best trials, each
+    downsampled to at most `max_points`; raises StudyNotFound."""
     study = get_study_row(url, study_id)
-    metric = metric or str(study.spec["objective"]["metric"])
-    direction = str(study.spec["objective"]["direction"])
+    objective = load_spec(study.spec).objective
+    metric = metric or objective.metric
+    direction = str(objective.direction)
     picked = curve_trials(url, study.optuna_study_id, direction, top)
     curves = curves_of(url, (t.trial_id for t in picked), [metric])
     total = sum(
@@ -79,6 +85,8 @@ def study_curves(
 def trial_curves(
     url: str, trial_id: int, metrics: list[str] | None, max_points: int
 ) -> TrialCurves:
+    """The trial's curves (all metrics, or `metrics`), each downsampled to at most
+    `max_points`; raises TrialNotFound."""
     if not trial_exists(url, trial_id):
         raise TrialNotFound(trial_id)
     curves = curves_of(url, [trial_id], metrics)[trial_id]
@@ -123,8 +131,7 @@ def importances(url: str, study_id: int) -> Importances:
         importances={},
     )
     if len(done) >= 2 and h.distributions:
-        maximize = study.spec["objective"]["direction"] == "maximize"
-        scratch = optuna.create_study(direction="maximize" if maximize else "minimize")
+        scratch = optuna.create_study(direction=load_spec(study.spec).objective.direction)
         scratch.add_trials(
             create_trial(
                 params={p: col[i] for p, col in h.params.items() if col[i] is not None},

@@ -7,7 +7,6 @@ them computed on first read, and stored then.
 
 from __future__ import annotations
 
-import json
 import logging
 from functools import lru_cache
 from typing import Any
@@ -16,33 +15,35 @@ from optuna.trial import FrozenTrial
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from service.analysis.remedies import RemedyContext, with_remedies
 from service.core.db.engine import session_scope
 from service.core.db.models import CurvePoint, Study, TrialDiagnosis, TrialRecord
 from service.core.optuna_storage import get_storage
+from service.core.states import TrialState
+from service.datasets.spec import DatasetSpec
+from service.studies.spec import StudySpec, load_spec
 from trainer.data import load_dataset
-from trainer.diagnosis import TrialRun, diagnose_dicts
+from trainer.diagnosis import TrialRun, diagnose
 
 log = logging.getLogger(__name__)
 
-FINISHED = ("complete", "pruned", "fail")
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 # Optuna user attribute of a trial the worker stopped because of an early verdict.
 PRUNED_BY_DIAGNOSIS = "pruned_by_diagnosis"
 Findings = list[dict[str, Any]]
 
 
+def n_classes(dataset: DatasetSpec) -> int | None:
+    """Classes of a study's dataset (for the chance-level loss ln K); None if unknown."""
+    return _n_classes(dataset.model_dump_json())
+
+
 @lru_cache(maxsize=32)
 def _n_classes(dataset_json: str) -> int | None:
-    """Classes of a study's dataset (for the chance-level loss ln K); None if unknown."""
-    ds = json.loads(dataset_json)
+    ds = DatasetSpec.model_validate_json(dataset_json)
+    split = ds.model_dump(include={"val_fraction", "test_fraction", "seed", "n_samples", "noise"})
     try:
-        return load_dataset(
-            ds["name"],
-            val_fraction=ds.get("val_fraction", 0.2),
-            test_fraction=ds.get("test_fraction", 0.2),
-            seed=ds.get("seed", 0),
-            n_samples=ds.get("n_samples", 1000),
-            noise=ds.get("noise", 0.2),
-        ).n_classes
+        return load_dataset(ds.name, **split).n_classes
     except Exception:  # an uploaded or unknown dataset: diagnose without chance level
         return None
 
@@ -61,23 +62,33 @@ def curve_values(url: str, trial_id: int) -> dict[str, list[float]]:
     return curves
 
 
-def trial_run(
-    spec: dict[str, Any],
+def diagnose_trial(
+    spec: StudySpec,
     record: TrialRecord,
-    params: dict[str, Any],
+    frozen: FrozenTrial,
     curves: dict[str, list[float]],
-) -> TrialRun:
-    fixed = dict(spec.get("fixed", {}))
-    return TrialRun(
+) -> Findings:
+    """Findings of one finished trial, with remedies rendered against its study's spec;
+    a trial stopped by an early verdict says so in that finding's evidence.
+
+    `frozen`: the trial as Optuna stores it; `curves`: per-epoch values by metric name.
+    """
+    run = TrialRun(
         curves=curves,
-        config={**fixed, **params},
-        space=spec.get("space", {}),
-        fixed=fixed,
         state=record.state,
         error=record.error,
-        n_classes=_n_classes(json.dumps(spec.get("dataset", {}), sort_keys=True)),
-        max_epochs=spec.get("objective", {}).get("max_epochs"),
+        n_classes=n_classes(spec.dataset),
+        max_epochs=spec.objective.max_epochs,
     )
+    ctx = RemedyContext(config={**spec.fixed, **frozen.params}, spec=spec)
+    findings = with_remedies(diagnose(run), ctx)
+    reason = frozen.user_attrs.get(PRUNED_BY_DIAGNOSIS)
+    if reason is not None:
+        kind = str(reason).split(" ", 1)[0]
+        for f in findings:
+            if f["kind"] == kind:
+                f["evidence"]["stopped_early"] = str(reason)
+    return findings
 
 
 def _store(url: str, trial_id: int, study_id: int, findings: Findings) -> None:
@@ -86,32 +97,6 @@ def _store(url: str, trial_id: int, study_id: int, findings: Findings) -> None:
             session.add(TrialDiagnosis(trial_id=trial_id, study_id=study_id, findings=findings))
     except IntegrityError:
         pass  # computed concurrently by another reader or the worker: same result
-
-
-def compute(
-    url: str,
-    record: TrialRecord,
-    spec: dict[str, Any],
-    frozen: FrozenTrial | None = None,
-    curves: dict[str, list[float]] | None = None,
-) -> Findings:
-    assert record.optuna_trial_id is not None
-    trial_id = record.optuna_trial_id
-    if frozen is None:
-        try:
-            frozen = get_storage(url).get_trial(trial_id)
-        except KeyError:  # our record outlived Optuna's trial: nothing to diagnose
-            return []
-    if curves is None:
-        curves = curve_values(url, trial_id)
-    findings = diagnose_dicts(trial_run(spec, record, dict(frozen.params), curves))
-    reason = frozen.user_attrs.get(PRUNED_BY_DIAGNOSIS)
-    if reason is not None:
-        kind = str(reason).split(" ", 1)[0]
-        for f in findings:
-            if f["kind"] == kind:
-                f["evidence"]["stopped_early"] = str(reason)
-    return findings
 
 
 def record_diagnosis(url: str, trial_id: int) -> None:
@@ -124,12 +109,13 @@ def record_diagnosis(url: str, trial_id: int) -> None:
             study = None if record is None else session.get(Study, record.study_id)
         if record is None or study is None or record.state not in FINISHED:
             return
-        _store(url, trial_id, study.id, compute(url, record, study.spec))
+        findings_for(url, record, load_spec(study.spec))
     except Exception:
         log.exception("could not diagnose trial %s; it is diagnosed when read", trial_id)
 
 
 def stored(url: str, trial_ids: list[int]) -> dict[int, Findings]:
+    """The stored findings of those trials that have them, by Optuna trial id."""
     if not trial_ids:
         return {}
     with session_scope(url) as session:
@@ -144,7 +130,7 @@ def stored(url: str, trial_ids: list[int]) -> dict[int, Findings]:
 def findings_for(
     url: str,
     record: TrialRecord,
-    spec: dict[str, Any],
+    spec: StudySpec,
     frozen: FrozenTrial | None = None,
     curves: dict[str, list[float]] | None = None,
 ) -> Findings:
@@ -157,7 +143,15 @@ def findings_for(
         return found[trial_id]
     if record.state not in FINISHED:
         return []
-    findings = compute(url, record, spec, frozen, curves)
+    if frozen is None:
+        try:
+            frozen = get_storage(url).get_trial(trial_id)
+        except KeyError:  # our record outlived Optuna's trial: nothing to diagnose
+            frozen = None
+    findings: Findings = []
+    if frozen is not None:
+        curves = curve_values(url, trial_id) if curves is None else curves
+        findings = diagnose_trial(spec, record, frozen, curves)
     try:
         _store(url, trial_id, record.study_id, findings)
     except SQLAlchemyError as e:  # a read must not fail because the write did
@@ -177,7 +171,10 @@ def study_findings(url: str, study: Study) -> dict[int, Findings]:
         ).all()
     ids = [r.optuna_trial_id for r in records if r.optuna_trial_id is not None]
     out = stored(url, ids)
-    for r in records:
-        if r.optuna_trial_id is not None and r.optuna_trial_id not in out:
-            out[r.optuna_trial_id] = findings_for(url, r, study.spec)
+    missing = [r for r in records if r.optuna_trial_id is not None and r.optuna_trial_id not in out]
+    if missing:
+        spec = load_spec(study.spec)
+        for r in missing:
+            assert r.optuna_trial_id is not None
+            out[r.optuna_trial_id] = findings_for(url, r, spec)
     return out

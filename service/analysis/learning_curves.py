@@ -1,11 +1,9 @@
 """Data-size learning-curve jobs: queued over REST, run by the normal workers.
 
 A job trains a study's best configuration on growing fractions of the training split
-(trainer.data_size) and concludes whether more data would help. Jobs are claimed like
-trial slots, with one conditional UPDATE (`WHERE state = 'queued'`) that SQLite and
-PostgreSQL both apply atomically, so two workers never run the same job. A job whose worker
-died (declared dead by the heartbeat reaper in service.scheduling.claims, or by `hpo serve`) goes
-back to the queue and runs again, up to MAX_ATTEMPTS times.
+(trainer.data_size) and concludes whether more data would help. The queue itself (claims,
+requeueing the jobs of dead workers, at most MAX_ATTEMPTS starts) is
+service.scheduling.jobs.
 """
 
 from __future__ import annotations
@@ -15,26 +13,30 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from service.analysis.schemas import LearningCurve
 from service.core.db.engine import session_scope
-from service.core.db.models import LearningCurveJob, Study, Worker, utcnow
+from service.core.db.models import LearningCurveJob, Study, utcnow
 from service.core.errors import JobActive, NoCompletedTrial, NoLearningCurve
+from service.core.states import JobState
 from service.datasets.spec import DatasetSpec
+from service.scheduling.jobs import (
+    active_job_id,
+    claim_job,
+    finish_job,
+    release_job,
+    update_running_job,
+)
+from service.studies.model_families import builder_for
 from service.studies.service import get_best, get_study_row
-from service.studies.spec import StudySpec
-from trainer import TensorData, TrainConfig
+from service.studies.spec import load_spec, train_config
+from trainer import TensorData
 from trainer.data_size import SizePoint, conclude, learning_curve
 from trainer.loop import EpochMetrics
 
 log = logging.getLogger(__name__)
-
-ACTIVE = ("queued", "running")
-# A job whose workers keep dying (e.g. out of memory) fails after this many starts.
-MAX_ATTEMPTS = 3
-CLAIM_CANDIDATES = 5  # queued jobs tried per poll when other workers win the race
 
 
 class JobStopped(Exception):
@@ -42,6 +44,7 @@ class JobStopped(Exception):
 
 
 def to_schema(job: LearningCurveJob) -> LearningCurve:
+    """The API's view of a job row."""
     result = job.result or {}
     return LearningCurve(
         id=job.id,
@@ -63,6 +66,11 @@ def to_schema(job: LearningCurveJob) -> LearningCurve:
 
 
 def create_job(url: str, study_id: int, fractions: list[float]) -> LearningCurve:
+    """Queue a learning curve of the study's best trial over `fractions` (each in (0, 1]).
+
+    Raises StudyNotFound, NoCompletedTrial (no best trial yet), or JobActive (the study
+    already has a queued or running job).
+    """
     get_study_row(url, study_id)  # 404 for an unknown study
     best = get_best(url, study_id)
     if best is None:
@@ -70,11 +78,7 @@ def create_job(url: str, study_id: int, fractions: list[float]) -> LearningCurve
     with session_scope(url) as session:
         # Lock the study row so two concurrent POSTs cannot both queue a job.
         session.get(Study, study_id, with_for_update=True)
-        active = session.scalar(
-            select(LearningCurveJob.id).where(
-                LearningCurveJob.study_id == study_id, LearningCurveJob.state.in_(ACTIVE)
-            )
-        )
+        active = active_job_id(session, study_id)
         if active is not None:
             raise JobActive(study_id, active)
         job = LearningCurveJob(
@@ -82,7 +86,7 @@ def create_job(url: str, study_id: int, fractions: list[float]) -> LearningCurve
             source_trial_id=best.trial_id,
             config=best.config,
             fractions=sorted(set(fractions)),
-            state="queued",
+            state=JobState.QUEUED,
             attempts=0,
             points=[],
             created_at=utcnow(),
@@ -93,6 +97,7 @@ def create_job(url: str, study_id: int, fractions: list[float]) -> LearningCurve
 
 
 def latest_job(url: str, study_id: int) -> LearningCurve:
+    """The study's newest job; raises StudyNotFound, or NoLearningCurve if it has none."""
     get_study_row(url, study_id)
     with session_scope(url) as session:
         job = session.scalars(
@@ -106,85 +111,6 @@ def latest_job(url: str, study_id: int) -> LearningCurve:
         return to_schema(job)
 
 
-def requeue_orphans(url: str, worker_id: int) -> None:
-    """Jobs running on a worker that is not running them any more go back to the queue:
-    workers marked dead or stopped, deleted workers, and this worker's own (it only asks
-    while it runs no job)."""
-    not_running = select(Worker.id).where(Worker.status != "running")
-    orphaned = (
-        LearningCurveJob.state == "running",
-        or_(
-            LearningCurveJob.worker_id.is_(None),
-            LearningCurveJob.worker_id == worker_id,
-            LearningCurveJob.worker_id.in_(not_running),
-        ),
-    )
-    with session_scope(url) as session:
-        ids = session.scalars(select(LearningCurveJob.id).where(*orphaned)).all()
-        if not ids:
-            return
-        session.execute(
-            update(LearningCurveJob)
-            .where(LearningCurveJob.id.in_(ids), *orphaned)
-            .values(state="queued", worker_id=None)
-        )
-        session.execute(
-            update(LearningCurveJob)
-            .where(
-                LearningCurveJob.id.in_(ids),
-                LearningCurveJob.state == "queued",
-                LearningCurveJob.attempts >= MAX_ATTEMPTS,
-            )
-            .values(
-                state="fail",
-                finished_at=utcnow(),
-                error=f"its worker died {MAX_ATTEMPTS} times; giving up",
-            )
-        )
-    log.warning("learning-curve jobs %s went back to the queue: their worker is gone", ids)
-
-
-def claim_job(url: str, worker_id: int) -> LearningCurveJob | None:
-    requeue_orphans(url, worker_id)
-    with session_scope(url) as session:
-        ids = session.scalars(
-            select(LearningCurveJob.id)
-            .where(LearningCurveJob.state == "queued")
-            .order_by(LearningCurveJob.id)
-            .limit(CLAIM_CANDIDATES)
-        ).all()
-    for job_id in ids:
-        with session_scope(url) as session:
-            claimed = session.execute(
-                update(LearningCurveJob)
-                .where(LearningCurveJob.id == job_id, LearningCurveJob.state == "queued")
-                .values(
-                    state="running",
-                    worker_id=worker_id,
-                    started_at=utcnow(),
-                    attempts=LearningCurveJob.attempts + 1,
-                    points=[],
-                )
-            )
-            if claimed.rowcount == 1:  # type: ignore[attr-defined]
-                return session.get(LearningCurveJob, job_id)
-    return None
-
-
-def _finish(url: str, job_id: int, worker_id: int, values: dict[str, Any]) -> None:
-    # Conditional: a job requeued meanwhile (this worker was declared dead) is not ours.
-    with session_scope(url) as session:
-        session.execute(
-            update(LearningCurveJob)
-            .where(
-                LearningCurveJob.id == job_id,
-                LearningCurveJob.worker_id == worker_id,
-                LearningCurveJob.state == "running",
-            )
-            .values(**values)
-        )
-
-
 def run_job(
     url: str,
     worker_id: int,
@@ -192,7 +118,12 @@ def run_job(
     data_for: Callable[[DatasetSpec], TensorData],
     stopping: threading.Event,
 ) -> None:
-    spec = StudySpec.model_validate(get_study_row(url, job.study_id).spec)
+    """Train the claimed `job` at each fraction and store its points and verdict.
+
+    A set `stopping` hands the job back to the queue; a training error fails it; a database
+    error propagates (the worker backs off, and its next claim requeues the job).
+    """
+    spec = load_spec(get_study_row(url, job.study_id).spec)
     points: list[dict[str, Any]] = []
 
     def on_epoch(_m: EpochMetrics) -> bool:
@@ -202,27 +133,31 @@ def run_job(
 
     def on_point(point: SizePoint) -> None:
         points.append(point.to_dict())
-        _finish(url, job.id, worker_id, {"points": list(points)})  # progress, one write per size
+        update_running_job(url, job.id, worker_id, {"points": list(points)})  # one write per size
 
     log.info("learning curve %s of study %s: fractions %s", job.id, spec.name, job.fractions)
     try:
-        config = TrainConfig.from_params(job.config, max_epochs=spec.objective.max_epochs)
+        # Seed 0, as learning curves always had: the source trial's number is not stored.
+        config = train_config(spec, job.config, trial_number=0)
         result = learning_curve(
-            config, data_for(spec.dataset), job.fractions, on_epoch=on_epoch, on_point=on_point
+            config,
+            data_for(spec.dataset),
+            job.fractions,
+            on_epoch=on_epoch,
+            on_point=on_point,
+            model_builder=builder_for(spec.model.family),
         )
         verdict = conclude(result, spec.objective.metric)
     except JobStopped:
-        _finish(url, job.id, worker_id, {"state": "queued", "worker_id": None})
+        release_job(url, job.id, worker_id)
         return
     except SQLAlchemyError:
         raise  # the worker backs off; its next claim puts this job back in the queue
     except Exception as e:
         log.exception("learning curve %s failed", job.id)
-        error = f"{type(e).__name__}: {e}"
-        _finish(url, job.id, worker_id, {"state": "fail", "error": error, "finished_at": utcnow()})
+        finish_job(url, job.id, worker_id, JobState.FAIL, error=f"{type(e).__name__}: {e}")
         return
-    done = {"state": "complete", "result": verdict, "finished_at": utcnow()}
-    _finish(url, job.id, worker_id, done)
+    finish_job(url, job.id, worker_id, JobState.COMPLETE, result=verdict)
     log.info("learning curve %s: %s", job.id, verdict["verdict"])
 
 

@@ -6,16 +6,18 @@ from __future__ import annotations
 import math
 import warnings
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
 from service.analysis import charts, diagnoses
+from service.analysis.remedies import NumericDist, widened
 from service.analysis.schemas import BoundaryHit, Finding, StudyReport
 from service.core.optuna_storage import get_storage
 from service.studies.service import best_trial, get_study_row
+from service.studies.spec import Distribution, FloatDist, IntDist, load_spec
 from trainer.params import PARAMS
-from trainer.remedies import widened
 
 # Optuna's importance evaluators need a few completed trials to say anything; below this
 # many they fall back to "all equal", which would read as a finding.
@@ -73,24 +75,26 @@ def importances(url: str, study_id: int, n_complete: int) -> tuple[dict[str, flo
     return dict(sorted(result.items(), key=lambda kv: -kv[1])), None
 
 
-def _position(value: float, dist: dict[str, Any]) -> float:
+def _position(value: float, dist: NumericDist) -> float:
     """Where value lies in [low, high], 0..1, on the range's own scale."""
-    low, high = float(dist["low"]), float(dist["high"])
-    if dist.get("log") and low > 0 and value > 0:
+    low, high = float(dist.low), float(dist.high)
+    if dist.log and low > 0 and value > 0:
         low, high, value = math.log(low), math.log(high), math.log(value)
     return (value - low) / (high - low) if high > low else 0.5
 
 
 def boundary_hits(
-    space: dict[str, Any], done: list[FrozenTrial], direction: str
+    space: Mapping[str, Distribution], done: list[FrozenTrial], direction: str
 ) -> list[BoundaryHit]:
+    """Edges of numeric ranges that the best completed trials (`done`, ranked by
+    `direction`) pile up against: the optimum may lie beyond them."""
     if len(done) < TOP_MIN:
         return []
     ranked = sorted(done, key=lambda t: t.value, reverse=direction == "maximize")  # type: ignore[arg-type,return-value]
     top = ranked[: max(TOP_MIN, math.ceil(TOP_FRACTION * len(done)))]
     hits = []
     for param, dist in space.items():
-        if dist.get("type") not in ("float", "int"):
+        if not isinstance(dist, FloatDist | IntDist):
             continue
         values = [float(t.params[param]) for t in top if param in t.params]
         if not values:
@@ -107,8 +111,8 @@ def boundary_hits(
     return hits
 
 
-def _hit(param: str, dist: dict[str, Any], edge: str, near: int, of: int) -> BoundaryHit:
-    bound = dist[edge]
+def _hit(param: str, dist: NumericDist, edge: str, near: int, of: int) -> BoundaryHit:
+    bound = dist.high if edge == "high" else dist.low
     where = "top" if edge == "high" else "bottom"
     facts = (
         f"{near} of the {of} best trials have {param} within {EDGE_FRACTION:.0%} of the "
@@ -169,12 +173,13 @@ def _advice(
 
 
 def study_report(url: str, study_id: int) -> StudyReport:
+    """The study's report; raises StudyNotFound."""
     study = get_study_row(url, study_id)
-    spec = study.spec
+    spec = load_spec(study.spec)
     findings = diagnoses.study_findings(url, study)
     counts: Counter[str] = Counter(f["kind"] for fl in findings.values() for f in fl)
     trials = get_storage(url).get_all_trials(study.optuna_study_id, deepcopy=False)
-    direction = str(spec["objective"]["direction"])
+    direction = str(spec.objective.direction)
     best = best_trial(url, study)
     best_findings = [] if best is None else findings.get(best.trial_id, [])
     done = [
@@ -183,8 +188,8 @@ def study_report(url: str, study_id: int) -> StudyReport:
         if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)
     ]
     imp, note = importances(url, study_id, len(done))
-    hits = boundary_hits(spec.get("space", {}), done, direction)
-    best_fact = None if best is None else (best.number, best.value, spec["objective"]["metric"])
+    hits = boundary_hits(spec.space, done, direction)
+    best_fact = None if best is None else (best.number, best.value, spec.objective.metric)
     return StudyReport(
         study_id=study_id,
         n_trials=len(findings),

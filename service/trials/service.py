@@ -13,6 +13,7 @@ from service.core.db.models import CurvePoint, TrialRecord
 from service.core.errors import TrialNotFound
 from service.core.optuna_storage import get_storage
 from service.studies.service import get_study_row, trial_records
+from service.studies.spec import load_spec
 from service.trials.artifacts import model_meta
 from service.trials.schemas import TrialDetail, TrialPage, TrialSummary
 
@@ -91,7 +92,7 @@ def get_trial(url: str, trial_id: int) -> TrialDetail:
     summary = summarize_trial(frozen, record.study_id, record, retried_by)
     curves = get_curves(url, trial_id)
     values = {m: [v for _, v in points] for m, points in curves.items()}
-    spec = get_study_row(url, record.study_id).spec
+    spec = load_spec(get_study_row(url, record.study_id).spec)
     return TrialDetail(
         **summary.model_dump(),
         test_accuracy=record.test_accuracy,
@@ -111,7 +112,7 @@ def get_diagnosis(url: str, trial_id: int) -> TrialDiagnosisOut:
         record = session.scalar(select(TrialRecord).where(TrialRecord.optuna_trial_id == trial_id))
     if record is None:
         raise TrialNotFound(trial_id)
-    spec = get_study_row(url, record.study_id).spec
+    spec = load_spec(get_study_row(url, record.study_id).spec)
     findings = diagnoses.findings_for(url, record, spec)
     return TrialDiagnosisOut(
         trial_id=trial_id, findings=[Finding.model_validate(f) for f in findings]
