@@ -17,6 +17,7 @@ from service.analysis.chart_schemas import (
     TrialCurves,
 )
 from service.analysis.downsample import lttb
+from service.core.db.engine import session_scope
 from service.core.errors import TrialNotFound
 from service.studies.queries import (
     curve_trials,
@@ -29,8 +30,9 @@ from service.studies.service import get_study_row
 
 
 def history(url: str, study_id: int) -> StudyHistory:
-    study = get_study_row(url, study_id)
-    h = study_history(url, study)
+    with session_scope(url) as session:
+        study = get_study_row(session, study_id)
+        h = study_history(session, study)
     return StudyHistory(
         study_id=study.id,
         direction=str(study.spec["objective"]["direction"]),
@@ -50,14 +52,14 @@ def history(url: str, study_id: int) -> StudyHistory:
 def study_curves(
     url: str, study_id: int, metric: str | None, top: int, max_points: int
 ) -> StudyCurves:
-    study = get_study_row(url, study_id)
-    metric = metric or str(study.spec["objective"]["metric"])
-    direction = str(study.spec["objective"]["direction"])
-    picked = curve_trials(url, study.optuna_study_id, direction, top)
-    curves = curves_of(url, (t.trial_id for t in picked), [metric])
-    total = sum(
-        trial_counts(url, [study.optuna_study_id])[study.optuna_study_id].model_dump().values()
-    )
+    with session_scope(url) as session:
+        study = get_study_row(session, study_id)
+        metric = metric or str(study.spec["objective"]["metric"])
+        direction = str(study.spec["objective"]["direction"])
+        picked = curve_trials(session, study.optuna_study_id, direction, top)
+        curves = curves_of(session, (t.trial_id for t in picked), [metric])
+        counts = trial_counts(session, [study.optuna_study_id])[study.optuna_study_id]
+    total = sum(counts.model_dump().values())
     return StudyCurves(
         study_id=study.id,
         metric=metric,
@@ -79,9 +81,10 @@ def study_curves(
 def trial_curves(
     url: str, trial_id: int, metrics: list[str] | None, max_points: int
 ) -> TrialCurves:
-    if not trial_exists(url, trial_id):
-        raise TrialNotFound(trial_id)
-    curves = curves_of(url, [trial_id], metrics)[trial_id]
+    with session_scope(url) as session:
+        if not trial_exists(session, trial_id):
+            raise TrialNotFound(trial_id)
+        curves = curves_of(session, [trial_id], metrics)[trial_id]
     return TrialCurves(
         trial_id=trial_id,
         n_points={m: len(p) for m, p in curves.items()},
@@ -103,13 +106,15 @@ _importance_lock = threading.Lock()
 def importances(url: str, study_id: int) -> Importances:
     """Importances of the searched params over the complete trials: Optuna's fANOVA, or
     PED-ANOVA for studies of more than FANOVA_MAX_TRIALS complete trials."""
-    study = get_study_row(url, study_id)
-    n_complete = trial_counts(url, [study.optuna_study_id])[study.optuna_study_id].complete
+    with session_scope(url) as session:
+        study = get_study_row(session, study_id)
+        n_complete = trial_counts(session, [study.optuna_study_id])[study.optuna_study_id].complete
     key = (url, study_id, n_complete)
     with _importance_lock:
         if key in _importance_cache:
             return _importance_cache[key]
-    h = study_history(url, study)
+    with session_scope(url) as session:
+        h = study_history(session, study)
     done = [i for i, v in enumerate(h.value) if v is not None]
     large = len(done) > FANOVA_MAX_TRIALS
     n_complete = len(done)

@@ -63,8 +63,8 @@ def to_schema(job: LearningCurveJob) -> LearningCurve:
 
 
 def create_job(url: str, study_id: int, fractions: list[float]) -> LearningCurve:
-    get_study_row(url, study_id)  # 404 for an unknown study
-    best = get_best(url, study_id)
+    with session_scope(url) as session:
+        best = get_best(session, study_id)  # 404 for an unknown study
     if best is None:
         raise NoCompletedTrial(study_id)
     with session_scope(url) as session:
@@ -93,8 +93,8 @@ def create_job(url: str, study_id: int, fractions: list[float]) -> LearningCurve
 
 
 def latest_job(url: str, study_id: int) -> LearningCurve:
-    get_study_row(url, study_id)
     with session_scope(url) as session:
+        get_study_row(session, study_id)
         job = session.scalars(
             select(LearningCurveJob)
             .where(LearningCurveJob.study_id == study_id)
@@ -192,7 +192,8 @@ def run_job(
     data_for: Callable[[DatasetSpec], TensorData],
     stopping: threading.Event,
 ) -> None:
-    spec = StudySpec.model_validate(get_study_row(url, job.study_id).spec)
+    with session_scope(url) as session:
+        spec = StudySpec.model_validate(get_study_row(session, job.study_id).spec)
     points: list[dict[str, Any]] = []
 
     def on_epoch(_m: EpochMetrics) -> bool:

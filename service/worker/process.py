@@ -324,7 +324,8 @@ class WorkerProcess:
 
     def run_trial(self, claim: Claim) -> None:
         try:
-            row = get_study_row(self.url, claim.study_id)
+            with session_scope(self.url) as session:
+                row = get_study_row(session, claim.study_id)
             spec = StudySpec.model_validate(row.spec)
             study = optuna.load_study(
                 study_name=f"hpo:{spec.name}",
