@@ -45,11 +45,13 @@ def optuna_worker(url: str, name: str, n_trials: int, ready: Any) -> None:
 
 def claim_worker(url: str, study_id: int, ready: Any) -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    from service.core.db.engine import session_scope
     from service.core.optuna_storage import get_storage
     from service.scheduling.claims import attach_trial, claim_slot, finish_record
     from service.studies.service import get_study_row
 
-    row = get_study_row(url, study_id)
+    with session_scope(url) as session:
+        row = get_study_row(session, study_id)
     study = optuna.load_study(study_name=f"hpo:{row.name}", storage=get_storage(url))
     ready.wait()
     while (claim := claim_slot(url, study_id, None)) is not None:
@@ -92,6 +94,7 @@ def main() -> None:
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
 
+    from service.core.db.engine import session_scope
     from service.core.db.migrate import upgrade
     from service.studies.service import create_study
     from service.studies.spec import StudySpec
@@ -116,7 +119,8 @@ def main() -> None:
                 "budget": {"n_trials": args.n_trials},
             }
         )
-        study_id = create_study(url, spec).id
+        with session_scope(url) as session:
+            study_id = create_study(session, spec).id
         our_time += run_processes(claim_worker, (url, study_id), args.workers)
         count, seconds = finished(url, f"hpo:{spec.name}", args.n_trials)
         our_counts.append(count)

@@ -66,8 +66,9 @@ def fill(url: str, n_trials: int, epochs: int) -> int:
             "budget": {"n_trials": n_trials},
         }
     )
-    created = study_service.create_study(url, spec)
-    optuna_id = study_service.get_study_row(url, created.id).optuna_study_id
+    with session_scope(url) as session:
+        created = study_service.create_study(session, spec)
+        optuna_id = study_service.get_study_row(session, created.id).optuna_study_id
     rng = random.Random(0)
     dist_json = {k: distribution_to_json(d) for k, d in SPACE.items()}
     start = utcnow()
@@ -228,11 +229,17 @@ def main() -> None:
     # Baseline: each of these reads the whole study through Optuna's get_all_trials, so
     # one run of each is enough; the page would need the summary and every trial page.
     def old_summary() -> None:
-        study = study_service.get_study_row(url, study_id)
+        with session_scope(url) as session:
+            study = study_service.get_study_row(session, study_id)
         get_storage(url).get_all_trials(study.optuna_study_id, deepcopy=False)
 
     old_list = timed(old_summary, 1)
-    old_page = timed(lambda: trial_service.list_trials(url, study_id, 1000, 0), 1)
+
+    def old_trial_page() -> None:
+        with session_scope(url) as session:
+            trial_service.list_trials(session, study_id, 1000, 0)
+
+    old_page = timed(old_trial_page, 1)
     n_pages = math.ceil(args.trials / 1000)
     old = old_list + n_pages * old_page
     old_cpu = CPU[3] + n_pages * CPU[4]

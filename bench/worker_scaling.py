@@ -62,8 +62,8 @@ def _dataset(name: str, url: str) -> Any:
 
     with session_scope(url) as session:
         study_id = session.scalar(select(Study.id).where(Study.name == name))
-    assert study_id is not None
-    return StudySpec.model_validate(get_study_row(url, study_id).spec).dataset
+        assert study_id is not None
+        return StudySpec.model_validate(get_study_row(session, study_id).spec).dataset
 
 
 def measure(url: str, n_workers: int, n_trials: int) -> tuple[float, float, float]:
@@ -76,7 +76,8 @@ def measure(url: str, n_workers: int, n_trials: int) -> tuple[float, float, floa
     from service.studies.spec import StudySpec
 
     name = f"scaling-{n_workers}-{uuid.uuid4().hex[:6]}"
-    study_id = create_study(url, StudySpec.model_validate(spec(name, n_trials))).id
+    with session_scope(url) as session:
+        study_id = create_study(session, StudySpec.model_validate(spec(name, n_trials))).id
     ctx = mp.get_context("spawn")
     ready = ctx.Barrier(n_workers + 1)
     procs = [ctx.Process(target=worker, args=(url, name, ready)) for _ in range(n_workers)]

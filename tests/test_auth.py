@@ -92,7 +92,8 @@ def world(client: httpx.Client, settings: Settings) -> World:
     assert created.status_code == 201, created.text
     study_id = int(created.json()["id"])
     # A real (running) Optuna trial of alice's study with the service's record of it.
-    optuna_study_id = get_study_row(url, study_id).optuna_study_id
+    with session_scope(url) as session:
+        optuna_study_id = get_study_row(session, study_id).optuna_study_id
     trial_id = get_storage(url).create_new_trial(optuna_study_id)
     with session_scope(url) as session:
         session.add(

@@ -19,9 +19,9 @@ from tests.conftest import tiny_spec, unique
 
 
 def new_study(url: str, n_trials: int, **overrides: object) -> int:
-    return create_study(
-        url, StudySpec.model_validate(tiny_spec(unique("claims"), n_trials, **overrides))
-    ).id
+    spec = StudySpec.model_validate(tiny_spec(unique("claims"), n_trials, **overrides))
+    with session_scope(url) as session:
+        return create_study(session, spec).id
 
 
 def study_row(url: str, study_id: int) -> Study:

@@ -44,7 +44,8 @@ def fill_study(
     planned (state, value) becomes one trial with params, intermediate values, a service
     record and curve points."""
     spec = StudySpec.model_validate(tiny_spec(name, n_trials=len(plan)))
-    study_id = study_service.create_study(url, spec).id
+    with session_scope(url) as session:
+        study_id = study_service.create_study(session, spec).id
     study = optuna.load_study(study_name=f"hpo:{name}", storage=get_storage(url))
     rng = random.Random(name)
     trial_ids = []
@@ -110,7 +111,8 @@ def reference_summary(url: str, optuna_study_id: int) -> tuple[dict[str, int], f
 def test_summaries_match_optuna(client: httpx.Client, database_url: str) -> None:
     name = unique("agg")
     study_id, trial_ids = fill_study(database_url, name, PLAN)
-    optuna_id = study_service.get_study_row(database_url, study_id).optuna_study_id
+    with session_scope(database_url) as session:
+        optuna_id = study_service.get_study_row(session, study_id).optuna_study_id
     counts, best_value, best_trial = reference_summary(database_url, optuna_id)
 
     listed = {s["name"]: s for s in client.get("/api/studies", params={"limit": 1000}).json()}

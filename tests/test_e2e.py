@@ -260,11 +260,12 @@ def test_sigterm_stops_cleanly_and_leaves_no_trial_running(tmp_path: Path) -> No
 
     assert svc.stop() == 0, svc.log()
 
-    study = get_study(svc.db_url, study_id)
+    with session_scope(svc.db_url) as session:
+        study = get_study(session, study_id)
+        row = get_study_row(session, study_id)
     assert study.counts.running == 0
     assert study.counts.fail == 1
     # The interrupted trial gave its slot back: a later worker re-runs its parameters.
-    row = get_study_row(svc.db_url, study_id)
     assert row.slots_used == study.counts.complete
     assert (row.n_running, row.n_claims) == (0, study.counts.complete + 1)
     with session_scope(svc.db_url) as session:

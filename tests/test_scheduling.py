@@ -19,7 +19,8 @@ from tests.conftest import tiny_spec, unique
 def new_study(url: str, n_trials: int = 10, **overrides: object) -> tuple[int, str]:
     name = unique("sched")
     spec = StudySpec.model_validate(tiny_spec(name, n_trials, **overrides))
-    return create_study(url, spec).id, name
+    with session_scope(url) as session:
+        return create_study(session, spec).id, name
 
 
 def row(url: str, study_id: int) -> Study:

@@ -14,16 +14,16 @@ from typing import Any
 
 import optuna
 import pytest
-from fastapi.exceptions import RequestValidationError
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from service.core.settings import Settings
+from service.core.db.engine import session_scope
+from service.core.errors import InvalidInput
 from service.studies.search.factories import build_pruner, build_sampler
 from service.studies.search.space import suggest_params
 from service.studies.spec import StudySpec
-from service.studies.submission import check_submission
+from service.studies.submission import check_dataset
 from trainer import DivergedError, EpochMetrics, TensorData, TrainConfig, fit, load_dataset
 from trainer.params import PARAMS, ParamSpec
 
@@ -175,10 +175,11 @@ def test_accepted_specs_run_and_rejected_ones_name_a_field(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         spec = StudySpec.model_validate(raw)
-        check_submission(spec, Settings(database_url=database_url), None)
-    except (ValidationError, RequestValidationError) as e:
+        with session_scope(database_url) as session:
+            check_dataset(session, spec)
+    except (ValidationError, InvalidInput) as e:
         event("rejected")
-        errors = list(e.errors())
+        errors = list(e.validation_errors() if isinstance(e, InvalidInput) else e.errors())
         assert errors
         for error in errors:
             assert names_a_field(dict(error)), error

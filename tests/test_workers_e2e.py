@@ -139,7 +139,8 @@ def test_eight_worker_processes_keep_five_budgets_exact(
             assert study["counts"]["complete"] + study["counts"]["pruned"] == 20, study
             assert (study["counts"]["fail"], study["counts"]["running"]) == (0, 0), study
             assert len(svc.trials(study_id)) == 20
-            assert get_study_row(svc.db_url, study_id).slots_used == 20
+            with session_scope(svc.db_url) as session:
+                assert get_study_row(session, study_id).slots_used == 20
 
         listed = svc.client.get("/api/workers", params={"status": "running"}).json()
         assert len(listed) == 8 and {w["device"] for w in listed} == {"cpu"}
@@ -241,7 +242,8 @@ def test_sigterm_past_the_deadline_interrupts_a_long_epoch(tmp_path: Path) -> No
     spec["space"] = {"lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}
     # Batch size 1 through 3 x 2048 units: one epoch takes far longer than the deadline.
     spec["fixed"] = {"hidden_layers": 3, "hidden_units": 2048, "batch_size": 1}
-    study_id = create_study(url, StudySpec.model_validate(spec)).id
+    with session_scope(url) as session:
+        study_id = create_study(session, StudySpec.model_validate(spec)).id
     worker = Workers(tmp_path, url, "--device", "cpu", "--stop-deadline", "1")
     try:
 
@@ -268,7 +270,8 @@ def test_sigterm_past_the_deadline_interrupts_a_long_epoch(tmp_path: Path) -> No
     assert frozen.state.name == "FAIL"
     assert retry.params == frozen.params
     assert curve_steps(url, record.optuna_trial_id) == []  # stopped mid-epoch 1
-    row = get_study_row(url, study_id)
+    with session_scope(url) as session:
+        row = get_study_row(session, study_id)
     assert (row.slots_used, row.n_running) == (0, 0)
 
 
@@ -297,7 +300,10 @@ def test_postgresql_restart_mid_study(
 ) -> None:
     url = shared_database_url
     upgrade(url)
-    study_id = create_study(url, StudySpec.model_validate(slow_spec("pg-restart", 6, 40))).id
+    with session_scope(url) as session:
+        study_id = create_study(
+            session, StudySpec.model_validate(slow_spec("pg-restart", 6, 40))
+        ).id
     pool = Workers(tmp_path, url, "--device", "cpu", "--trials-per-gpu", "2")
     try:
 
@@ -309,7 +315,8 @@ def test_postgresql_restart_mid_study(
         subprocess.run(pg_restart, check=True, timeout=120, capture_output=True)
 
         def finished() -> bool:
-            return get_study_row(url, study_id).status == "completed"
+            with session_scope(url) as session:
+                return get_study_row(session, study_id).status == "completed"
 
         wait_for(finished, STARTUP_S, "the study to complete after the restart")
         with session_scope(url) as session:
@@ -327,10 +334,9 @@ def test_postgresql_restart_mid_study(
         assert len(workers) == 2 and {s for _, s in workers} == {"running"}, workers
         assert pool.proc.poll() is None
         assert "database unavailable" in pool.log()
-        optuna_states = {
-            t.state.name
-            for t in get_storage(url).get_all_trials(get_study_row(url, study_id).optuna_study_id)
-        }
+        with session_scope(url) as session:
+            optuna_id = get_study_row(session, study_id).optuna_study_id
+        optuna_states = {t.state.name for t in get_storage(url).get_all_trials(optuna_id)}
         assert "RUNNING" not in optuna_states
         assert pool.stop() == 0, pool.log()
     finally:

@@ -17,14 +17,11 @@ from sqlalchemy import select, update
 
 from service.core.db.engine import session_scope
 from service.core.db.models import ApiToken, utcnow
+from service.core.errors import TokenError as TokenError  # re-exported for callers here
 
 ROLES = ("read", "submit", "admin")
 RANK = {role: i for i, role in enumerate(ROLES)}
 TOKEN_RE = re.compile(r"^hpo_[A-Za-z0-9_-]{43}$")
-
-
-class TokenError(Exception):
-    pass
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from service.analysis.chart_schemas import (
     TrialCurves,
 )
 from service.analysis.downsample import lttb
+from service.core.db.engine import session_scope
 from service.core.errors import TrialNotFound
 from service.studies.queries import (
     curve_trials,
@@ -31,9 +32,10 @@ from service.studies.spec import load_spec
 
 def history(url: str, study_id: int) -> StudyHistory:
     """Every trial of the study as columns (one value per trial); raises StudyNotFound."""
-    study = get_study_row(url, study_id)
+    with session_scope(url) as session:
+        study = get_study_row(session, study_id)
+        h = study_history(session, study)
     objective = load_spec(study.spec).objective
-    h = study_history(url, study)
     return StudyHistory(
         study_id=study.id,
         direction=str(objective.direction),
@@ -55,15 +57,15 @@ def study_curves(
 ) -> StudyCurves:
     """The `metric` curves (default: the objective's) of the `top` best trials, each
     downsampled to at most `max_points`; raises StudyNotFound."""
-    study = get_study_row(url, study_id)
-    objective = load_spec(study.spec).objective
-    metric = metric or objective.metric
-    direction = str(objective.direction)
-    picked = curve_trials(url, study.optuna_study_id, direction, top)
-    curves = curves_of(url, (t.trial_id for t in picked), [metric])
-    total = sum(
-        trial_counts(url, [study.optuna_study_id])[study.optuna_study_id].model_dump().values()
-    )
+    with session_scope(url) as session:
+        study = get_study_row(session, study_id)
+        objective = load_spec(study.spec).objective
+        metric = metric or objective.metric
+        direction = str(objective.direction)
+        picked = curve_trials(session, study.optuna_study_id, direction, top)
+        curves = curves_of(session, (t.trial_id for t in picked), [metric])
+        counts = trial_counts(session, [study.optuna_study_id])[study.optuna_study_id]
+    total = sum(counts.model_dump().values())
     return StudyCurves(
         study_id=study.id,
         metric=metric,
@@ -87,9 +89,10 @@ def trial_curves(
 ) -> TrialCurves:
     """The trial's curves (all metrics, or `metrics`), each downsampled to at most
     `max_points`; raises TrialNotFound."""
-    if not trial_exists(url, trial_id):
-        raise TrialNotFound(trial_id)
-    curves = curves_of(url, [trial_id], metrics)[trial_id]
+    with session_scope(url) as session:
+        if not trial_exists(session, trial_id):
+            raise TrialNotFound(trial_id)
+        curves = curves_of(session, [trial_id], metrics)[trial_id]
     return TrialCurves(
         trial_id=trial_id,
         n_points={m: len(p) for m, p in curves.items()},
@@ -111,13 +114,15 @@ _importance_lock = threading.Lock()
 def importances(url: str, study_id: int) -> Importances:
     """Importances of the searched params over the complete trials: Optuna's fANOVA, or
     PED-ANOVA for studies of more than FANOVA_MAX_TRIALS complete trials."""
-    study = get_study_row(url, study_id)
-    n_complete = trial_counts(url, [study.optuna_study_id])[study.optuna_study_id].complete
+    with session_scope(url) as session:
+        study = get_study_row(session, study_id)
+        n_complete = trial_counts(session, [study.optuna_study_id])[study.optuna_study_id].complete
     key = (url, study_id, n_complete)
     with _importance_lock:
         if key in _importance_cache:
             return _importance_cache[key]
-    h = study_history(url, study)
+    with session_scope(url) as session:
+        h = study_history(session, study)
     done = [i for i, v in enumerate(h.value) if v is not None]
     large = len(done) > FANOVA_MAX_TRIALS
     n_complete = len(done)

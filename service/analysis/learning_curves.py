@@ -71,8 +71,8 @@ def create_job(url: str, study_id: int, fractions: list[float]) -> LearningCurve
     Raises StudyNotFound, NoCompletedTrial (no best trial yet), or JobActive (the study
     already has a queued or running job).
     """
-    get_study_row(url, study_id)  # 404 for an unknown study
-    best = get_best(url, study_id)
+    with session_scope(url) as session:
+        best = get_best(session, study_id)  # 404 for an unknown study
     if best is None:
         raise NoCompletedTrial(study_id)
     with session_scope(url) as session:
@@ -98,8 +98,8 @@ def create_job(url: str, study_id: int, fractions: list[float]) -> LearningCurve
 
 def latest_job(url: str, study_id: int) -> LearningCurve:
     """The study's newest job; raises StudyNotFound, or NoLearningCurve if it has none."""
-    get_study_row(url, study_id)
     with session_scope(url) as session:
+        get_study_row(session, study_id)
         job = session.scalars(
             select(LearningCurveJob)
             .where(LearningCurveJob.study_id == study_id)
@@ -123,7 +123,8 @@ def run_job(
     A set `stopping` hands the job back to the queue; a training error fails it; a database
     error propagates (the worker backs off, and its next claim requeues the job).
     """
-    spec = load_spec(get_study_row(url, job.study_id).spec)
+    with session_scope(url) as session:
+        spec = load_spec(get_study_row(session, job.study_id).spec)
     points: list[dict[str, Any]] = []
 
     def on_epoch(_m: EpochMetrics) -> bool:

@@ -14,6 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 from service.analysis import charts, diagnoses
 from service.analysis.remedies import NumericDist, widened
 from service.analysis.schemas import BoundaryHit, Finding, StudyReport
+from service.core.db.engine import session_scope
 from service.core.optuna_storage import get_storage
 from service.studies.service import best_trial, get_study_row
 from service.studies.spec import Distribution, FloatDist, IntDist, load_spec
@@ -174,13 +175,14 @@ def _advice(
 
 def study_report(url: str, study_id: int) -> StudyReport:
     """The study's report; raises StudyNotFound."""
-    study = get_study_row(url, study_id)
+    with session_scope(url) as session:
+        study = get_study_row(session, study_id)
+        best = best_trial(session, study)
     spec = load_spec(study.spec)
     findings = diagnoses.study_findings(url, study)
     counts: Counter[str] = Counter(f["kind"] for fl in findings.values() for f in fl)
     trials = get_storage(url).get_all_trials(study.optuna_study_id, deepcopy=False)
     direction = str(spec.objective.direction)
-    best = best_trial(url, study)
     best_findings = [] if best is None else findings.get(best.trial_id, [])
     done = [
         t

@@ -14,16 +14,18 @@ import ipaddress
 import logging
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.datastructures import Headers
 
-from service.access.tokens import Principal, TokenError, active_token_count, verify_token
-from service.core.db.engine import session_scope
+from service.access.tokens import Principal, active_token_count, verify_token
+from service.app.deps import SessionDep
 from service.core.db.models import Study, TrialRecord
+from service.core.errors import Forbidden, TokenError
 from service.core.settings import Settings
 
 log = logging.getLogger("hpo.auth")
@@ -78,25 +80,20 @@ def check_at_startup(settings: Settings) -> None:
     log.info("auth is on: API calls need a bearer token")
 
 
-def _unauthorized(reason: str) -> HTTPException:
-    return HTTPException(401, reason, headers={"WWW-Authenticate": "Bearer"})
-
-
-def _owner_of(url: str, param: str, raw: str) -> tuple[bool, int | None]:
+def _owner_of(session: Session, param: str, raw: str) -> tuple[bool, int | None]:
     """(found, owner token id) of the study a path parameter points at."""
     try:
         key = int(raw)
     except ValueError:
         return False, None
-    with session_scope(url) as session:
-        if param == "study_id":
-            row = session.execute(select(Study.owner_token_id).where(Study.id == key)).first()
-        else:
-            row = session.execute(
-                select(Study.owner_token_id)
-                .join(TrialRecord, TrialRecord.study_id == Study.id)
-                .where(TrialRecord.optuna_trial_id == key)
-            ).first()
+    if param == "study_id":
+        row = session.execute(select(Study.owner_token_id).where(Study.id == key)).first()
+    else:
+        row = session.execute(
+            select(Study.owner_token_id)
+            .join(TrialRecord, TrialRecord.study_id == Study.id)
+            .where(TrialRecord.optuna_trial_id == key)
+        ).first()
     return (False, None) if row is None else (True, row[0])
 
 
@@ -155,8 +152,11 @@ class AuthGate:
 def authenticate(
     request: Request,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    session: SessionDep,
 ) -> Principal | None:
-    """The caller's principal; None when auth is off or the path is open."""
+    """The caller's principal; None when auth is off or the path is open. Raises
+    `TokenError` (401) without a valid token, `Forbidden` (403) for a role or owner that
+    may not do this."""
     if not request.app.state.auth_required or not is_protected(
         request.url.path, request.scope.get("root_path", "")
     ):
@@ -164,23 +164,16 @@ def authenticate(
     settings: Settings = request.app.state.settings
     principal: Principal | None = request.scope.get("state", {}).get(PRINCIPAL_KEY)
     if principal is None:  # the app runs without AuthGate in front of it
-        try:
-            principal = identify(settings.database_url, request.headers.get("authorization"))
-        except TokenError as e:
-            raise _unauthorized(str(e)) from e
+        principal = identify(settings.database_url, request.headers.get("authorization"))
     needed = "read" if request.method in READ_METHODS else "submit"
     if not principal.has(needed):
-        raise HTTPException(
-            403, f"token {principal.name!r} has role {principal.role}; needs {needed}"
-        )
+        raise Forbidden(f"token {principal.name!r} has role {principal.role}; needs {needed}")
     if needed != "read" and principal.role != "admin":
         for param in ("study_id", "trial_id"):
             if param in request.path_params:
-                found, owner = _owner_of(settings.database_url, param, request.path_params[param])
+                found, owner = _owner_of(session, param, request.path_params[param])
                 if found and not principal.owns(owner):
-                    raise HTTPException(
-                        403, f"this study belongs to another token than {principal.name!r}"
-                    )
+                    raise Forbidden(f"this study belongs to another token than {principal.name!r}")
     return principal
 
 
@@ -193,4 +186,4 @@ def owner_id(principal: Principal | None) -> int | None:
 
 def require_owner(principal: Principal | None, owner_token_id: int | None, what: str) -> None:
     if principal is not None and not principal.owns(owner_token_id):
-        raise HTTPException(403, f"{what} belongs to another token than {principal.name!r}")
+        raise Forbidden(f"{what} belongs to another token than {principal.name!r}")

@@ -1,11 +1,14 @@
-"""Dependencies shared by the routers."""
+"""Dependencies shared by the routers: the app's settings and the request's session."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy.orm import Session
 
+from service.core.db.engine import session_scope
 from service.core.settings import Settings
 
 
@@ -15,3 +18,15 @@ def get_app_settings(request: Request) -> Settings:
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+
+def get_session(settings: SettingsDep) -> Iterator[Session]:
+    """The request's unit of work: one session, committed when the route returns, rolled
+    back when it raises, closed always. Optuna's storage keeps its own sessions."""
+    with session_scope(settings.database_url) as session:
+        yield session
+
+
+# scope="function": commit before the response is sent, so a client that got its 201 finds
+# the row with its next request.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
 from service import __version__
@@ -10,8 +11,19 @@ from service.app import http_policies
 from service.app.auth import auth_required, authenticate
 from service.app.dashboard import pages as dashboard
 from service.app.router import api_router
-from service.core.errors import StudyNotFound, TrialNotFound
+from service.core.errors import InvalidInput, ServiceError, Unauthorized
 from service.core.settings import Settings, get_settings
+
+
+async def service_error(_request: Request, exc: Exception) -> JSONResponse:
+    """Every expected failure of the domain, answered with its own status: the one place
+    errors become HTTP. An `InvalidInput` naming a field answers in FastAPI's validation
+    shape, like a refused request body."""
+    assert isinstance(exc, ServiceError)
+    if isinstance(exc, InvalidInput) and exc.field is not None:
+        return JSONResponse({"detail": jsonable_encoder(exc.validation_errors())}, 422)
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    return JSONResponse({"detail": str(exc)}, exc.status_code, headers=headers)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -26,10 +38,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     http_policies.install(app, app.state.settings)
     app.include_router(api_router)
     dashboard.install(app)
-
-    @app.exception_handler(StudyNotFound)
-    @app.exception_handler(TrialNotFound)
-    async def not_found(_request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
-
+    app.add_exception_handler(ServiceError, service_error)
     return app

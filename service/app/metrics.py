@@ -7,7 +7,8 @@ the process), so any one of several API replicas can be scraped.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from datetime import timedelta
 
 from prometheus_client.core import (
@@ -21,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from service.core.db.engine import session_scope
 from service.core.db.models import EnqueuedConfig, Study, TrialRecord, Worker, utcnow
+from service.core.states import StudyState, WorkerState
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,7 @@ class DatabaseCollector(Collector):
                 select(Study.name, func.count())
                 .select_from(EnqueuedConfig)
                 .join(Study, Study.id == EnqueuedConfig.study_id)
-                .where(EnqueuedConfig.claimed.is_(False), Study.status == "running")
+                .where(EnqueuedConfig.claimed.is_(False), Study.status == StudyState.RUNNING)
                 .group_by(Study.name)
             ).all()
 
@@ -80,13 +82,7 @@ class DatabaseCollector(Collector):
             trials.add_metric([name, state], n)
         yield trials
 
-        status = GaugeMetricFamily("hpo_studies", "Studies by status", labels=["status"])
-        counts: dict[str, int] = {}
-        for _, st, *_rest in studies:
-            counts[st] = counts.get(st, 0) + 1
-        for st, n in sorted(counts.items()):
-            status.add_metric([st], n)
-        yield status
+        yield _count_by_status("hpo_studies", "Studies by status", (s[1] for s in studies))
 
         queue = GaugeMetricFamily(
             "hpo_queue_depth",
@@ -97,7 +93,7 @@ class DatabaseCollector(Collector):
             "hpo_trials_running", "Trials claimed and not finished", labels=["study"]
         )
         for name, st, n_trials, used, n_running in studies:
-            if st == "running":
+            if st == StudyState.RUNNING:
                 queue.add_metric([name], max(n_trials - used, 0))
             running.add_metric([name], n_running)
         yield queue
@@ -112,19 +108,13 @@ class DatabaseCollector(Collector):
         yield pending
 
         cutoff = utcnow() - timedelta(seconds=self.grace_seconds)
-        alive = sum(1 for st, beat in workers if st == "running" and beat >= cutoff)
+        alive = sum(1 for st, beat in workers if st == WorkerState.RUNNING and beat >= cutoff)
         w = GaugeMetricFamily("hpo_workers_alive", "Workers with a heartbeat in the grace period")
         w.add_metric([], alive)
         yield w
-        by_status = GaugeMetricFamily(
-            "hpo_workers", "Worker processes by status as recorded", labels=["status"]
+        yield _count_by_status(
+            "hpo_workers", "Worker processes by status as recorded", (w[0] for w in workers)
         )
-        wcounts: dict[str, int] = {}
-        for st, _ in workers:
-            wcounts[st] = wcounts.get(st, 0) + 1
-        for st, n in sorted(wcounts.items()):
-            by_status.add_metric([st], n)
-        yield by_status
 
         hist = HistogramMetricFamily(
             "hpo_trial_duration_seconds",
@@ -143,6 +133,14 @@ class DatabaseCollector(Collector):
             buckets.append(("+Inf", float(len(values))))
             hist.add_metric([state], buckets, sum_value=sum(values))
         yield hist
+
+
+def _count_by_status(name: str, documentation: str, statuses: Iterable[str]) -> Metric:
+    """A gauge of how many rows have each status, one sample a status."""
+    gauge = GaugeMetricFamily(name, documentation, labels=["status"])
+    for status, n in sorted(Counter(statuses).items()):
+        gauge.add_metric([status], n)
+    return gauge
 
 
 def registry_for(url: str, grace_seconds: float) -> CollectorRegistry:

@@ -8,6 +8,9 @@ path such as ``"budget.n_trials"``) and is answered as a 422 in FastAPI's valida
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 
 class ServiceError(Exception):
     """Base of every expected failure; `status_code` is the HTTP status it maps to."""
@@ -30,14 +33,42 @@ class Conflict(ServiceError):
 class InvalidInput(ServiceError):
     """The request is well-formed but its content is refused (422).
 
-    `field`: the dotted path of the offending field in the request body, if one is to blame.
+    `field`: the dotted path of the offending field in the request body (``"dataset.name"``),
+    if one is to blame; the answer then has FastAPI's validation shape, one entry per problem,
+    ``{"type": kind, "loc": ["body", ...field], "msg": reason, "input": value}``. `also`: more
+    problems of the same request, answered in the same list after this one.
     """
 
     status_code = 422
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        reason: str,
+        *,
+        field: str | None = None,
+        kind: str = "value_error",
+        value: Any = None,
+        also: Sequence[InvalidInput] = (),
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
         self.field = field
+        self.kind = kind
+        self.value = value
+        self.also = list(also)
+
+    def validation_errors(self) -> list[dict[str, Any]]:
+        """This problem and `also` as FastAPI's validation error entries (fielded ones only)."""
+        return [
+            {
+                "type": e.kind,
+                "loc": ["body", *e.field.split(".")],
+                "msg": e.reason,
+                "input": e.value,
+            }
+            for e in (self, *self.also)
+            if e.field is not None
+        ]
 
 
 class Forbidden(ServiceError):
@@ -47,7 +78,7 @@ class Forbidden(ServiceError):
 
 
 class Unauthorized(ServiceError):
-    """No valid credentials (401)."""
+    """No valid credentials (401); answered with ``WWW-Authenticate: Bearer``."""
 
     status_code = 401
 
@@ -71,6 +102,22 @@ class Unavailable(ServiceError):
 
 
 # -- the domain's errors ------------------------------------------------------------------
+
+
+class TokenError(Unauthorized):
+    """An API token is refused (malformed, unknown, revoked), or cannot be made or revoked as
+    asked; the message says why."""
+
+
+class DatasetFileError(InvalidInput, ValueError):
+    """An uploaded dataset file cannot be used; `field` is the form field to blame (file or
+    target), `reason` why."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason, field=field)
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.reason}"
 
 
 class StudyNotFound(NotFound):

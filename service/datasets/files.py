@@ -16,17 +16,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from service.core.errors import DatasetFileError as DatasetFileError  # re-exported
+
 FORMATS = ("npz", "csv", "parquet")
 MAX_X_DIMS = 4  # rows x (d | L | C x L | H x W | C x H x W)
-
-
-class DatasetFileError(ValueError):
-    """The file cannot be used; `field` is the form field to blame (file or target)."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,26 @@ from numpy.typing import NDArray
 from pydantic import BaseModel
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from service.core.db.engine import session_scope
-from service.core.db.models import Dataset, DatasetBlob, Study, utcnow
-from service.core.errors import DatasetExists, DatasetInUse, DatasetNotFound
+from service.core.db.models import Dataset, DatasetBlob, utcnow
+from service.core.errors import (
+    DatasetExists,
+    DatasetFileError,
+    DatasetInUse,
+    DatasetNotFound,
+    InvalidInput,
+)
+from service.core.settings import Settings
 from service.core.types import UtcDatetime
-from service.datasets.files import ParsedDataset, canonical_npz, read_canonical
+from service.datasets.files import (
+    DatasetLimits,
+    ParsedDataset,
+    canonical_npz,
+    parse_dataset,
+    read_canonical,
+)
 from trainer.data import DATASET_NAMES
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -64,102 +78,128 @@ def _info(d: Dataset, size: int) -> DatasetInfo:
     )
 
 
-def create_dataset(
-    url: str, name: str, parsed: ParsedDataset, owner_token_id: int | None
+def limits_of(settings: Settings) -> DatasetLimits:
+    """The service's caps on an upload."""
+    return DatasetLimits(
+        max_rows=settings.max_dataset_rows,
+        max_features=settings.max_dataset_features,
+        max_classes=settings.max_dataset_classes,
+        max_bytes=settings.max_dataset_bytes,
+    )
+
+
+def upload_dataset(
+    session: Session,
+    name: str,
+    filename: str,
+    data: bytes,
+    target: str | None,
+    limits: DatasetLimits,
+    owner_token_id: int | None,
 ) -> DatasetInfo:
+    """Validate an uploaded file, then store it under `name`.
+
+    Raises `InvalidInput` naming the form field (name, file, target) before anything is
+    written, `DatasetExists` if the name is taken.
+    """
+    if (error := name_error(name)) is not None:
+        raise InvalidInput(error, field="name")
+    try:
+        parsed = parse_dataset(filename, data, target, limits)
+    except DatasetFileError:
+        raise
+    except Exception as e:  # a parser's unforeseen complaint is the file's fault, not ours
+        raise DatasetFileError("file", f"cannot read the file: {type(e).__name__}: {e}") from e
+    return create_dataset(session, name, parsed, owner_token_id)
+
+
+def create_dataset(
+    session: Session, name: str, parsed: ParsedDataset, owner_token_id: int | None
+) -> DatasetInfo:
+    """Store a parsed dataset (flushed, not committed); raises `DatasetExists`.
+
+    A lost race for the same blob rolls the session back and tries once more, so the
+    session must hold no other write.
+    """
     blob = canonical_npz(parsed.x, parsed.y)
     sha = hashlib.sha256(blob).hexdigest()
     for attempt in range(2):
         try:
-            with session_scope(url) as session:
-                if session.scalar(select(Dataset.id).where(Dataset.name == name)) is not None:
-                    raise DatasetExists(name)
-                if session.get(DatasetBlob, sha) is None:
-                    session.add(DatasetBlob(sha256=sha, data=blob, size_bytes=len(blob)))
-                    session.flush()
-                row = Dataset(
-                    name=name,
-                    sha256=sha,
-                    source_format=parsed.source_format,
-                    n_rows=int(parsed.x.shape[0]),
-                    shape=[int(s) for s in parsed.x.shape],
-                    n_classes=len(parsed.classes),
-                    classes=parsed.classes,
-                    owner_token_id=owner_token_id,
-                    created_at=utcnow(),
-                )
-                session.add(row)
+            if session.scalar(select(Dataset.id).where(Dataset.name == name)) is not None:
+                raise DatasetExists(name)
+            if session.get(DatasetBlob, sha) is None:
+                session.add(DatasetBlob(sha256=sha, data=blob, size_bytes=len(blob)))
                 session.flush()
-                return _info(row, len(blob))
+            row = Dataset(
+                name=name,
+                sha256=sha,
+                source_format=parsed.source_format,
+                n_rows=int(parsed.x.shape[0]),
+                shape=[int(s) for s in parsed.x.shape],
+                n_classes=len(parsed.classes),
+                classes=parsed.classes,
+                owner_token_id=owner_token_id,
+                created_at=utcnow(),
+            )
+            session.add(row)
+            session.flush()
+            return _info(row, len(blob))
         except IntegrityError as e:
             # Another upload took the name, or stored the same blob, between our check and
             # insert: the first is a conflict, the second needs one more try.
+            session.rollback()
             if attempt == 1:
                 raise DatasetExists(name) from e
     raise AssertionError("unreachable")
 
 
-def list_datasets(url: str) -> list[DatasetInfo]:
-    with session_scope(url) as session:
-        rows = session.execute(
-            select(Dataset, DatasetBlob.size_bytes)
-            .join(DatasetBlob, DatasetBlob.sha256 == Dataset.sha256)
-            .order_by(Dataset.name)
-        ).all()
-        return [_info(d, size) for d, size in rows]
+def list_datasets(session: Session) -> list[DatasetInfo]:
+    """Every uploaded dataset, by name."""
+    rows = session.execute(
+        select(Dataset, DatasetBlob.size_bytes)
+        .join(DatasetBlob, DatasetBlob.sha256 == Dataset.sha256)
+        .order_by(Dataset.name)
+    ).all()
+    return [_info(d, size) for d, size in rows]
 
 
-def get_row(url: str, name: str) -> Dataset:
-    with session_scope(url) as session:
-        row = session.scalar(select(Dataset).where(Dataset.name == name))
-        if row is None:
-            raise DatasetNotFound(name)
-        return row
+def get_row(session: Session, name: str) -> Dataset:
+    """The dataset's row; raises `DatasetNotFound`."""
+    row = session.scalar(select(Dataset).where(Dataset.name == name))
+    if row is None:
+        raise DatasetNotFound(name)
+    return row
 
 
-def get_dataset(url: str, name: str) -> DatasetInfo:
-    with session_scope(url) as session:
-        found = session.execute(
-            select(Dataset, DatasetBlob.size_bytes)
-            .join(DatasetBlob, DatasetBlob.sha256 == Dataset.sha256)
-            .where(Dataset.name == name)
-        ).first()
-        if found is None:
-            raise DatasetNotFound(name)
-        return _info(found[0], found[1])
+def get_dataset(session: Session, name: str) -> DatasetInfo:
+    """An uploaded dataset; raises `DatasetNotFound`."""
+    found = session.execute(
+        select(Dataset, DatasetBlob.size_bytes)
+        .join(DatasetBlob, DatasetBlob.sha256 == Dataset.sha256)
+        .where(Dataset.name == name)
+    ).first()
+    if found is None:
+        raise DatasetNotFound(name)
+    return _info(found[0], found[1])
 
 
-def exists(url: str, name: str) -> bool:
-    with session_scope(url) as session:
-        return session.scalar(select(Dataset.id).where(Dataset.name == name)) is not None
+def exists(session: Session, name: str) -> bool:
+    return session.scalar(select(Dataset.id).where(Dataset.name == name)) is not None
 
 
-def studies_using(url: str, name: str) -> list[str]:
-    """Running studies whose spec names the dataset."""
-    with session_scope(url) as session:
-        rows = session.execute(
-            select(Study.name, Study.spec).where(Study.status == "running")
-        ).all()
-    return [s for s, spec in rows if spec.get("dataset", {}).get("name") == name]
-
-
-def delete_dataset(url: str, name: str) -> None:
-    """Deletes the name, and the blob once no name points at it; refused while in use."""
-    using = studies_using(url, name)
-    if using:
-        raise DatasetInUse(name, using)
-    with session_scope(url) as session:
-        row = session.scalar(select(Dataset).where(Dataset.name == name))
-        if row is None:
-            raise DatasetNotFound(name)
-        sha = row.sha256
-        session.delete(row)
-        session.flush()
-        others = session.scalar(
-            select(func.count()).select_from(Dataset).where(Dataset.sha256 == sha)
-        )
-        if not others:
-            session.execute(delete(DatasetBlob).where(DatasetBlob.sha256 == sha))
+def delete_dataset(session: Session, name: str, used_by: list[str]) -> None:
+    """Deletes the name, and the blob once no name points at it; raises `DatasetNotFound`,
+    or `DatasetInUse` if `used_by` names running studies that use it (the studies package
+    knows which: `studies.service.running_studies_using`)."""
+    if used_by:
+        raise DatasetInUse(name, used_by)
+    row = get_row(session, name)
+    sha = row.sha256
+    session.delete(row)
+    session.flush()
+    others = session.scalar(select(func.count()).select_from(Dataset).where(Dataset.sha256 == sha))
+    if not others:
+        session.execute(delete(DatasetBlob).where(DatasetBlob.sha256 == sha))
 
 
 # ---- workers -------------------------------------------------------------------------------
@@ -167,7 +207,8 @@ def delete_dataset(url: str, name: str) -> None:
 
 def resolve(url: str, name: str) -> str:
     """The content hash an uploaded dataset's name points at now."""
-    return get_row(url, name).sha256
+    with session_scope(url) as session:
+        return get_row(session, name).sha256
 
 
 def load_arrays(

@@ -4,6 +4,7 @@
 intermediate value: 5,000 trials x 100 epochs is half a million rows to read a study's
 counts. These queries read only the columns a summary, a history or a chart needs, through
 Optuna's own table mappings (the schema `hpo db upgrade` created), never writing to them.
+Each takes the caller's session and never commits.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from functools import lru_cache
 from typing import Any
 
 from optuna.distributions import BaseDistribution, json_to_distribution
-from optuna.storages._rdb import models as om
 from optuna.trial import TrialState
 from sqlalchemy import and_, func, select
+from sqlalchemy.orm import Session
 
-from service.core.db.engine import session_scope
 from service.core.db.models import CurvePoint, Study, TrialRecord
+from service.core.optuna_compat import rdb_models as om
 from service.studies.schemas import TrialCounts
+from service.studies.spec import load_spec
 
 FINITE = om.TrialValueModel.TrialValueType.FINITE
 
@@ -30,18 +32,17 @@ def _finite(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) else None
 
 
-def trial_counts(url: str, optuna_study_ids: Sequence[int]) -> dict[int, TrialCounts]:
+def trial_counts(session: Session, optuna_study_ids: Sequence[int]) -> dict[int, TrialCounts]:
     """Trial counts by state for each Optuna study id: one GROUP BY."""
     out = {sid: TrialCounts() for sid in optuna_study_ids}
     if not optuna_study_ids:
         return out
     T = om.TrialModel
-    with session_scope(url) as session:
-        rows = session.execute(
-            select(T.study_id, T.state, func.count())
-            .where(T.study_id.in_(optuna_study_ids))
-            .group_by(T.study_id, T.state)
-        ).all()
+    rows = session.execute(
+        select(T.study_id, T.state, func.count())
+        .where(T.study_id.in_(optuna_study_ids))
+        .group_by(T.study_id, T.state)
+    ).all()
     for sid, state, n in rows:
         setattr(out[sid], TrialState(state).name.lower(), int(n))
     return out
@@ -62,35 +63,33 @@ def _best_value_query(maximize: bool, optuna_study_ids: Sequence[int]) -> Any:
     )
 
 
-def best_values(url: str, directions: dict[int, str]) -> dict[int, float]:
+def best_values(session: Session, directions: dict[int, str]) -> dict[int, float]:
     """Best finite objective value of each Optuna study id ({id: "maximize"|"minimize"})."""
     out: dict[int, float] = {}
-    with session_scope(url) as session:
-        for maximize in (True, False):
-            ids = [s for s, d in directions.items() if (d == "maximize") == maximize]
-            if ids:
-                for sid, value in session.execute(_best_value_query(maximize, ids)).all():
-                    if _finite(value) is not None:
-                        out[sid] = float(value)
+    for maximize in (True, False):
+        ids = [s for s, d in directions.items() if (d == "maximize") == maximize]
+        if ids:
+            for sid, value in session.execute(_best_value_query(maximize, ids)).all():
+                if _finite(value) is not None:
+                    out[sid] = float(value)
     return out
 
 
-def best_trial_id(url: str, optuna_study_id: int, direction: str) -> int | None:
+def best_trial_id(session: Session, optuna_study_id: int, direction: str) -> int | None:
     """The complete trial with the best finite value; ties go to the earliest trial."""
     T, V = om.TrialModel, om.TrialValueModel
     order = V.value.desc() if direction == "maximize" else V.value.asc()
-    with session_scope(url) as session:
-        trial_id = session.scalar(
-            select(T.trial_id)
-            .join(V, and_(V.trial_id == T.trial_id, V.objective == 0))
-            .where(
-                T.study_id == optuna_study_id,
-                T.state == TrialState.COMPLETE,
-                V.value_type == FINITE,
-            )
-            .order_by(order, T.trial_id)
-            .limit(1)
+    trial_id = session.scalar(
+        select(T.trial_id)
+        .join(V, and_(V.trial_id == T.trial_id, V.objective == 0))
+        .where(
+            T.study_id == optuna_study_id,
+            T.state == TrialState.COMPLETE,
+            V.value_type == FINITE,
         )
+        .order_by(order, T.trial_id)
+        .limit(1)
+    )
     return None if trial_id is None else int(trial_id)
 
 
@@ -114,53 +113,52 @@ class History:
     distributions: dict[str, BaseDistribution] = field(default_factory=dict)
 
 
-def study_history(url: str, study: Study) -> History:
+def study_history(session: Session, study: Study) -> History:
     """Every trial's state, value, params, duration and, for pruned and failed trials, why."""
     T, V, P = om.TrialModel, om.TrialValueModel, om.TrialParamModel
     IV = om.TrialIntermediateValueModel
     sid = study.optuna_study_id
-    metric = str(study.spec["objective"]["metric"])
+    metric = load_spec(study.spec).objective.metric
     h = History()
-    with session_scope(url) as session:
-        trials = session.execute(
-            select(
-                T.trial_id,
-                T.number,
-                T.state,
-                T._datetime_start_utc,
-                T._datetime_complete_utc,
-                V.value,
-                V.value_type,
-            )
-            .outerjoin(V, and_(V.trial_id == T.trial_id, V.objective == 0))
-            .where(T.study_id == sid)
-            .order_by(T.number)
-        ).all()
-        params = session.execute(
-            select(P.trial_id, P.param_name, P.param_value, P.distribution_json)
-            .join(T, T.trial_id == P.trial_id)
-            .where(T.study_id == sid)
-        ).all()
-        # The last reported epoch of pruned trials: where and at what value they stopped.
-        last = (
-            select(IV.trial_id, func.max(IV.step).label("step"))
-            .join(T, T.trial_id == IV.trial_id)
-            .where(T.study_id == sid, T.state == TrialState.PRUNED)
-            .group_by(IV.trial_id)
-            .subquery()
+    trials = session.execute(
+        select(
+            T.trial_id,
+            T.number,
+            T.state,
+            T._datetime_start_utc,
+            T._datetime_complete_utc,
+            V.value,
+            V.value_type,
         )
-        stops = session.execute(
-            select(last.c.trial_id, last.c.step, IV.intermediate_value).join(
-                IV, and_(IV.trial_id == last.c.trial_id, IV.step == last.c.step)
+        .outerjoin(V, and_(V.trial_id == T.trial_id, V.objective == 0))
+        .where(T.study_id == sid)
+        .order_by(T.number)
+    ).all()
+    params = session.execute(
+        select(P.trial_id, P.param_name, P.param_value, P.distribution_json)
+        .join(T, T.trial_id == P.trial_id)
+        .where(T.study_id == sid)
+    ).all()
+    # The last reported epoch of pruned trials: where and at what value they stopped.
+    last = (
+        select(IV.trial_id, func.max(IV.step).label("step"))
+        .join(T, T.trial_id == IV.trial_id)
+        .where(T.study_id == sid, T.state == TrialState.PRUNED)
+        .group_by(IV.trial_id)
+        .subquery()
+    )
+    stops = session.execute(
+        select(last.c.trial_id, last.c.step, IV.intermediate_value).join(
+            IV, and_(IV.trial_id == last.c.trial_id, IV.step == last.c.step)
+        )
+    ).all()
+    errors = dict(
+        session.execute(
+            select(TrialRecord.optuna_trial_id, TrialRecord.error).where(
+                TrialRecord.study_id == study.id, TrialRecord.error.is_not(None)
             )
         ).all()
-        errors = dict(
-            session.execute(
-                select(TrialRecord.optuna_trial_id, TrialRecord.error).where(
-                    TrialRecord.study_id == study.id, TrialRecord.error.is_not(None)
-                )
-            ).all()
-        )
+    )
     stop_at = {tid: (int(step), _finite(v)) for tid, step, v in stops}
     index: dict[int, int] = {}
     for tid, number, state, start, end, value, value_type in trials:
@@ -199,7 +197,9 @@ class CurveTrial:
     value: float | None
 
 
-def curve_trials(url: str, optuna_study_id: int, direction: str, top: int) -> list[CurveTrial]:
+def curve_trials(
+    session: Session, optuna_study_id: int, direction: str, top: int
+) -> list[CurveTrial]:
     """The trials worth a curve: every started trial of a study of at most `top`; else the
     running ones (at most `top`) and the `top` best complete ones. In trial-number order."""
     T, V = om.TrialModel, om.TrialValueModel
@@ -209,26 +209,25 @@ def curve_trials(url: str, optuna_study_id: int, direction: str, top: int) -> li
         .outerjoin(V, and_(V.trial_id == T.trial_id, V.objective == 0))
         .where(T.study_id == optuna_study_id)
     )
-    with session_scope(url) as session:
-        n_started = session.scalar(
-            select(func.count())
-            .select_from(T)
-            .where(T.study_id == optuna_study_id, T.state.in_(started))
-        )
-        if (n_started or 0) <= top:
-            rows = list(session.execute(base.where(T.state.in_(started))).all())
-        else:
-            order = V.value.desc() if direction == "maximize" else V.value.asc()
-            rows = list(
-                session.execute(
-                    base.where(T.state == TrialState.RUNNING).order_by(T.number).limit(top)
-                ).all()
-            )
-            rows += session.execute(
-                base.where(T.state == TrialState.COMPLETE, V.value_type == FINITE)
-                .order_by(order, T.trial_id)
-                .limit(top)
+    n_started = session.scalar(
+        select(func.count())
+        .select_from(T)
+        .where(T.study_id == optuna_study_id, T.state.in_(started))
+    )
+    if (n_started or 0) <= top:
+        rows = list(session.execute(base.where(T.state.in_(started))).all())
+    else:
+        order = V.value.desc() if direction == "maximize" else V.value.asc()
+        rows = list(
+            session.execute(
+                base.where(T.state == TrialState.RUNNING).order_by(T.number).limit(top)
             ).all()
+        )
+        rows += session.execute(
+            base.where(T.state == TrialState.COMPLETE, V.value_type == FINITE)
+            .order_by(order, T.trial_id)
+            .limit(top)
+        ).all()
     out = []
     for tid, number, state, value, value_type in rows:
         st = TrialState(state)
@@ -239,16 +238,13 @@ def curve_trials(url: str, optuna_study_id: int, direction: str, top: int) -> li
     return sorted(out, key=lambda t: t.number)
 
 
-def trial_exists(url: str, trial_id: int) -> bool:
-    with session_scope(url) as session:
-        found = session.scalar(
-            select(TrialRecord.id).where(TrialRecord.optuna_trial_id == trial_id)
-        )
+def trial_exists(session: Session, trial_id: int) -> bool:
+    found = session.scalar(select(TrialRecord.id).where(TrialRecord.optuna_trial_id == trial_id))
     return found is not None
 
 
 def curves_of(
-    url: str, trial_ids: Iterable[int], metrics: Sequence[str] | None = None
+    session: Session, trial_ids: Iterable[int], metrics: Sequence[str] | None = None
 ) -> dict[int, dict[str, list[tuple[int, float]]]]:
     """Curve points of several trials: {trial_id: {metric: [(step, value), ...]}}."""
     ids = list(trial_ids)
@@ -259,8 +255,7 @@ def curves_of(
     query = select(C.trial_id, C.metric, C.step, C.value).where(C.trial_id.in_(ids))
     if metrics is not None:
         query = query.where(C.metric.in_(list(metrics)))
-    with session_scope(url) as session:
-        rows = session.execute(query.order_by(C.trial_id, C.metric, C.step)).all()
+    rows = session.execute(query.order_by(C.trial_id, C.metric, C.step)).all()
     for tid, metric, step, value in rows:
         out[tid].setdefault(metric, []).append((int(step), float(value)))
     return out

@@ -1,4 +1,5 @@
-"""Study service functions: routes and the CLI call these; they own the transactions."""
+"""Study service functions: routes and the CLI call these with their session; the caller
+commits (the request's session, or `session_scope` outside a request)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,16 @@ from datetime import timedelta
 import optuna
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from service.core.db.engine import session_scope
+from service.core.db.engine import database_url
 from service.core.db.models import EnqueuedConfig, Study, TrialRecord, utcnow
-from service.core.errors import StudyExists, StudyNotFound
+from service.core.errors import NotFound, StudyExists, StudyNotFound
 from service.core.optuna_storage import get_storage
+from service.core.states import StudyState
 from service.studies.queries import best_trial_id, best_values, trial_counts
 from service.studies.schemas import BestTrial, StudyCreated, StudyDetail, StudySummary
-from service.studies.spec import StudySpec
-
-ACTIVE = "running"
+from service.studies.spec import StudySpec, load_spec
 
 
 def optuna_direction(spec: StudySpec) -> optuna.study.StudyDirection:
@@ -26,11 +27,17 @@ def optuna_direction(spec: StudySpec) -> optuna.study.StudyDirection:
     return optuna.study.StudyDirection.MINIMIZE
 
 
-def create_study(url: str, spec: StudySpec, owner_token_id: int | None = None) -> StudyCreated:
-    with session_scope(url) as session:
-        if session.scalar(select(Study.id).where(Study.name == spec.name)) is not None:
-            raise StudyExists(spec.name)
-    storage = get_storage(url)
+def create_study(
+    session: Session, spec: StudySpec, owner_token_id: int | None = None
+) -> StudyCreated:
+    """Create the Optuna study, then the service's row (flushed, not committed).
+
+    Raises `StudyExists` if the name is taken; the session is then rolled back. The session
+    must hold no write of its own yet: on SQLite that would block Optuna's insert.
+    """
+    if session.scalar(select(Study.id).where(Study.name == spec.name)) is not None:
+        raise StudyExists(spec.name)
+    storage = get_storage(database_url(session))
     # Optuna's study first, committed on its own connection: on SQLite a transaction of ours
     # holding the write lock would block Optuna's insert until the busy timeout.
     try:
@@ -44,87 +51,90 @@ def create_study(url: str, spec: StudySpec, owner_token_id: int | None = None) -
         else now + timedelta(seconds=spec.budget.timeout_seconds)
     )
     try:
-        with session_scope(url) as session:
-            study = Study(
-                name=spec.name,
-                spec=spec.model_dump(mode="json"),
-                status=ACTIVE,
-                optuna_study_id=optuna_id,
-                n_trials=spec.budget.n_trials,
-                slots_used=0,
-                n_claims=0,
-                n_failed=0,
-                priority=spec.priority,
-                n_running=0,
-                max_parallel_trials=spec.budget.max_parallel_trials,
-                created_at=now,
-                updated_at=now,
-                deadline_at=deadline,
-                owner_token_id=owner_token_id,
-            )
-            session.add(study)
-            session.flush()
-            session.add_all(
-                EnqueuedConfig(study_id=study.id, position=i, params=params, claimed=False)
-                for i, params in enumerate(spec.enqueue)
-            )
-            return StudyCreated(id=study.id, name=study.name, status=study.status)
-    except IntegrityError as e:
+        study = Study(
+            name=spec.name,
+            spec=spec.model_dump(mode="json"),
+            status=StudyState.RUNNING,
+            optuna_study_id=optuna_id,
+            n_trials=spec.budget.n_trials,
+            slots_used=0,
+            n_claims=0,
+            n_failed=0,
+            priority=spec.priority,
+            n_running=0,
+            max_parallel_trials=spec.budget.max_parallel_trials,
+            created_at=now,
+            updated_at=now,
+            deadline_at=deadline,
+            owner_token_id=owner_token_id,
+        )
+        session.add(study)
+        session.flush()
+        session.add_all(
+            EnqueuedConfig(study_id=study.id, position=i, params=params, claimed=False)
+            for i, params in enumerate(spec.enqueue)
+        )
+        session.flush()
+    except BaseException as e:
+        # Our failed insert may hold SQLite's write lock: release it before Optuna's delete.
+        session.rollback()
         storage.delete_study(optuna_id)
-        raise StudyExists(spec.name) from e
-    except BaseException:
-        storage.delete_study(optuna_id)
+        if isinstance(e, IntegrityError):
+            raise StudyExists(spec.name) from e
         raise
+    return StudyCreated(id=study.id, name=study.name, status=study.status)
 
 
-def get_study_row(url: str, study_id: int) -> Study:
-    with session_scope(url) as session:
-        study = session.get(Study, study_id)
-        if study is None:
-            raise StudyNotFound(study_id)
-        return study
+def get_study_row(session: Session, study_id: int) -> Study:
+    """The study's row; raises `StudyNotFound`."""
+    study = session.get(Study, study_id)
+    if study is None:
+        raise StudyNotFound(study_id)
+    return study
 
 
-def trial_records(url: str, study_id: int) -> dict[int, TrialRecord]:
+def trial_records(session: Session, study_id: int) -> dict[int, TrialRecord]:
     """Service-side records of a study's trials, by Optuna trial id."""
-    with session_scope(url) as session:
-        rows = session.scalars(
-            select(TrialRecord).where(
-                TrialRecord.study_id == study_id, TrialRecord.optuna_trial_id.is_not(None)
-            )
-        ).all()
-        return {r.optuna_trial_id: r for r in rows if r.optuna_trial_id is not None}
+    rows = session.scalars(
+        select(TrialRecord).where(
+            TrialRecord.study_id == study_id, TrialRecord.optuna_trial_id.is_not(None)
+        )
+    ).all()
+    return {r.optuna_trial_id: r for r in rows if r.optuna_trial_id is not None}
 
 
-def _direction(study: Study) -> str:
-    return str(study.spec["objective"]["direction"])
+def _direction(spec: StudySpec) -> str:
+    direction = spec.objective.direction
+    assert direction is not None  # the spec's validator fills in the metric's natural one
+    return direction
 
 
-def best_trial(url: str, study: Study) -> BestTrial | None:
+def best_trial(session: Session, study: Study) -> BestTrial | None:
     """The complete trial with the best finite value (ties: the earliest)."""
-    trial_id = best_trial_id(url, study.optuna_study_id, _direction(study))
+    spec = load_spec(study.spec)
+    trial_id = best_trial_id(session, study.optuna_study_id, _direction(spec))
     if trial_id is None:
         return None
-    best = get_storage(url).get_trial(trial_id)
-    with session_scope(url) as session:
-        test_accuracy = session.scalar(
-            select(TrialRecord.test_accuracy).where(TrialRecord.optuna_trial_id == trial_id)
-        )
+    best = get_storage(database_url(session)).get_trial(trial_id)
+    test_accuracy = session.scalar(
+        select(TrialRecord.test_accuracy).where(TrialRecord.optuna_trial_id == trial_id)
+    )
     return BestTrial(
         trial_id=trial_id,
         number=best.number,
         value=float(best.value),  # type: ignore[arg-type]
         params=best.params,
-        config={**study.spec.get("fixed", {}), **best.params},
+        config={**spec.fixed, **best.params},
         test_accuracy=test_accuracy,
     )
 
 
-def summaries(url: str, studies: Sequence[Study]) -> list[StudySummary]:
+def summaries(session: Session, studies: Sequence[Study]) -> list[StudySummary]:
     """Summaries from two aggregate queries (counts by state, best value), however many
     trials the studies hold."""
-    counts = trial_counts(url, [s.optuna_study_id for s in studies])
-    best = best_values(url, {s.optuna_study_id: _direction(s) for s in studies})
+    directions = {s.id: _direction(load_spec(s.spec)) for s in studies}
+    counts = trial_counts(session, [s.optuna_study_id for s in studies])
+    best = best_values(session, {s.optuna_study_id: directions[s.id] for s in studies})
     return [
         StudySummary(
             id=s.id,
@@ -133,7 +143,7 @@ def summaries(url: str, studies: Sequence[Study]) -> list[StudySummary]:
             n_trials=s.n_trials,
             counts=counts[s.optuna_study_id],
             best_value=best.get(s.optuna_study_id),
-            direction=_direction(s),
+            direction=directions[s.id],
             error=s.error,
             created_at=s.created_at,
             finished_at=s.finished_at,
@@ -142,32 +152,49 @@ def summaries(url: str, studies: Sequence[Study]) -> list[StudySummary]:
     ]
 
 
-def list_studies(url: str, limit: int = 100, offset: int = 0) -> list[StudySummary]:
-    with session_scope(url) as session:
-        studies = session.scalars(
-            select(Study).order_by(Study.id.desc()).limit(limit).offset(offset)
-        ).all()
-    return summaries(url, studies)
+def list_studies(session: Session, limit: int = 100, offset: int = 0) -> list[StudySummary]:
+    """Studies, newest first."""
+    studies = session.scalars(
+        select(Study).order_by(Study.id.desc()).limit(limit).offset(offset)
+    ).all()
+    return summaries(session, studies)
 
 
-def get_study(url: str, study_id: int) -> StudyDetail:
-    study = get_study_row(url, study_id)
-    summary = summaries(url, [study])[0]
-    return StudyDetail(**summary.model_dump(), spec=study.spec, best=best_trial(url, study))
+def get_study(session: Session, study_id: int) -> StudyDetail:
+    """A study's summary, spec and best trial; raises `StudyNotFound`."""
+    study = get_study_row(session, study_id)
+    summary = summaries(session, [study])[0]
+    return StudyDetail(**summary.model_dump(), spec=study.spec, best=best_trial(session, study))
 
 
-def get_best(url: str, study_id: int) -> BestTrial | None:
-    return best_trial(url, get_study_row(url, study_id))
+def get_best(session: Session, study_id: int) -> BestTrial | None:
+    """The study's best trial, None before one completed; raises `StudyNotFound`."""
+    return best_trial(session, get_study_row(session, study_id))
 
 
-def stop_study(url: str, study_id: int) -> StudySummary:
+def require_best(session: Session, study_id: int) -> BestTrial:
+    """The study's best trial; raises `StudyNotFound`, or `NotFound` before one completed."""
+    best = get_best(session, study_id)
+    if best is None:
+        raise NotFound(f"study {study_id} has no completed trial yet")
+    return best
+
+
+def running_studies_using(session: Session, dataset_name: str) -> list[str]:
+    """Names of the running studies whose spec names the dataset."""
+    rows = session.execute(
+        select(Study.name, Study.spec).where(Study.status == StudyState.RUNNING)
+    ).all()
+    return [name for name, spec in rows if load_spec(spec).dataset.name == dataset_name]
+
+
+def stop_study(session: Session, study_id: int) -> StudySummary:
     """No new trials start; running ones finish. A finished study keeps its status."""
-    with session_scope(url) as session:
-        result = session.execute(
-            update(Study)
-            .where(Study.id == study_id, Study.status == ACTIVE)
-            .values(status="stopped", finished_at=utcnow(), updated_at=utcnow())
-        )
-        if result.rowcount == 0 and session.get(Study, study_id) is None:  # type: ignore[attr-defined]
-            raise StudyNotFound(study_id)
-    return summaries(url, [get_study_row(url, study_id)])[0]
+    result = session.execute(
+        update(Study)
+        .where(Study.id == study_id, Study.status == StudyState.RUNNING)
+        .values(status=StudyState.STOPPED, finished_at=utcnow(), updated_at=utcnow())
+    )
+    if result.rowcount == 0 and session.get(Study, study_id) is None:  # type: ignore[attr-defined]
+        raise StudyNotFound(study_id)
+    return summaries(session, [get_study_row(session, study_id)])[0]

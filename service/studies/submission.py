@@ -1,60 +1,97 @@
-"""Checks of a study submission that need the database: the dataset it names, and how many
-studies its owner already runs."""
+"""Checks of a study submission beyond its schema: the service's caps, the dataset it names,
+and how many studies its owner already runs.
+
+Each refusal is a core error: `InvalidInput` naming the field (a 422 in FastAPI's validation
+shape), or `TooManyRequests` for the owner's quota.
+"""
 
 from __future__ import annotations
 
-from fastapi import HTTPException
-from fastapi.exceptions import RequestValidationError
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from service.access.tokens import Principal
-from service.core.db.engine import session_scope
 from service.core.db.models import Study
+from service.core.errors import InvalidInput, TooManyRequests
 from service.core.settings import Settings
+from service.core.states import StudyState
 from service.datasets import service as dataset_service
 from service.studies.spec import StudySpec
 from trainer.data import DATASET_NAMES
 
 
-def check_submission(spec: StudySpec, settings: Settings, principal: Principal | None) -> None:
-    name = spec.dataset.name
-    if name not in DATASET_NAMES and not dataset_service.exists(settings.database_url, name):
-        raise RequestValidationError(
-            [
-                {
-                    "type": "value_error",
-                    "loc": ("body", "dataset", "name"),
-                    "msg": f"unknown dataset {name!r}; built-in: {list(DATASET_NAMES)}, "
-                    "uploaded: see GET /api/datasets",
-                    "input": name,
-                }
-            ]
-        )
-    if name not in DATASET_NAMES and spec.dataset.shape == "image":
-        shape = dataset_service.get_row(settings.database_url, name).shape
-        if len(shape) != 4:
-            raise RequestValidationError(
-                [
-                    {
-                        "type": "value_error",
-                        "loc": ("body", "dataset", "shape"),
-                        "msg": f"image needs X of n x C x H x W; dataset {name!r} is {shape}",
-                        "input": "image",
-                    }
-                ]
+def refuse(problems: list[InvalidInput]) -> None:
+    """Raise the problems, if any, as one `InvalidInput` (each answered in the 422)."""
+    if problems:
+        raise InvalidInput(problems[0].reason, field=problems[0].field, also=problems[1:])
+
+
+def check_caps(spec: StudySpec, settings: Settings) -> None:
+    """The service's own limits on trials and epochs; raises `InvalidInput`."""
+    caps = (
+        ("budget.n_trials", spec.budget.n_trials, settings.max_trials, "HPO_MAX_TRIALS"),
+        ("objective.max_epochs", spec.objective.max_epochs, settings.max_epochs, "HPO_MAX_EPOCHS"),
+    )
+    refuse(
+        [
+            InvalidInput(
+                f"{field.rsplit('.', 1)[-1]} must be <= {cap} on this service ({env}), got {value}",
+                field=field,
+                kind="less_than_equal",
+                value=value,
             )
+            for field, value, cap, env in caps
+            if value > cap
+        ]
+    )
+
+
+def check_dataset(session: Session, spec: StudySpec) -> None:
+    """The dataset is built in or uploaded, and an image dataset has images; raises
+    `InvalidInput`."""
+    name = spec.dataset.name
+    if name in DATASET_NAMES:
+        return
+    if not dataset_service.exists(session, name):
+        raise InvalidInput(
+            f"unknown dataset {name!r}; built-in: {list(DATASET_NAMES)}, "
+            "uploaded: see GET /api/datasets",
+            field="dataset.name",
+            value=name,
+        )
+    if spec.dataset.shape == "image":
+        shape = dataset_service.get_row(session, name).shape
+        if len(shape) != 4:
+            raise InvalidInput(
+                f"image needs X of n x C x H x W; dataset {name!r} is {shape}",
+                field="dataset.shape",
+                value="image",
+            )
+
+
+def check_quota(session: Session, settings: Settings, principal: Principal | None) -> None:
+    """A non-admin token runs at most `max_running_studies_per_owner` studies at once;
+    raises `TooManyRequests`."""
     if principal is None or principal.role == "admin":
         return
-    with session_scope(settings.database_url) as session:
-        running = session.scalar(
-            select(func.count())
-            .select_from(Study)
-            .where(Study.owner_token_id == principal.token_id, Study.status == "running")
-        )
+    running = session.scalar(
+        select(func.count())
+        .select_from(Study)
+        .where(Study.owner_token_id == principal.token_id, Study.status == StudyState.RUNNING)
+    )
     cap = settings.max_running_studies_per_owner
     if running is not None and running >= cap:
-        raise HTTPException(
-            429,
+        raise TooManyRequests(
             f"token {principal.name!r} already runs {running} studies, the most allowed "
-            f"(HPO_MAX_RUNNING_STUDIES_PER_OWNER={cap}); stop one or wait for one to finish",
+            f"(HPO_MAX_RUNNING_STUDIES_PER_OWNER={cap}); stop one or wait for one to finish"
         )
+
+
+def check_submission(
+    session: Session, spec: StudySpec, settings: Settings, principal: Principal | None
+) -> None:
+    """Every check of a submission that the studies package can make, in the order a
+    client fixes them; `trials.service.check_init_from` checks the trial it starts from."""
+    check_caps(spec, settings)
+    check_dataset(session, spec)
+    check_quota(session, settings, principal)

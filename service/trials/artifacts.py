@@ -12,10 +12,12 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from service.core.db.engine import session_scope
 from service.core.db.models import Artifact, TrialRecord
 from service.core.errors import ModelNotAvailable
+from service.core.states import TrialState
 from service.studies.spec import StudySpec
 from trainer import FitResult, TensorData, TrainConfig
 from trainer.checkpoint import checkpoint_bytes
@@ -82,38 +84,35 @@ def save_trial_model(
         pass
 
 
-def model_meta(url: str, trial_id: int) -> dict[str, Any] | None:
+def model_meta(session: Session, trial_id: int) -> dict[str, Any] | None:
     """The stored model's metadata without reading its bytes; None if there is none."""
-    with session_scope(url) as session:
-        meta = session.scalar(
-            select(Artifact.meta).where(Artifact.trial_id == trial_id, Artifact.kind == MODEL)
-        )
+    meta = session.scalar(
+        select(Artifact.meta).where(Artifact.trial_id == trial_id, Artifact.kind == MODEL)
+    )
     return None if meta is None else dict(meta)
 
 
-def load_trial_model(url: str, trial_id: int) -> StoredModel:
-    with session_scope(url) as session:
-        row = session.execute(
-            select(Artifact.data, Artifact.sha256, Artifact.meta).where(
-                Artifact.trial_id == trial_id, Artifact.kind == MODEL
-            )
-        ).first()
-        if row is not None:
-            return StoredModel(trial_id, bytes(row.data), row.sha256, dict(row.meta))
-    raise ModelNotAvailable(missing_reason(url, trial_id))
-
-
-def missing_reason(url: str, trial_id: int) -> str:
-    """Why a trial has no stored model."""
-    with session_scope(url) as session:
-        state = session.scalar(
-            select(TrialRecord.state).where(TrialRecord.optuna_trial_id == trial_id)
+def load_trial_model(session: Session, trial_id: int) -> StoredModel:
+    """The stored model of a trial; raises `ModelNotAvailable` saying why there is none."""
+    row = session.execute(
+        select(Artifact.data, Artifact.sha256, Artifact.meta).where(
+            Artifact.trial_id == trial_id, Artifact.kind == MODEL
         )
+    ).first()
+    if row is None:
+        raise ModelNotAvailable(missing_reason(session, trial_id))
+    return StoredModel(trial_id, bytes(row.data), row.sha256, dict(row.meta))
+
+
+def missing_reason(session: Session, trial_id: int) -> str:
+    """Why a trial has no stored model."""
+    state = session.scalar(select(TrialRecord.state).where(TrialRecord.optuna_trial_id == trial_id))
     if state is None:
         return f"trial {trial_id} not found"
-    why = {
-        "claimed": "it has not started yet",
-        "running": "it is still running",
-        "fail": "it failed",
-    }.get(state, "none was stored for it")
+    reasons: dict[str, str] = {
+        TrialState.CLAIMED: "it has not started yet",
+        TrialState.RUNNING: "it is still running",
+        TrialState.FAIL: "it failed",
+    }
+    why = reasons.get(state, "none was stored for it")
     return f"trial {trial_id} has no saved model: {why}"

@@ -1,21 +1,28 @@
-"""Trial queries: Optuna's view of a trial joined with the service's record and curves."""
+"""Trial queries: Optuna's view of a trial joined with the service's record and curves.
+
+Each function reads through the caller's session and never commits.
+"""
 
 from __future__ import annotations
 
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from service.analysis import diagnoses
 from service.analysis.schemas import Finding
 from service.analysis.schemas import TrialDiagnosis as TrialDiagnosisOut
-from service.core.db.engine import session_scope
-from service.core.db.models import CurvePoint, TrialRecord
-from service.core.errors import TrialNotFound
+from service.core.db.engine import database_url
+from service.core.db.models import CurvePoint, TrialDiagnosis, TrialRecord
+from service.core.errors import InvalidInput, TrialNotFound
+from service.core.optuna_compat import trial_id_of
 from service.core.optuna_storage import get_storage
 from service.studies.service import get_study_row, trial_records
-from service.studies.spec import load_spec
+from service.studies.spec import StudySpec, load_spec
+from service.studies.submission import refuse
 from service.trials.artifacts import model_meta
 from service.trials.schemas import TrialDetail, TrialPage, TrialSummary
+from service.trials.transfer import init_from_errors
 
 
 def summarize_trial(
@@ -25,7 +32,7 @@ def summarize_trial(
     if t.datetime_start is not None and t.datetime_complete is not None:
         duration = (t.datetime_complete - t.datetime_start).total_seconds()
     return TrialSummary(
-        trial_id=t._trial_id,
+        trial_id=trial_id_of(t),
         study_id=study_id,
         number=t.number,
         state=t.state.name.lower(),
@@ -42,14 +49,18 @@ def summarize_trial(
 
 
 def list_trials(
-    url: str, study_id: int, limit: int, offset: int, state: str | None = None
+    session: Session, study_id: int, limit: int, offset: int, state: str | None = None
 ) -> TrialPage:
-    study = get_study_row(url, study_id)
-    trials = get_storage(url).get_all_trials(study.optuna_study_id, deepcopy=False)
+    """One page of a study's trials in number order, optionally of one state (Optuna's
+    name, lower case); raises `StudyNotFound`."""
+    study = get_study_row(session, study_id)
+    trials = get_storage(database_url(session)).get_all_trials(
+        study.optuna_study_id, deepcopy=False
+    )
     if state is not None:
         trials = [t for t in trials if t.state.name.lower() == state]
     trials = sorted(trials, key=lambda t: t.number)
-    records = trial_records(url, study_id)
+    records = trial_records(session, study_id)
     retries = {r.retry_of: tid for tid, r in records.items() if r.retry_of is not None}
     page = trials[offset : offset + limit]
     return TrialPage(
@@ -57,63 +68,92 @@ def list_trials(
         limit=limit,
         offset=offset,
         items=[
-            summarize_trial(t, study_id, records.get(t._trial_id), retries.get(t._trial_id))
+            summarize_trial(t, study_id, records.get(trial_id_of(t)), retries.get(trial_id_of(t)))
             for t in page
         ],
     )
 
 
-def get_curves(url: str, trial_id: int) -> dict[str, list[tuple[int, float]]]:
-    with session_scope(url) as session:
-        rows = session.execute(
-            select(CurvePoint.metric, CurvePoint.step, CurvePoint.value)
-            .where(CurvePoint.trial_id == trial_id)
-            .order_by(CurvePoint.metric, CurvePoint.step)
-        ).all()
+def get_curves(session: Session, trial_id: int) -> dict[str, list[tuple[int, float]]]:
+    """A trial's curves: {metric: [(epoch, value), ...]} in epoch order."""
+    rows = session.execute(
+        select(CurvePoint.metric, CurvePoint.step, CurvePoint.value)
+        .where(CurvePoint.trial_id == trial_id)
+        .order_by(CurvePoint.metric, CurvePoint.step)
+    ).all()
     curves: dict[str, list[tuple[int, float]]] = {}
     for metric, step, value in rows:
         curves.setdefault(metric, []).append((step, value))
     return curves
 
 
-def get_trial(url: str, trial_id: int) -> TrialDetail:
-    with session_scope(url) as session:
-        record = session.scalar(select(TrialRecord).where(TrialRecord.optuna_trial_id == trial_id))
+def _record(session: Session, trial_id: int) -> TrialRecord:
+    record = session.scalar(select(TrialRecord).where(TrialRecord.optuna_trial_id == trial_id))
     if record is None:
         raise TrialNotFound(trial_id)
+    return record
+
+
+def _findings(
+    session: Session,
+    record: TrialRecord,
+    frozen: FrozenTrial | None = None,
+    curves: dict[str, list[float]] | None = None,
+) -> list[Finding]:
+    """The trial's stored findings; a finished trial without them has them computed and
+    stored by `diagnoses` in its own short write, once."""
+    assert record.optuna_trial_id is not None
+    found = session.scalar(
+        select(TrialDiagnosis.findings).where(TrialDiagnosis.trial_id == record.optuna_trial_id)
+    )
+    if found is None:
+        spec = load_spec(get_study_row(session, record.study_id).spec)
+        found = diagnoses.findings_for(database_url(session), record, spec, frozen, curves)
+    return [Finding.model_validate(f) for f in found]
+
+
+def get_trial(session: Session, trial_id: int) -> TrialDetail:
+    """A trial with its params, state, value, curves and findings; raises `TrialNotFound`."""
+    record = _record(session, trial_id)
     try:
-        frozen = get_storage(url).get_trial(trial_id)
+        frozen = get_storage(database_url(session)).get_trial(trial_id)
     except KeyError as e:
         raise TrialNotFound(trial_id) from e
-    with session_scope(url) as session:
-        retried_by = session.scalar(
-            select(TrialRecord.optuna_trial_id).where(TrialRecord.retry_of == trial_id).limit(1)
-        )
+    retried_by = session.scalar(
+        select(TrialRecord.optuna_trial_id).where(TrialRecord.retry_of == trial_id).limit(1)
+    )
     summary = summarize_trial(frozen, record.study_id, record, retried_by)
-    curves = get_curves(url, trial_id)
+    curves = get_curves(session, trial_id)
     values = {m: [v for _, v in points] for m, points in curves.items()}
-    spec = load_spec(get_study_row(url, record.study_id).spec)
     return TrialDetail(
         **summary.model_dump(),
         test_accuracy=record.test_accuracy,
         warnings=record.warnings or [],
-        has_model=model_meta(url, trial_id) is not None,
+        has_model=model_meta(session, trial_id) is not None,
         intermediate_values=dict(frozen.intermediate_values),
         curves=curves,
-        diagnosis=[
-            Finding.model_validate(f)
-            for f in diagnoses.findings_for(url, record, spec, frozen, values)
-        ],
+        diagnosis=_findings(session, record, frozen, values),
     )
 
 
-def get_diagnosis(url: str, trial_id: int) -> TrialDiagnosisOut:
-    with session_scope(url) as session:
-        record = session.scalar(select(TrialRecord).where(TrialRecord.optuna_trial_id == trial_id))
-    if record is None:
-        raise TrialNotFound(trial_id)
-    spec = load_spec(get_study_row(url, record.study_id).spec)
-    findings = diagnoses.findings_for(url, record, spec)
+def get_diagnosis(session: Session, trial_id: int) -> TrialDiagnosisOut:
+    """A trial's findings; raises `TrialNotFound`."""
     return TrialDiagnosisOut(
-        trial_id=trial_id, findings=[Finding.model_validate(f) for f in findings]
+        trial_id=trial_id, findings=_findings(session, _record(session, trial_id))
+    )
+
+
+def check_init_from(session: Session, spec: StudySpec) -> None:
+    """init_from names a trial: only the database knows whether it fits; raises
+    `InvalidInput`."""
+    init = spec.init_from
+    refuse(
+        [
+            InvalidInput(
+                f"init_from.{field}: {reason}",
+                field=f"init_from.{field}",
+                value=getattr(init, field),
+            )
+            for field, reason in init_from_errors(session, spec)
+        ]
     )

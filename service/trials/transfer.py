@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import types
 
+from sqlalchemy.orm import Session
 from torch import nn
 
+from service.core.db.engine import session_scope
 from service.core.errors import ModelNotAvailable
 from service.studies.spec import CategoricalDist, InitFromSpec, IntDist, StudySpec
 from service.trials.artifacts import load_trial_model, missing_reason, model_meta
@@ -29,15 +31,15 @@ class TransferError(ValueError):
     """The stored weights do not fit the model being trained."""
 
 
-def init_from_errors(url: str, spec: StudySpec) -> list[tuple[str, str]]:
+def init_from_errors(session: Session, spec: StudySpec) -> list[tuple[str, str]]:
     """(field, reason) for each problem with `spec.init_from`; checked when a study is
     submitted."""
     init = spec.init_from
     if init is None:
         return []
-    meta = model_meta(url, init.trial_id)
+    meta = model_meta(session, init.trial_id)
     if meta is None:
-        return [("trial_id", missing_reason(url, init.trial_id))]
+        return [("trial_id", missing_reason(session, init.trial_id))]
     if meta["family"] != spec.model.family:
         return [
             (
@@ -73,7 +75,9 @@ def _smallest(spec: StudySpec, param: str) -> int:
 def prepare_from(url: str, init: InitFromSpec) -> PrepareModel:
     """A `prepare_model` callback that loads the source trial's first k blocks."""
     try:
-        ckpt = load_checkpoint(load_trial_model(url, init.trial_id).data)
+        with session_scope(url) as session:
+            stored = load_trial_model(session, init.trial_id)
+        ckpt = load_checkpoint(stored.data)
     except ModelNotAvailable as e:
         raise TransferError(f"init_from: {e}") from e
     k = ckpt.n_blocks if init.layers is None else init.layers

@@ -19,6 +19,7 @@ import torch
 from sqlalchemy.exc import SQLAlchemyError
 
 from service.analysis.diagnoses import PRUNED_BY_DIAGNOSIS, record_diagnosis
+from service.core.db.engine import session_scope
 from service.core.db.retry import retry_db
 from service.core.optuna_compat import create_running_trial, trial_id_of
 from service.core.optuna_storage import get_storage
@@ -136,7 +137,8 @@ class TrialRunner:
         re-run is created RUNNING with its parameters). None if that failed: the claim is
         finished FAIL with the reason."""
         try:
-            spec = load_spec(get_study_row(self.url, claim.study_id).spec)
+            with session_scope(self.url) as session:
+                spec = load_spec(get_study_row(session, claim.study_id).spec)
             study = optuna.load_study(
                 study_name=f"hpo:{spec.name}",
                 storage=get_storage(self.url),

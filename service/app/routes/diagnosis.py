@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, HTTPException
+from fastapi import APIRouter, Body
 
 from service.analysis import learning_curves
 from service.analysis.report import study_report
 from service.analysis.schemas import LearningCurve, LearningCurveRequest, StudyReport
 from service.app.deps import SettingsDep
-from service.core.errors import JobActive, NoCompletedTrial, NoLearningCurve
 
 router = APIRouter(prefix="/api/studies", tags=["diagnosis"])
 
@@ -31,16 +30,10 @@ def start_learning_curve(
     """Queue training of the best configuration on growing fractions of the training split
     (run by the workers); 409 while one is queued or running or before a trial completed."""
     fractions = (request or LearningCurveRequest()).fractions
-    try:
-        return learning_curves.create_job(settings.database_url, study_id, fractions)
-    except (NoCompletedTrial, JobActive) as e:
-        raise HTTPException(409, str(e)) from e
+    return learning_curves.create_job(settings.database_url, study_id, fractions)
 
 
 @router.get("/{study_id}/learning-curve", response_model=LearningCurve)
 def get_learning_curve(study_id: int, settings: SettingsDep) -> LearningCurve:
     """The study's latest learning-curve job: state, points per size, verdict."""
-    try:
-        return learning_curves.latest_job(settings.database_url, study_id)
-    except NoLearningCurve as e:
-        raise HTTPException(404, str(e)) from e
+    return learning_curves.latest_job(settings.database_url, study_id)

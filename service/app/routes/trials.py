@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, Response
 
 from service.analysis.schemas import TrialDiagnosis
-from service.app.deps import SettingsDep
-from service.core.errors import ModelNotAvailable
+from service.app.deps import SessionDep
 from service.trials import service as trial_service
 from service.trials.artifacts import load_trial_model
 from service.trials.schemas import TrialDetail
@@ -15,9 +14,9 @@ router = APIRouter(prefix="/api/trials", tags=["trials"])
 
 
 @router.get("/{trial_id}", response_model=TrialDetail)
-def get_trial(trial_id: int, settings: SettingsDep) -> TrialDetail:
+def get_trial(trial_id: int, session: SessionDep) -> TrialDetail:
     """A trial with its params, state, value and per-epoch curves."""
-    return trial_service.get_trial(settings.database_url, trial_id)
+    return trial_service.get_trial(session, trial_id)
 
 
 @router.get(
@@ -32,12 +31,9 @@ def get_trial(trial_id: int, settings: SettingsDep) -> TrialDetail:
         404: {"description": "no such trial, or it has no saved model (the reason says why)"},
     },
 )
-def get_model(trial_id: int, settings: SettingsDep) -> Response:
+def get_model(trial_id: int, session: SessionDep) -> Response:
     """The trained model of a finished trial."""
-    try:
-        model = load_trial_model(settings.database_url, trial_id)
-    except ModelNotAvailable as e:
-        raise HTTPException(404, str(e)) from e
+    model = load_trial_model(session, trial_id)
     return Response(
         content=model.data,
         media_type="application/octet-stream",
@@ -49,7 +45,7 @@ def get_model(trial_id: int, settings: SettingsDep) -> Response:
 
 
 @router.get("/{trial_id}/diagnosis", response_model=TrialDiagnosis)
-def get_diagnosis(trial_id: int, settings: SettingsDep) -> TrialDiagnosis:
+def get_diagnosis(trial_id: int, session: SessionDep) -> TrialDiagnosis:
     """What the trial's curves say: under-/over-fitting, divergence, gradient health, with
     evidence and remedies mapped onto the study's space."""
-    return trial_service.get_diagnosis(settings.database_url, trial_id)
+    return trial_service.get_diagnosis(session, trial_id)

@@ -49,11 +49,20 @@ def get_engine(url: str) -> Engine:
 
 @lru_cache(maxsize=8)
 def get_sessionmaker(url: str) -> sessionmaker[Session]:
-    return sessionmaker(get_engine(url), expire_on_commit=False)
+    # The URL rides along in `Session.info`: a service function given a session can reach
+    # Optuna's storage of the same database (`database_url`).
+    return sessionmaker(get_engine(url), expire_on_commit=False, info={"url": url})
+
+
+def database_url(session: Session) -> str:
+    """The database URL a session of `get_sessionmaker` was made for, exactly as given."""
+    url: str = session.info["url"]
+    return url
 
 
 @contextmanager
 def session_scope(url: str) -> Iterator[Session]:
-    """A session whose transaction commits on success and rolls back on error."""
+    """A session whose transaction commits on success and rolls back on error: the unit of
+    work of a caller outside a request (the CLI, the worker, tests)."""
     with get_sessionmaker(url)() as session, session.begin():
         yield session
