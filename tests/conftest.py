@@ -87,6 +87,16 @@ def postgres_database(admin_url: str) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def one_database(tmp: Path) -> Iterator[str]:
+    """An unmigrated database for tests whose subject is not the database (one backend keeps
+    the suite short; the claims, API and migration tests run on both): PostgreSQL, what GPU
+    nodes share, when HPO_TEST_DATABASE_URL is set, else a SQLite file under `tmp`."""
+    if os.environ.get(PG_ENV):
+        yield from postgres_database(os.environ[PG_ENV])
+    else:
+        yield f"sqlite:///{tmp / 'hpo.db'}"
+
+
 def backends() -> list[Any]:
     params: list[Any] = ["sqlite"]
     params.append(

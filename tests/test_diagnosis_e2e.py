@@ -1,4 +1,4 @@
-"""End to end: `hpo serve` with real worker processes on SQLite and PostgreSQL — a finished
+"""End to end: `hpo serve` with real worker processes (on PostgreSQL when set) — a finished
 study shows its trials' diagnoses and its report, and a data-size learning curve on digits
 runs on the workers and concludes, also when the worker running it is killed."""
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from sqlalchemy import select
 
 from service.core.db.engine import session_scope
 from service.core.db.models import LearningCurveJob, Worker
-from tests.conftest import unique
+from tests.conftest import one_database, unique
 from tests.test_e2e import Service, hpo_cli
 from trainer.data_size import HELPS, NO_HELP
 from trainer.diagnosis import KINDS
@@ -55,10 +56,17 @@ def running_job_pid(svc: Service, job_id: int) -> int:
     raise AssertionError(f"job {job_id} never ran:\n{svc.log()}")
 
 
+@pytest.fixture
+def database_url(tmp_path: Path) -> Iterator[str]:
+    """PostgreSQL when HPO_TEST_DATABASE_URL is set, else SQLite: the diagnosis and the job
+    queue over the database are covered on both by tests/test_diagnosis_api.py."""
+    yield from one_database(tmp_path)
+
+
 def test_diagnoses_report_and_learning_curve_through_hpo_serve(
-    tmp_path: Path, empty_database_url: str
+    tmp_path: Path, database_url: str
 ) -> None:
-    svc = Service(tmp_path, workers=2, db_url=empty_database_url)
+    svc = Service(tmp_path, workers=2, db_url=database_url)
     try:
         name = unique("diag-e2e")
         response = svc.client.post("/api/studies", json=digits_spec(name))

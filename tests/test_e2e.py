@@ -109,9 +109,10 @@ class Service:
         return code
 
 
-@pytest.fixture
-def service2(tmp_path: Path) -> Iterator[Service]:
-    svc = Service(tmp_path, workers=2)
+@pytest.fixture(scope="module")
+def service2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """`hpo serve` with 2 workers, shared by the tests that neither kill nor stop it."""
+    svc = Service(tmp_path_factory.mktemp("serve2"), workers=2)
     yield svc
     assert svc.stop() == 0, svc.log()
 
