@@ -72,10 +72,8 @@ class Tab:
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    svc = Service(tmp_path_factory.mktemp("dashboard"), workers=2)
-    yield svc
-    assert svc.stop() == 0, svc.log()
+def service(served: Service) -> Service:
+    return served
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -109,12 +108,10 @@ class Service:
         return code
 
 
-@pytest.fixture(scope="module")
-def service2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+@pytest.fixture
+def service2(served: Service) -> Service:
     """`hpo serve` with 2 workers, shared by the tests that neither kill nor stop it."""
-    svc = Service(tmp_path_factory.mktemp("serve2"), workers=2)
-    yield svc
-    assert svc.stop() == 0, svc.log()
+    return served
 
 
 def hpo_cli(svc: Service, *args: str) -> subprocess.CompletedProcess[str]:

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from tests.conftest import one_database, tiny_spec
+from tests.conftest import tiny_spec
 from tests.test_e2e import Service, hpo_cli
 from trainer import evaluate, load_dataset
 from trainer.checkpoint import load_checkpoint, rebuild_model
@@ -22,15 +21,11 @@ from trainer.params import PARAMS
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """One service for the module, on PostgreSQL when HPO_TEST_DATABASE_URL is set (the
-    subject here is the trainer through the service, not the database)."""
-    tmp = tmp_path_factory.mktemp("serve")
-    for url in one_database(tmp):
-        svc = Service(tmp, workers=2, db_url=url)
-        yield svc
-        assert svc.stop() == 0, svc.log()
+@pytest.fixture
+def service(served: Service) -> Service:
+    """The shared service (SQLite): the subject here is the trainer through the service, not
+    the database."""
+    return served
 
 
 def submit(svc: Service, spec: dict[str, Any]) -> int:
