@@ -90,7 +90,7 @@ class Service:
             study: dict[str, Any] = self.client.get(f"/api/studies/{study_id}").json()
             if study["status"] in ("completed", "failed") and study["counts"]["running"] == 0:
                 return study
-            time.sleep(0.2)
+            time.sleep(0.5)
         raise AssertionError(f"study {study_id} did not finish:\n{self.log()}")
 
     def trials(self, study_id: int) -> list[dict[str, Any]]:
