@@ -9,7 +9,6 @@ too; sizes that make training slow (units, layers, channels) are drawn from smal
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from functools import cache
 from typing import Any
 
@@ -25,7 +24,6 @@ from service.studies.search.factories import build_pruner, build_sampler
 from service.studies.search.space import suggest_params
 from service.studies.spec import StudySpec
 from service.studies.submission import check_submission
-from tests.conftest import migrated_database
 from trainer import DivergedError, EpochMetrics, TensorData, TrainConfig, fit, load_dataset
 from trainer.params import PARAMS, ParamSpec
 
@@ -149,13 +147,6 @@ def run_one_trial(spec: StudySpec) -> None:
 def names_a_field(error: dict[str, Any]) -> bool:
     loc = [str(part) for part in error["loc"]]
     return bool(loc) or bool(FIELD_IN_MESSAGE.search(error["msg"]))
-
-
-@pytest.fixture(scope="module")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """SQLite only: the subject is the validator and the trial it admits; the database check
-    (dataset names) runs on both backends over REST in tests/test_spec_validation.py."""
-    yield from migrated_database("sqlite", tmp_path_factory)
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
