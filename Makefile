@@ -19,9 +19,10 @@ install: $(STAMP)
 run: install
 	$(BIN)/hpo serve
 
-## The whole test suite (PostgreSQL too when HPO_TEST_DATABASE_URL is set).
+## The whole test suite (PostgreSQL too when HPO_TEST_DATABASE_URL is set); the 15 slowest
+## tests are listed at the end, so that a test that grows shows up before the suite does.
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=15
 
 lint: install
 	$(BIN)/ruff check .

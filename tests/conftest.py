@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -20,6 +20,9 @@ from sqlalchemy.engine import make_url
 from service.app.main import create_app
 from service.core.db.migrate import upgrade
 from service.core.settings import Settings
+
+if TYPE_CHECKING:
+    from tests.test_e2e import Service
 
 PG_ENV = "HPO_TEST_DATABASE_URL"
 
@@ -87,6 +90,16 @@ def postgres_database(admin_url: str) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def one_database(tmp: Path) -> Iterator[str]:
+    """An unmigrated database for tests whose subject is not the database (one backend keeps
+    the suite short; the claims, API and migration tests run on both): PostgreSQL, what GPU
+    nodes share, when HPO_TEST_DATABASE_URL is set, else a SQLite file under `tmp`."""
+    if os.environ.get(PG_ENV):
+        yield from postgres_database(os.environ[PG_ENV])
+    else:
+        yield f"sqlite:///{tmp / 'hpo.db'}"
+
+
 def backends() -> list[Any]:
     params: list[Any] = ["sqlite"]
     params.append(
@@ -98,20 +111,24 @@ def backends() -> list[Any]:
     return params
 
 
-@pytest.fixture(scope="session", params=backends())
-def database_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """A migrated database, shared by the tests of one backend (names keep tests apart)."""
-    if request.param == "sqlite":
-        path: Path = tmp_path_factory.mktemp("db") / "hpo.db"
-        url = f"sqlite:///{path}"
+def migrated_database(backend: str, tmp: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh database of `backend` ("sqlite" or "postgresql"), migrated."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp.mktemp('db') / 'hpo.db'}"
         upgrade(url)
         yield url
     else:
         for url in postgres_database(os.environ[PG_ENV]):
             upgrade(url)
             yield url
+
+
+@pytest.fixture(scope="session", params=backends())
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A migrated database, shared by the tests of one backend (names keep tests apart)."""
+    yield from migrated_database(request.param, tmp_path_factory)
 
 
 @pytest.fixture(params=backends())
@@ -165,3 +182,16 @@ def server_url(settings: Settings) -> Iterator[str]:
 def client(server_url: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server_url, timeout=30) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """`hpo serve` with 2 local worker processes on a SQLite file, shared by the end-to-end
+    modules whose tests neither stop the service nor kill it (a killed worker is replaced by
+    its supervisor); unique study names keep them apart. Each start costs a server and two
+    workers importing torch, which dominated those modules on a loaded 2-core machine."""
+    from tests.test_e2e import Service  # a test module: imported after this conftest
+
+    svc = Service(tmp_path_factory.mktemp("served"), workers=2)
+    yield svc
+    assert svc.stop() == 0, svc.log()

@@ -3,21 +3,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
-from service.core.db.migrate import upgrade
-from tests.conftest import PG_ENV, postgres_database
+from tests.conftest import migrated_database
 
 
 def module_database(request: pytest.FixtureRequest, tmp: pytest.TempPathFactory) -> Iterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp.mktemp('moduledb') / 'hpo.db'}"
-        upgrade(url)
-        yield url
-    else:
-        for url in postgres_database(os.environ[PG_ENV]):
-            upgrade(url)
-            yield url
+    yield from migrated_database(request.param, tmp)

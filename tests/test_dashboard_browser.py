@@ -18,6 +18,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from service.app.main import create_app
+from service.core.db.migrate import upgrade
 from service.core.settings import Settings
 from tests.conftest import tiny_spec, unique
 from tests.test_dashboard_api import serving
@@ -71,10 +72,8 @@ class Tab:
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    svc = Service(tmp_path_factory.mktemp("dashboard"), workers=2)
-    yield svc
-    assert svc.stop() == 0, svc.log()
+def service(served: Service) -> Service:
+    return served
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +86,15 @@ def finished(service: Service) -> dict[str, Any]:
     study = service.wait_finished(study_id)
     service.wait_finished(xss["id"])
     return {"study": study, "trials": service.trials(study_id), "xss_id": xss["id"]}
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """One SQLite database for the in-process app: the browser tests run once, not once per
+    backend (the API's backends are covered by tests/test_dashboard_api.py)."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('browserdb') / 'hpo.db'}"
+    upgrade(url)
+    return Settings(database_url=url, max_trials=50, max_epochs=100)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -110,10 +109,9 @@ class Service:
 
 
 @pytest.fixture
-def service2(tmp_path: Path) -> Iterator[Service]:
-    svc = Service(tmp_path, workers=2)
-    yield svc
-    assert svc.stop() == 0, svc.log()
+def service2(served: Service) -> Service:
+    """`hpo serve` with 2 workers, shared by the tests that neither kill nor stop it."""
+    return served
 
 
 def hpo_cli(svc: Service, *args: str) -> subprocess.CompletedProcess[str]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from tests.test_e2e import Service
@@ -32,19 +30,16 @@ CNN_SPEC = {
 }
 
 
-def test_cnn_study_on_digit_images_reaches_95_percent(tmp_path: Path) -> None:
-    svc = Service(tmp_path, workers=2)
-    try:
-        response = svc.client.post("/api/studies", json=CNN_SPEC)
-        assert response.status_code == 201, response.text
-        study = svc.wait_finished(response.json()["id"])
-        assert study["status"] == "completed", (study, svc.log())
-        trials = svc.trials(study["id"])
-        assert [t["state"] for t in trials] == ["complete", "complete"], trials
-        assert study["best_value"] >= 0.95, trials
-        best = svc.client.get(f"/api/studies/{study['id']}/best").json()
-        assert best["test_accuracy"] >= 0.93
-        detail = svc.client.get(f"/api/trials/{best['trial_id']}").json()
-        assert [step for step, _ in detail["curves"]["val_accuracy"]] == list(range(1, 7))
-    finally:
-        assert svc.stop() == 0, svc.log()
+def test_cnn_study_on_digit_images_reaches_95_percent(served: Service) -> None:
+    svc = served
+    response = svc.client.post("/api/studies", json=CNN_SPEC)
+    assert response.status_code == 201, response.text
+    study = svc.wait_finished(response.json()["id"])
+    assert study["status"] == "completed", (study, svc.log())
+    trials = svc.trials(study["id"])
+    assert [t["state"] for t in trials] == ["complete", "complete"], trials
+    assert study["best_value"] >= 0.95, trials
+    best = svc.client.get(f"/api/studies/{study['id']}/best").json()
+    assert best["test_accuracy"] >= 0.93
+    detail = svc.client.get(f"/api/trials/{best['trial_id']}").json()
+    assert [step for step, _ in detail["curves"]["val_accuracy"]] == list(range(1, 7))

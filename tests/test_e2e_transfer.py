@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from tests.conftest import PG_ENV, backends, postgres_database, tiny_spec
+from tests.conftest import tiny_spec
 from tests.test_e2e import Service, hpo_cli
 from trainer import evaluate, load_dataset
 from trainer.checkpoint import load_checkpoint, rebuild_model
@@ -23,20 +21,11 @@ from trainer.params import PARAMS
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module", params=backends())
-def service(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Service]:
-    tmp = tmp_path_factory.mktemp("serve")
-    if request.param == "sqlite":
-        svc = Service(tmp, workers=2)
-        yield svc
-        assert svc.stop() == 0, svc.log()
-    else:
-        for url in postgres_database(os.environ[PG_ENV]):
-            svc = Service(tmp, workers=2, db_url=url)
-            yield svc
-            assert svc.stop() == 0, svc.log()
+@pytest.fixture
+def service(served: Service) -> Service:
+    """The shared service (SQLite): the subject here is the trainer through the service, not
+    the database."""
+    return served
 
 
 def submit(svc: Service, spec: dict[str, Any]) -> int:

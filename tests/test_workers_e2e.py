@@ -25,7 +25,7 @@ from service.core.db.models import CurvePoint, EnqueuedConfig, TrialRecord, Work
 from service.core.optuna_storage import get_storage
 from service.studies.service import create_study, get_study_row
 from service.studies.spec import StudySpec
-from tests.conftest import PG_ENV, postgres_database, tiny_spec
+from tests.conftest import one_database, tiny_spec
 from tests.test_e2e import Service, hpo_command
 
 # Generous limits: 8 processes importing torch at once crawl on a loaded 2-core machine.
@@ -103,12 +103,8 @@ def curve_steps(url: str, trial_id: int) -> list[int]:
 
 @pytest.fixture
 def shared_database_url(tmp_path: Path) -> Iterator[str]:
-    """PostgreSQL, what GPU nodes share, when HPO_TEST_DATABASE_URL is set; else SQLite.
-    (One backend per test keeps the suite short; the claims tests cover both.)"""
-    if os.environ.get(PG_ENV):
-        yield from postgres_database(os.environ[PG_ENV])
-    else:
-        yield f"sqlite:///{tmp_path / 'hpo.db'}"
+    """PostgreSQL, what GPU nodes share, when HPO_TEST_DATABASE_URL is set; else SQLite."""
+    yield from one_database(tmp_path)
 
 
 def slow_spec(name: str, n_trials: int, epochs: int) -> dict[str, Any]:
