@@ -9,11 +9,13 @@ from typing import Any
 import httpx
 import pytest
 from optuna.trial import TrialState
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from service.access.tokens import create_token
+from service.analysis import diagnoses
 from service.core.db.engine import get_engine, session_scope
+from service.core.db.models import TrialDiagnosis, TrialRecord
 from service.core.settings import Settings
 from tests.conftest import unique
 from tests.test_dashboard_api import fill_study
@@ -76,6 +78,38 @@ def test_analysis_reads_open_one_session(
     got = client.get(path.format(study=study_id, trial=trial_ids[0]))
     assert got.status_code in (200, 404), got.text  # 404: no learning curve queued yet
     assert len(our_sessions) == 1
+
+
+def stored_ids(url: str, trial_ids: list[int]) -> set[int]:
+    with session_scope(url) as session:
+        return set(
+            session.scalars(
+                select(TrialDiagnosis.trial_id).where(TrialDiagnosis.trial_id.in_(trial_ids))
+            )
+        )
+
+
+def test_the_reports_first_read_stores_the_diagnoses(
+    client: httpx.Client, database_url: str
+) -> None:
+    study_id, trial_ids = fill_study(database_url, unique("uow"), PLAN)
+    assert stored_ids(database_url, trial_ids) == set()
+    first = client.get(f"/api/studies/{study_id}/report")
+    assert first.status_code == 200 and first.json()["n_trials"] == 3
+    assert stored_ids(database_url, trial_ids) == set(trial_ids)  # committed with the request
+    assert client.get(f"/api/studies/{study_id}/report").json() == first.json()
+
+
+def test_a_diagnosis_stored_concurrently_leaves_the_transaction_usable(database_url: str) -> None:
+    _, trial_ids = fill_study(database_url, unique("uow"), [(TrialState.COMPLETE, 0.8)])
+    with session_scope(database_url) as session:
+        record = session.scalars(
+            select(TrialRecord).where(TrialRecord.optuna_trial_id == trial_ids[0])
+        ).one()
+        with session_scope(database_url) as other:  # e.g. the worker, meanwhile
+            other.add(TrialDiagnosis(trial_id=trial_ids[0], study_id=record.study_id, findings=[]))
+        diagnoses._store(session, {record: [{"kind": "late"}]})  # loses the race: ignored
+        assert diagnoses.stored(session, trial_ids) == {trial_ids[0]: []}
 
 
 class TestAuthOn:
