@@ -18,6 +18,7 @@ from schemathesis.checks import (
 )
 
 from service.access.tokens import create_token
+from service.core.db.engine import session_scope
 from service.core.settings import Settings
 from tests.conftest import backends, tiny_spec, unique
 from tests.dataset_files import npz_bytes, small_xy
@@ -49,7 +50,8 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 def test_api_conforms_to_its_schema(server_url: str, settings: Settings) -> None:
-    token = create_token(settings.database_url, unique("fuzz"), "admin")[1]
+    with session_scope(settings.database_url) as session:
+        token = create_token(session, unique("fuzz"), "admin")[1]
     # Something to list and read: a stopped study and a dataset.
     with httpx.Client(base_url=server_url, headers={"Authorization": f"Bearer {token}"}) as c:
         study = c.post("/api/studies", json=tiny_spec(unique("fz"))).json()

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 
-from service.access.tokens import create_token, revoke_tokens
+from service.access.tokens import create_token, revoke_tokens, verify_token
 from service.app.auth import OPEN_PATHS, READ_METHODS, check_at_startup
 from service.app.main import create_app
 from service.cli.main import main as cli_main
@@ -75,17 +75,18 @@ class World:
 @pytest.fixture
 def world(client: httpx.Client, settings: Settings) -> World:
     url = settings.database_url
-    tokens = {
-        who: create_token(url, unique(who), role)[1]
-        for who, role in (
-            ("alice", "submit"),
-            ("bob", "submit"),
-            ("reader", "read"),
-            ("admin", "admin"),
-            ("revoked", "admin"),
-        )
-    }
-    revoke_tokens(url, str(_token_id(url, tokens["revoked"])))
+    with session_scope(url) as session:
+        tokens = {
+            who: create_token(session, unique(who), role)[1]
+            for who, role in (
+                ("alice", "submit"),
+                ("bob", "submit"),
+                ("reader", "read"),
+                ("admin", "admin"),
+                ("revoked", "admin"),
+            )
+        }
+        revoke_tokens(session, str(verify_token(session, tokens["revoked"]).token_id))
     created = client.post(
         "/api/studies", json=tiny_spec(unique("a")), headers=bearer(tokens["alice"])
     )
@@ -115,12 +116,6 @@ def world(client: httpx.Client, settings: Settings) -> World:
     )
     assert up.status_code == 201, up.text
     return World(study_id=study_id, trial_id=trial_id, dataset=dataset, **tokens)
-
-
-def _token_id(url: str, token: str) -> int:
-    from service.access.tokens import verify_token
-
-    return verify_token(url, token).token_id
 
 
 def api_routes() -> list[tuple[str, str]]:
@@ -252,8 +247,9 @@ def test_owners_are_recorded_and_admin_may_stop_anything(
 
 
 def test_submissions_are_rate_limited_per_token(client: httpx.Client, settings: Settings) -> None:
-    carol = create_token(settings.database_url, unique("carol"), "submit")[1]
-    other = create_token(settings.database_url, unique("dan"), "submit")[1]
+    with session_scope(settings.database_url) as session:
+        carol = create_token(session, unique("carol"), "submit")[1]
+        other = create_token(session, unique("dan"), "submit")[1]
     bad = {"name": "x"}  # counted even though invalid: the limit guards the service's work
     for _ in range(settings.submit_burst):
         assert client.post("/api/studies", json=bad, headers=bearer(carol)).status_code == 422
@@ -266,7 +262,8 @@ def test_submissions_are_rate_limited_per_token(client: httpx.Client, settings: 
 
 
 def test_running_studies_per_owner_are_capped(client: httpx.Client, settings: Settings) -> None:
-    erin = create_token(settings.database_url, unique("erin"), "submit")[1]
+    with session_scope(settings.database_url) as session:
+        erin = create_token(session, unique("erin"), "submit")[1]
     ids = []
     for _ in range(RUNNING_CAP):
         created = client.post("/api/studies", json=tiny_spec(unique("e")), headers=bearer(erin))

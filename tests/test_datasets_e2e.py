@@ -26,7 +26,8 @@ pytestmark = pytest.mark.slow
 def secured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Service, str]]:
     db_url = f"sqlite:///{tmp_path / 'hpo.db'}"
     upgrade(db_url)
-    token = create_token(db_url, "alice", "submit")[1]
+    with session_scope(db_url) as session:
+        token = create_token(session, "alice", "submit")[1]
     monkeypatch.setenv("HPO_AUTH", "required")
     svc = Service(tmp_path, workers=2, db_url=db_url)
     yield svc, token

@@ -61,10 +61,12 @@ def test_a_cnn_studys_learning_curve_trains_a_cnn(settings: Settings) -> None:
         study_id = create_study(session, spec).id
     assert nn.Conv2d in modules_run(settings)  # the trial itself
 
-    create_job(url, study_id, [0.5, 1.0])
+    with session_scope(url) as session:
+        create_job(session, study_id, [0.5, 1.0])
     ran = modules_run(settings)  # only the learning-curve job is left to run
 
-    job = latest_job(url, study_id)
+    with session_scope(url) as session:
+        job = latest_job(session, study_id)
     assert job.state == "complete", job
     assert [p["fraction"] for p in job.points] == [0.5, 1.0]
     assert nn.Conv2d in ran, sorted(t.__name__ for t in ran)

@@ -13,9 +13,9 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
-from service.core.db.engine import session_scope
 from service.core.db.models import ApiToken, utcnow
 from service.core.errors import TokenError as TokenError  # re-exported for callers here
 
@@ -57,52 +57,52 @@ def _info(t: ApiToken) -> TokenInfo:
     return TokenInfo(t.id, t.name, t.role, t.created_at, t.revoked_at)
 
 
-def create_token(url: str, name: str, role: str) -> tuple[TokenInfo, str]:
-    """A new token; the plain text is returned here and nowhere else."""
+def create_token(session: Session, name: str, role: str) -> tuple[TokenInfo, str]:
+    """A new token, flushed for the caller to commit; the plain text is returned here and
+    nowhere else. Raises TokenError for an unknown role or a bad name."""
     if role not in ROLES:
         raise TokenError(f"role must be one of {list(ROLES)}, got {role!r}")
     if not name or len(name) > 100:
         raise TokenError("name must be 1 to 100 characters")
     token = "hpo_" + secrets.token_urlsafe(32)
-    with session_scope(url) as session:
-        row = ApiToken(name=name, role=role, token_sha256=hash_token(token), created_at=utcnow())
-        session.add(row)
-        session.flush()
-        return _info(row), token
+    row = ApiToken(name=name, role=role, token_sha256=hash_token(token), created_at=utcnow())
+    session.add(row)
+    session.flush()
+    return _info(row), token
 
 
-def list_tokens(url: str) -> list[TokenInfo]:
-    with session_scope(url) as session:
-        return [_info(t) for t in session.scalars(select(ApiToken).order_by(ApiToken.id))]
+def list_tokens(session: Session) -> list[TokenInfo]:
+    """Every token, revoked ones included, in creation order."""
+    return [_info(t) for t in session.scalars(select(ApiToken).order_by(ApiToken.id))]
 
 
-def revoke_tokens(url: str, ref: str) -> list[TokenInfo]:
-    """Revoke a token by id, or every active token of a name; returns what was revoked."""
-    with session_scope(url) as session:
-        where = ApiToken.id == int(ref) if ref.isdigit() else ApiToken.name == ref
-        rows = session.scalars(select(ApiToken).where(where, ApiToken.revoked_at.is_(None))).all()
-        if not rows:
-            raise TokenError(f"no active token {ref!r}")
-        session.execute(
-            update(ApiToken)
-            .where(ApiToken.id.in_([r.id for r in rows]))
-            .values(revoked_at=utcnow())
-        )
-        return [_info(r) for r in rows]
+def revoke_tokens(session: Session, ref: str) -> list[TokenInfo]:
+    """Revoke a token by id, or every active token of a name; returns what was revoked.
+    Raises TokenError when no active token matches."""
+    where = ApiToken.id == int(ref) if ref.isdigit() else ApiToken.name == ref
+    rows = session.scalars(select(ApiToken).where(where, ApiToken.revoked_at.is_(None))).all()
+    if not rows:
+        raise TokenError(f"no active token {ref!r}")
+    session.execute(
+        update(ApiToken).where(ApiToken.id.in_([r.id for r in rows])).values(revoked_at=utcnow())
+    )
+    return [_info(r) for r in rows]
 
 
-def active_token_count(url: str) -> int:
-    with session_scope(url) as session:
-        return len(session.scalars(select(ApiToken.id).where(ApiToken.revoked_at.is_(None))).all())
+def active_token_count(session: Session) -> int:
+    """How many tokens are not revoked."""
+    count = session.scalar(
+        select(func.count()).select_from(ApiToken).where(ApiToken.revoked_at.is_(None))
+    )
+    return int(count or 0)
 
 
-def verify_token(url: str, token: str) -> Principal:
+def verify_token(session: Session, token: str) -> Principal:
     """The principal of a well-formed token; TokenError says why it is refused."""
     if not TOKEN_RE.match(token):
         raise TokenError("malformed token")
     digest = hash_token(token)
-    with session_scope(url) as session:
-        row = session.scalar(select(ApiToken).where(ApiToken.token_sha256 == digest))
+    row = session.scalar(select(ApiToken).where(ApiToken.token_sha256 == digest))
     # The lookup is by the hash of a 256-bit secret; the constant-time comparison keeps the
     # final check free of timing differences all the same.
     if row is None or not hmac.compare_digest(row.token_sha256, digest):

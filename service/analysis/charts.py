@@ -8,6 +8,7 @@ from collections import OrderedDict
 
 import optuna
 from optuna.trial import create_trial
+from sqlalchemy.orm import Session
 
 from service.analysis.chart_schemas import (
     Importances,
@@ -17,7 +18,7 @@ from service.analysis.chart_schemas import (
     TrialCurves,
 )
 from service.analysis.downsample import lttb
-from service.core.db.engine import session_scope
+from service.core.db.engine import database_url
 from service.core.errors import TrialNotFound
 from service.studies.queries import (
     curve_trials,
@@ -30,11 +31,10 @@ from service.studies.service import get_study_row
 from service.studies.spec import load_spec
 
 
-def history(url: str, study_id: int) -> StudyHistory:
+def history(session: Session, study_id: int) -> StudyHistory:
     """Every trial of the study as columns (one value per trial); raises StudyNotFound."""
-    with session_scope(url) as session:
-        study = get_study_row(session, study_id)
-        h = study_history(session, study)
+    study = get_study_row(session, study_id)
+    h = study_history(session, study)
     objective = load_spec(study.spec).objective
     return StudyHistory(
         study_id=study.id,
@@ -53,18 +53,17 @@ def history(url: str, study_id: int) -> StudyHistory:
 
 
 def study_curves(
-    url: str, study_id: int, metric: str | None, top: int, max_points: int
+    session: Session, study_id: int, metric: str | None, top: int, max_points: int
 ) -> StudyCurves:
     """The `metric` curves (default: the objective's) of the `top` best trials, each
     downsampled to at most `max_points`; raises StudyNotFound."""
-    with session_scope(url) as session:
-        study = get_study_row(session, study_id)
-        objective = load_spec(study.spec).objective
-        metric = metric or objective.metric
-        direction = str(objective.direction)
-        picked = curve_trials(session, study.optuna_study_id, direction, top)
-        curves = curves_of(session, (t.trial_id for t in picked), [metric])
-        counts = trial_counts(session, [study.optuna_study_id])[study.optuna_study_id]
+    study = get_study_row(session, study_id)
+    objective = load_spec(study.spec).objective
+    metric = metric or objective.metric
+    direction = str(objective.direction)
+    picked = curve_trials(session, study.optuna_study_id, direction, top)
+    curves = curves_of(session, (t.trial_id for t in picked), [metric])
+    counts = trial_counts(session, [study.optuna_study_id])[study.optuna_study_id]
     total = sum(counts.model_dump().values())
     return StudyCurves(
         study_id=study.id,
@@ -85,14 +84,13 @@ def study_curves(
 
 
 def trial_curves(
-    url: str, trial_id: int, metrics: list[str] | None, max_points: int
+    session: Session, trial_id: int, metrics: list[str] | None, max_points: int
 ) -> TrialCurves:
     """The trial's curves (all metrics, or `metrics`), each downsampled to at most
     `max_points`; raises TrialNotFound."""
-    with session_scope(url) as session:
-        if not trial_exists(session, trial_id):
-            raise TrialNotFound(trial_id)
-        curves = curves_of(session, [trial_id], metrics)[trial_id]
+    if not trial_exists(session, trial_id):
+        raise TrialNotFound(trial_id)
+    curves = curves_of(session, [trial_id], metrics)[trial_id]
     return TrialCurves(
         trial_id=trial_id,
         n_points={m: len(p) for m, p in curves.items()},
@@ -111,18 +109,17 @@ _importance_cache: OrderedDict[tuple[str, int, int], Importances] = OrderedDict(
 _importance_lock = threading.Lock()
 
 
-def importances(url: str, study_id: int) -> Importances:
+def importances(session: Session, study_id: int) -> Importances:
     """Importances of the searched params over the complete trials: Optuna's fANOVA, or
-    PED-ANOVA for studies of more than FANOVA_MAX_TRIALS complete trials."""
-    with session_scope(url) as session:
-        study = get_study_row(session, study_id)
-        n_complete = trial_counts(session, [study.optuna_study_id])[study.optuna_study_id].complete
-    key = (url, study_id, n_complete)
+    PED-ANOVA for studies of more than FANOVA_MAX_TRIALS complete trials; raises
+    StudyNotFound."""
+    study = get_study_row(session, study_id)
+    n_complete = trial_counts(session, [study.optuna_study_id])[study.optuna_study_id].complete
+    key = (database_url(session), study_id, n_complete)
     with _importance_lock:
         if key in _importance_cache:
             return _importance_cache[key]
-    with session_scope(url) as session:
-        h = study_history(session, study)
+    h = study_history(session, study)
     done = [i for i, v in enumerate(h.value) if v is not None]
     large = len(done) > FANOVA_MAX_TRIALS
     n_complete = len(done)

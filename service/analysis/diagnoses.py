@@ -8,15 +8,17 @@ them computed on first read, and stored then.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
 from optuna.trial import FrozenTrial
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from service.analysis.remedies import RemedyContext, with_remedies
-from service.core.db.engine import session_scope
+from service.core.db.engine import database_url, session_scope
 from service.core.db.models import CurvePoint, Study, TrialDiagnosis, TrialRecord
 from service.core.optuna_storage import get_storage
 from service.core.states import TrialState
@@ -48,14 +50,13 @@ def _n_classes(dataset_json: str) -> int | None:
         return None
 
 
-def curve_values(url: str, trial_id: int) -> dict[str, list[float]]:
+def curve_values(session: Session, trial_id: int) -> dict[str, list[float]]:
     """Per-epoch values of each metric, in epoch order."""
-    with session_scope(url) as session:
-        rows = session.execute(
-            select(CurvePoint.metric, CurvePoint.value)
-            .where(CurvePoint.trial_id == trial_id)
-            .order_by(CurvePoint.metric, CurvePoint.step)
-        ).all()
+    rows = session.execute(
+        select(CurvePoint.metric, CurvePoint.value)
+        .where(CurvePoint.trial_id == trial_id)
+        .order_by(CurvePoint.metric, CurvePoint.step)
+    ).all()
     curves: dict[str, list[float]] = {}
     for metric, value in rows:
         curves.setdefault(metric, []).append(value)
@@ -91,12 +92,29 @@ def diagnose_trial(
     return findings
 
 
-def _store(url: str, trial_id: int, study_id: int, findings: Findings) -> None:
-    try:
-        with session_scope(url) as session:
-            session.add(TrialDiagnosis(trial_id=trial_id, study_id=study_id, findings=findings))
-    except IntegrityError:
-        pass  # computed concurrently by another reader or the worker: same result
+def _store(session: Session, computed: Mapping[TrialRecord, Findings]) -> None:
+    """Store computed findings, each in a savepoint of the caller's transaction: a trial
+    diagnosed concurrently (by another reader or the worker: the same result), or a write
+    that fails, costs only its own row, and a read never fails because the write did.
+
+    Callers store last, after their reads of Optuna. On SQLite a read request has begun no
+    transaction before this (pysqlite begins one at the first write), so the savepoint is
+    the outermost and its release commits at once: the database's write lock, which the
+    workers' Optuna writes wait for, is held only for the insert. On PostgreSQL the rows
+    commit with the caller's transaction.
+    """
+    for record, findings in computed.items():
+        assert record.optuna_trial_id is not None
+        row = TrialDiagnosis(
+            trial_id=record.optuna_trial_id, study_id=record.study_id, findings=findings
+        )
+        try:
+            with session.begin_nested():
+                session.add(row)
+        except IntegrityError:
+            pass  # stored concurrently
+        except SQLAlchemyError as e:
+            log.warning("could not store the diagnosis of trial %s: %s", row.trial_id, e)
 
 
 def record_diagnosis(url: str, trial_id: int) -> None:
@@ -107,74 +125,88 @@ def record_diagnosis(url: str, trial_id: int) -> None:
                 select(TrialRecord).where(TrialRecord.optuna_trial_id == trial_id)
             )
             study = None if record is None else session.get(Study, record.study_id)
-        if record is None or study is None or record.state not in FINISHED:
-            return
-        findings_for(url, record, load_spec(study.spec))
+            if record is None or study is None or record.state not in FINISHED:
+                return
+            findings_for(session, record, load_spec(study.spec))
     except Exception:
         log.exception("could not diagnose trial %s; it is diagnosed when read", trial_id)
 
 
-def stored(url: str, trial_ids: list[int]) -> dict[int, Findings]:
+def stored(session: Session, trial_ids: list[int]) -> dict[int, Findings]:
     """The stored findings of those trials that have them, by Optuna trial id."""
     if not trial_ids:
         return {}
-    with session_scope(url) as session:
-        rows = session.execute(
-            select(TrialDiagnosis.trial_id, TrialDiagnosis.findings).where(
-                TrialDiagnosis.trial_id.in_(trial_ids)
-            )
-        ).all()
+    rows = session.execute(
+        select(TrialDiagnosis.trial_id, TrialDiagnosis.findings).where(
+            TrialDiagnosis.trial_id.in_(trial_ids)
+        )
+    ).all()
     return {tid: list(f) for tid, f in rows}
 
 
+def _compute(
+    session: Session,
+    record: TrialRecord,
+    spec: StudySpec,
+    frozen: FrozenTrial | None,
+    curves: dict[str, list[float]] | None,
+) -> Findings:
+    """Findings of a finished trial not diagnosed yet (none if Optuna lost the trial)."""
+    assert record.optuna_trial_id is not None
+    trial_id = record.optuna_trial_id
+    if frozen is None:
+        try:
+            frozen = get_storage(database_url(session)).get_trial(trial_id)
+        except KeyError:  # our record outlived Optuna's trial: nothing to diagnose
+            return []
+    curves = curve_values(session, trial_id) if curves is None else curves
+    return diagnose_trial(spec, record, frozen, curves)
+
+
 def findings_for(
-    url: str,
+    session: Session,
     record: TrialRecord,
     spec: StudySpec,
     frozen: FrozenTrial | None = None,
     curves: dict[str, list[float]] | None = None,
 ) -> Findings:
-    """The stored findings, or (for a finished trial without them) computed and stored now.
-    A trial still running has none yet."""
+    """The stored findings, or (for a finished trial without them) computed now and stored
+    in the caller's transaction, left for the caller to commit. A trial still running has
+    none yet. `frozen` and `curves` spare the reads when the caller has them."""
     assert record.optuna_trial_id is not None
-    trial_id = record.optuna_trial_id
-    found = stored(url, [trial_id])
-    if trial_id in found:
-        return found[trial_id]
+    found = stored(session, [record.optuna_trial_id])
+    if record.optuna_trial_id in found:
+        return found[record.optuna_trial_id]
     if record.state not in FINISHED:
         return []
-    if frozen is None:
-        try:
-            frozen = get_storage(url).get_trial(trial_id)
-        except KeyError:  # our record outlived Optuna's trial: nothing to diagnose
-            frozen = None
-    findings: Findings = []
-    if frozen is not None:
-        curves = curve_values(url, trial_id) if curves is None else curves
-        findings = diagnose_trial(spec, record, frozen, curves)
-    try:
-        _store(url, trial_id, record.study_id, findings)
-    except SQLAlchemyError as e:  # a read must not fail because the write did
-        log.warning("could not store the diagnosis of trial %s: %s", trial_id, e)
+    findings = _compute(session, record, spec, frozen, curves)
+    _store(session, {record: findings})
     return findings
 
 
-def study_findings(url: str, study: Study) -> dict[int, Findings]:
-    """Findings of every finished trial of a study, by Optuna trial id."""
-    with session_scope(url) as session:
-        records = session.scalars(
-            select(TrialRecord).where(
-                TrialRecord.study_id == study.id,
-                TrialRecord.optuna_trial_id.is_not(None),
-                TrialRecord.state.in_(FINISHED),
-            )
-        ).all()
+def study_findings(
+    session: Session, study: Study, trials: Mapping[int, FrozenTrial] | None = None
+) -> dict[int, Findings]:
+    """Findings of every finished trial of a study, by Optuna trial id; those not stored
+    yet are computed and stored in the caller's transaction. `trials`: Optuna's trials of
+    the study by trial id, if the caller has them."""
+    records = session.scalars(
+        select(TrialRecord).where(
+            TrialRecord.study_id == study.id,
+            TrialRecord.optuna_trial_id.is_not(None),
+            TrialRecord.state.in_(FINISHED),
+        )
+    ).all()
     ids = [r.optuna_trial_id for r in records if r.optuna_trial_id is not None]
-    out = stored(url, ids)
+    out = stored(session, ids)
     missing = [r for r in records if r.optuna_trial_id is not None and r.optuna_trial_id not in out]
-    if missing:
-        spec = load_spec(study.spec)
-        for r in missing:
-            assert r.optuna_trial_id is not None
-            out[r.optuna_trial_id] = findings_for(url, r, spec)
+    if not missing:
+        return out
+    spec = load_spec(study.spec)
+    computed = {}
+    for r in missing:
+        assert r.optuna_trial_id is not None
+        frozen = None if trials is None else trials.get(r.optuna_trial_id)
+        computed[r] = out[r.optuna_trial_id] = _compute(session, r, spec, frozen, None)
+    _store(session, computed)
     return out

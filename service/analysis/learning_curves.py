@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from service.analysis.schemas import LearningCurve
 from service.core.db.engine import session_scope
@@ -65,50 +66,49 @@ def to_schema(job: LearningCurveJob) -> LearningCurve:
     )
 
 
-def create_job(url: str, study_id: int, fractions: list[float]) -> LearningCurve:
-    """Queue a learning curve of the study's best trial over `fractions` (each in (0, 1]).
+def create_job(session: Session, study_id: int, fractions: list[float]) -> LearningCurve:
+    """Queue a learning curve of the study's best trial over `fractions` (each in (0, 1]),
+    flushed for the caller to commit.
 
     Raises StudyNotFound, NoCompletedTrial (no best trial yet), or JobActive (the study
     already has a queued or running job).
     """
-    with session_scope(url) as session:
-        best = get_best(session, study_id)  # 404 for an unknown study
+    best = get_best(session, study_id)  # 404 for an unknown study
     if best is None:
         raise NoCompletedTrial(study_id)
-    with session_scope(url) as session:
-        # Lock the study row so two concurrent POSTs cannot both queue a job.
-        session.get(Study, study_id, with_for_update=True)
-        active = active_job_id(session, study_id)
-        if active is not None:
-            raise JobActive(study_id, active)
-        job = LearningCurveJob(
-            study_id=study_id,
-            source_trial_id=best.trial_id,
-            config=best.config,
-            fractions=sorted(set(fractions)),
-            state=JobState.QUEUED,
-            attempts=0,
-            points=[],
-            created_at=utcnow(),
-        )
-        session.add(job)
-        session.flush()
-        return to_schema(job)
+    # Lock the study row until the caller commits, so two concurrent POSTs cannot both
+    # queue a job.
+    session.get(Study, study_id, with_for_update=True)
+    active = active_job_id(session, study_id)
+    if active is not None:
+        raise JobActive(study_id, active)
+    job = LearningCurveJob(
+        study_id=study_id,
+        source_trial_id=best.trial_id,
+        config=best.config,
+        fractions=sorted(set(fractions)),
+        state=JobState.QUEUED,
+        attempts=0,
+        points=[],
+        created_at=utcnow(),
+    )
+    session.add(job)
+    session.flush()
+    return to_schema(job)
 
 
-def latest_job(url: str, study_id: int) -> LearningCurve:
+def latest_job(session: Session, study_id: int) -> LearningCurve:
     """The study's newest job; raises StudyNotFound, or NoLearningCurve if it has none."""
-    with session_scope(url) as session:
-        get_study_row(session, study_id)
-        job = session.scalars(
-            select(LearningCurveJob)
-            .where(LearningCurveJob.study_id == study_id)
-            .order_by(LearningCurveJob.id.desc())
-            .limit(1)
-        ).first()
-        if job is None:
-            raise NoLearningCurve(study_id)
-        return to_schema(job)
+    get_study_row(session, study_id)
+    job = session.scalars(
+        select(LearningCurveJob)
+        .where(LearningCurveJob.study_id == study_id)
+        .order_by(LearningCurveJob.id.desc())
+        .limit(1)
+    ).first()
+    if job is None:
+        raise NoLearningCurve(study_id)
+    return to_schema(job)
 
 
 def run_job(

@@ -10,11 +10,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.orm import Session
 
 from service.analysis import charts, diagnoses
 from service.analysis.remedies import NumericDist, widened
 from service.analysis.schemas import BoundaryHit, Finding, StudyReport
-from service.core.db.engine import session_scope
+from service.core.db.engine import database_url
+from service.core.optuna_compat import trial_id_of
 from service.core.optuna_storage import get_storage
 from service.studies.service import best_trial, get_study_row
 from service.studies.spec import Distribution, FloatDist, IntDist, load_spec
@@ -59,7 +61,9 @@ DOMINANT_ADVICE = {
 }
 
 
-def importances(url: str, study_id: int, n_complete: int) -> tuple[dict[str, float], str | None]:
+def importances(
+    session: Session, study_id: int, n_complete: int
+) -> tuple[dict[str, float], str | None]:
     """Optuna's fANOVA, or sampled PED-ANOVA on large studies: the dashboard's computation
     (cached per number of complete trials), so a 5,000-trial report stays fast."""
     if n_complete < MIN_TRIALS_FOR_IMPORTANCE:
@@ -69,7 +73,7 @@ def importances(url: str, study_id: int, n_complete: int) -> tuple[dict[str, flo
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. "too few trials": answered by the note
-        found = charts.importances(url, study_id)
+        found = charts.importances(session, study_id)
     result = {k: v for k, v in found.importances.items() if math.isfinite(v)}
     if not result:
         return {}, "importances could not be computed (every searched value was the same?)"
@@ -173,24 +177,28 @@ def _advice(
     return " ".join(parts)
 
 
-def study_report(url: str, study_id: int) -> StudyReport:
-    """The study's report; raises StudyNotFound."""
-    with session_scope(url) as session:
-        study = get_study_row(session, study_id)
-        best = best_trial(session, study)
+def study_report(session: Session, study_id: int) -> StudyReport:
+    """The study's report; raises StudyNotFound. Diagnoses of finished trials that have
+    none yet are stored in the caller's transaction."""
+    study = get_study_row(session, study_id)
+    best = best_trial(session, study)
     spec = load_spec(study.spec)
-    findings = diagnoses.study_findings(url, study)
-    counts: Counter[str] = Counter(f["kind"] for fl in findings.values() for f in fl)
-    trials = get_storage(url).get_all_trials(study.optuna_study_id, deepcopy=False)
+    trials = get_storage(database_url(session)).get_all_trials(
+        study.optuna_study_id, deepcopy=False
+    )
     direction = str(spec.objective.direction)
-    best_findings = [] if best is None else findings.get(best.trial_id, [])
     done = [
         t
         for t in trials
         if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)
     ]
-    imp, note = importances(url, study_id, len(done))
+    imp, note = importances(session, study_id, len(done))
     hits = boundary_hits(spec.space, done, direction)
+    # Last: the first read of a study diagnoses its trials and stores the findings, a write
+    # that on SQLite holds the database's lock until the route's commit.
+    findings = diagnoses.study_findings(session, study, {trial_id_of(t): t for t in trials})
+    counts: Counter[str] = Counter(f["kind"] for fl in findings.values() for f in fl)
+    best_findings = [] if best is None else findings.get(best.trial_id, [])
     best_fact = None if best is None else (best.number, best.value, spec.objective.metric)
     return StudyReport(
         study_id=study_id,

@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import Headers
 
 from service.access.tokens import Principal, active_token_count, verify_token
-from service.app.deps import SessionDep
+from service.app.deps import GATE_SESSION_KEY, SessionDep
+from service.core.db.engine import get_sessionmaker, session_scope
 from service.core.db.models import Study, TrialRecord
 from service.core.errors import Forbidden, TokenError
 from service.core.settings import Settings
@@ -72,7 +73,9 @@ def check_at_startup(settings: Settings) -> None:
                 settings.host,
             )
         return
-    if active_token_count(settings.database_url) == 0:
+    with session_scope(settings.database_url) as session:
+        n_tokens = active_token_count(session)
+    if n_tokens == 0:
         raise SystemExit(
             f"auth is on (listening on {settings.host}, HPO_AUTH={settings.auth}) but no API "
             "token exists; create one first: hpo token create --name admin --role admin"
@@ -105,14 +108,14 @@ def is_protected(path: str, root_path: str = "") -> bool:
     return path.startswith("/api/") and path not in OPEN_PATHS
 
 
-def identify(url: str, header: str | None) -> Principal:
+def identify(session: Session, header: str | None) -> Principal:
     """The principal of an Authorization header; TokenError says why there is none."""
     if not header:
         raise TokenError("authentication required: send Authorization: Bearer <token>")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise TokenError("malformed Authorization header: expected 'Bearer <token>'")
-    return verify_token(url, token.strip())
+    return verify_token(session, token.strip())
 
 
 PRINCIPAL_KEY = "hpo_principal"
@@ -121,7 +124,8 @@ PRINCIPAL_KEY = "hpo_principal"
 class AuthGate:
     """Answers 401 before a request body is read: nobody without a valid token gets a
     multipart upload parsed or a JSON body decoded. Roles and owners are checked by
-    `authenticate`, which reuses the principal found here."""
+    `authenticate`, which reuses the principal found here; the route reuses the session
+    (`get_session`), so an authenticated request is still one session of ours."""
 
     def __init__(self, app: Any, settings: Settings) -> None:
         self.app = app
@@ -137,16 +141,30 @@ class AuthGate:
             await self.app(scope, receive, send)
             return
         header = Headers(scope=scope).get("authorization")
+        session = get_sessionmaker(self.settings.database_url)()
         try:
-            principal = await run_in_threadpool(identify, self.settings.database_url, header)
-        except TokenError as e:
-            response = JSONResponse(
-                {"detail": str(e)}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
-            )
-            await response(scope, receive, send)
-            return
-        scope.setdefault("state", {})[PRINCIPAL_KEY] = principal
-        await self.app(scope, receive, send)
+            try:
+                principal = await run_in_threadpool(self._look_up, session, header)
+            except TokenError as e:
+                response = JSONResponse(
+                    {"detail": str(e)}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+                )
+                await response(scope, receive, send)
+                return
+            state = scope.setdefault("state", {})
+            state[PRINCIPAL_KEY] = principal
+            state[GATE_SESSION_KEY] = session
+            await self.app(scope, receive, send)
+        finally:
+            # No transaction is left open here (the lookup's and the route's have ended),
+            # so closing does no I/O on the event loop.
+            session.close()
+
+    @staticmethod
+    def _look_up(session: Session, header: str | None) -> Principal:
+        # A transaction of its own: no connection is held while the request body is read.
+        with session.begin():
+            return identify(session, header)
 
 
 def authenticate(
@@ -161,10 +179,9 @@ def authenticate(
         request.url.path, request.scope.get("root_path", "")
     ):
         return None
-    settings: Settings = request.app.state.settings
     principal: Principal | None = request.scope.get("state", {}).get(PRINCIPAL_KEY)
     if principal is None:  # the app runs without AuthGate in front of it
-        principal = identify(settings.database_url, request.headers.get("authorization"))
+        principal = identify(session, request.headers.get("authorization"))
     needed = "read" if request.method in READ_METHODS else "submit"
     if not principal.has(needed):
         raise Forbidden(f"token {principal.name!r} has role {principal.role}; needs {needed}")

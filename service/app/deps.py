@@ -20,9 +20,19 @@ def get_app_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 
-def get_session(settings: SettingsDep) -> Iterator[Session]:
+# Where `AuthGate` leaves the session it looked the caller's token up in (the ASGI scope's
+# state), so that the request goes on in that session, and closes it after the response.
+GATE_SESSION_KEY = "hpo_session"
+
+
+def get_session(request: Request, settings: SettingsDep) -> Iterator[Session]:
     """The request's unit of work: one session, committed when the route returns, rolled
     back when it raises, closed always. Optuna's storage keeps its own sessions."""
+    gate_session: Session | None = request.scope.get("state", {}).get(GATE_SESSION_KEY)
+    if gate_session is not None:
+        with gate_session.begin():
+            yield gate_session
+        return
     with session_scope(settings.database_url) as session:
         yield session
 

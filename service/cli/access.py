@@ -64,9 +64,11 @@ def cmd_dataset_delete(args: argparse.Namespace) -> int:
 def cmd_token_create(args: argparse.Namespace) -> int:
     """Create a token: the secret on stdout (shown once), what it is on stderr."""
     from service.access.tokens import TokenError, create_token
+    from service.core.db.engine import session_scope
 
     try:
-        info, token = create_token(settings_of(args).database_url, args.name, args.role)
+        with session_scope(settings_of(args).database_url) as session:
+            info, token = create_token(session, args.name, args.role)
     except TokenError as e:
         raise CommandError(str(e)) from e
     print(token)
@@ -80,8 +82,11 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 def cmd_token_list(args: argparse.Namespace) -> int:
     """One line per token: id, name, role, created, active or revoked (never the secret)."""
     from service.access.tokens import list_tokens
+    from service.core.db.engine import session_scope
 
-    for t in list_tokens(settings_of(args).database_url):
+    with session_scope(settings_of(args).database_url) as session:
+        tokens = list_tokens(session)
+    for t in tokens:
         state = "active" if t.revoked_at is None else f"revoked {t.revoked_at:%Y-%m-%d %H:%M}"
         print(f"{t.id:>4}  {t.name:<20} {t.role:<7} created {t.created_at:%Y-%m-%d %H:%M}  {state}")
     return 0
@@ -90,9 +95,11 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 def cmd_token_revoke(args: argparse.Namespace) -> int:
     """Revoke a token by id, or every active token of a name."""
     from service.access.tokens import TokenError, revoke_tokens
+    from service.core.db.engine import session_scope
 
     try:
-        revoked = revoke_tokens(settings_of(args).database_url, args.token_ref)
+        with session_scope(settings_of(args).database_url) as session:
+            revoked = revoke_tokens(session, args.token_ref)
     except TokenError as e:
         raise CommandError(str(e)) from e
     for t in revoked:

@@ -101,14 +101,14 @@ def _findings(
     curves: dict[str, list[float]] | None = None,
 ) -> list[Finding]:
     """The trial's stored findings; a finished trial without them has them computed and
-    stored by `diagnoses` in its own short write, once."""
+    stored by `diagnoses` in this session, once."""
     assert record.optuna_trial_id is not None
     found = session.scalar(
         select(TrialDiagnosis.findings).where(TrialDiagnosis.trial_id == record.optuna_trial_id)
     )
     if found is None:
         spec = load_spec(get_study_row(session, record.study_id).spec)
-        found = diagnoses.findings_for(database_url(session), record, spec, frozen, curves)
+        found = diagnoses.findings_for(session, record, spec, frozen, curves)
     return [Finding.model_validate(f) for f in found]
 
 
