@@ -19,10 +19,12 @@ install: $(STAMP)
 run: install
 	$(BIN)/hpo serve
 
-## The whole test suite (PostgreSQL too when HPO_TEST_DATABASE_URL is set); the 15 slowest
-## tests are listed at the end, so that a test that grows shows up before the suite does.
+## The whole test suite (PostgreSQL too when HPO_TEST_DATABASE_URL is set): two pytest processes
+## (pytest-xdist, a test file at a time each), then the tests marked `serial` alone. The 15
+## slowest tests are listed, so that a test that grows shows up before the suite does.
 test: install
-	$(BIN)/pytest --durations=15
+	$(BIN)/pytest -n 2 --dist loadfile -m 'not serial' --durations=15
+	$(BIN)/pytest -m serial
 
 lint: install
 	$(BIN)/ruff check .

@@ -291,6 +291,7 @@ def pg_restart() -> Iterator[list[str]]:
     yield command
 
 
+@pytest.mark.serial  # it restarts the PostgreSQL server: nothing else may run meanwhile
 def test_postgresql_restart_mid_study(
     tmp_path: Path, pg_restart: list[str], shared_database_url: str
 ) -> None:
