@@ -24,18 +24,6 @@ from service.core.settings import Settings
 if TYPE_CHECKING:
     from tests.test_e2e import Service
 
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Test files with end-to-end (`slow`) tests run first, in their usual order.
-
-    `make test` runs two xdist processes, each taking a whole file at a time: started
-    first, the long end-to-end files overlap with the quick ones on the other process,
-    instead of one of them running alone at the end.
-    """
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)
-
-
 PG_ENV = "HPO_TEST_DATABASE_URL"
 
 DIGITS_SPEC: dict[str, Any] = {
