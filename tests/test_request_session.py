@@ -127,7 +127,7 @@ class TestAuthOn:
         with session_scope(database_url) as session:
             token = create_token(session, unique("reader"), "read")[1]
         headers = {"Authorization": f"Bearer {token}"}
-        for path in (f"/api/studies/{study_id}", f"/api/studies/{study_id}/report"):
+        for path in (f"/api/studies/{study_id}", f"/api/studies/{study_id}/report", "/api/workers"):
             our_sessions.clear()
             assert client.get(path, headers=headers).status_code == 200
             assert len(our_sessions) == 1, path

@@ -8,6 +8,7 @@ import socket
 from datetime import timedelta
 
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from service import __version__
 from service.core.db.engine import session_scope
@@ -62,13 +63,12 @@ def _set(url: str, worker_id: int, **values: object) -> None:
 
 
 def list_workers(
-    url: str, grace_seconds: float, status: str | None = None, limit: int = 200
+    session: Session, grace_seconds: float, status: str | None = None, limit: int = 200
 ) -> list[WorkerInfo]:
     """Workers, newest first. One still marked running whose heartbeat is older than the
     grace period is shown dead: peers mark it so in the table at their next reaping."""
     now = utcnow()
-    with session_scope(url) as session:
-        rows = session.scalars(select(Worker).order_by(Worker.id.desc())).all()
+    rows = session.scalars(select(Worker).order_by(Worker.id.desc())).all()
     out: list[WorkerInfo] = []
     for w in rows:
         age = max((now - w.heartbeat_at).total_seconds(), 0.0)
