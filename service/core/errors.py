@@ -83,22 +83,10 @@ class Unauthorized(ServiceError):
     status_code = 401
 
 
-class TooLarge(ServiceError):
-    """The request body is over a limit (413)."""
-
-    status_code = 413
-
-
 class TooManyRequests(ServiceError):
     """A rate or quota limit was hit (429)."""
 
     status_code = 429
-
-
-class Unavailable(ServiceError):
-    """A dependency (the database) is unavailable (503)."""
-
-    status_code = 503
 
 
 # -- the domain's errors ------------------------------------------------------------------
