@@ -21,18 +21,19 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 
-from service.access.tokens import create_token, list_tokens
+from service.access.tokens import create_token, list_tokens, verify_token
 from service.app.auth import OPEN_PATHS, READ_METHODS, authenticate
 from service.app.deps import get_session
 from service.app.main import create_app
-from service.app.ownership import MAX_ID, OWNER_CHECKS
+from service.app.ownership import MAX_ID, OWNER_CHECKS, owned_dataset, owned_study, owned_trial
 from service.core.db.engine import session_scope
 from service.core.db.migrate import upgrade
 from service.core.db.models import TrialRecord
+from service.core.errors import DatasetNotFound, Forbidden, StudyNotFound, TrialNotFound
 from service.core.optuna_storage import get_storage
 from service.core.settings import Settings
 from service.studies.service import get_study_row
@@ -386,6 +387,32 @@ def test_owners_and_admins_still_act_on_canonical_ids(api: httpx.Client, world: 
         == 200
     )
     assert api.post("/api/studies/0/stop", headers=bearer(world.bob)).status_code == 404
+
+
+def test_the_owner_checks_themselves(world: World, app_settings: Settings) -> None:
+    """No route changes a trial yet; its check (the trial's study's owner) is ready for one."""
+
+    def request(method: str) -> Request:
+        return Request({"type": "http", "method": method, "headers": []})
+
+    checks: list[tuple[Callable[..., Any], Any, type[Exception]]] = [
+        (owned_study, world.study_id, StudyNotFound),
+        (owned_trial, world.trial_id, TrialNotFound),
+        (owned_dataset, world.dataset, DatasetNotFound),
+    ]
+    with session_scope(app_settings.database_url) as session:
+        alice, bob, admin = (
+            verify_token(session, t) for t in (world.alice, world.bob, world.admin)
+        )
+        for check, key, not_found in checks:
+            for who in (alice, admin, None):  # None: auth off
+                assert check(key, request("POST"), session, who) == key
+            assert check(key, request("GET"), session, bob) == key  # reading is open
+            with pytest.raises(Forbidden):
+                check(key, request("DELETE"), session, bob)
+            missing = MAX_ID if isinstance(key, int) else unique("none")
+            with pytest.raises(not_found):
+                check(missing, request("PATCH"), session, bob)
 
 
 # -- /metrics with auth on (§4) ----------------------------------------------------------
