@@ -391,3 +391,5 @@ def test_a_path_prefix_does_not_open_the_api(
     assert asyncio.run(get(f"{prefix}/api/studies/{world.study_id}", {})) == 401
     assert asyncio.run(get(f"{prefix}/api/studies", bearer(world.reader))) == 200
     assert asyncio.run(get(f"{prefix}/api/health", {})) == 200
+    assert asyncio.run(get(f"{prefix}/metrics", {})) == 401
+    assert asyncio.run(get(f"{prefix}/metrics", bearer(world.reader))) == 200

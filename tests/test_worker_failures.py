@@ -145,8 +145,8 @@ def test_bad_trials_fail_with_their_reason_and_the_worker_goes_on(
     assert metrics.status_code == 200
     assert metrics.headers["content-type"].startswith("text/plain")
     text = metrics.text
-    assert f'hpo_trials{{state="complete",study="{name}"}} 4.0' in text
-    assert f'hpo_trials{{state="fail",study="{name}"}} 3.0' in text
+    assert f'hpo_trials{{state="complete",study="{study_id}"}} 4.0' in text  # ids, not names
+    assert f'hpo_trials{{state="fail",study="{study_id}"}} 3.0' in text
     assert 'hpo_trial_duration_seconds_count{state="fail"}' in text
     assert "hpo_database_up 1.0" in text
     assert "hpo_workers_alive" in text

@@ -153,9 +153,9 @@ def test_eight_worker_processes_keep_five_budgets_exact(
 
         metrics = svc.client.get("/metrics").text
         assert "hpo_workers_alive 8.0" in metrics
-        for i in range(5):
-            assert f'hpo_trials{{state="complete",study="exact-{i}"}} 20.0' in metrics
-        assert 'hpo_queue_depth{study="exact-0"}' not in metrics  # finished: no queue
+        for study_id in ids:
+            assert f'hpo_trials{{state="complete",study="{study_id}"}} 20.0' in metrics
+        assert f'hpo_queue_depth{{study="{ids[0]}"}}' not in metrics  # finished: no queue
 
         assert pool.stop() == 0, pool.log()
         with session_scope(svc.db_url) as session:

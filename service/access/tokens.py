@@ -19,7 +19,9 @@ from sqlalchemy.orm import Session
 from service.core.db.models import ApiToken, utcnow
 from service.core.errors import TokenError as TokenError  # re-exported for callers here
 
-ROLES = ("read", "submit", "admin")
+# Each role includes the ones before it: `metrics` may scrape /metrics only, `read` also
+# reads the API, `submit` also creates and changes what it owns, `admin` changes anything.
+ROLES = ("metrics", "read", "submit", "admin")
 RANK = {role: i for i, role in enumerate(ROLES)}
 TOKEN_RE = re.compile(r"^hpo_[A-Za-z0-9_-]{43}$")
 
@@ -42,6 +44,7 @@ class Principal:
     role: str
 
     def has(self, role: str) -> bool:
+        """Whether this principal's role includes `role` (see `ROLES`)."""
         return RANK[self.role] >= RANK[role]
 
     def owns(self, owner_token_id: int | None) -> bool:

@@ -1,10 +1,10 @@
 """Who may call the API: one dependency applied to every route of the app.
 
-When auth is on, every `/api/...` route except `/api/health` wants
+When auth is on, every `/api/...` route except `/api/health`, and `/metrics`, want
 `Authorization: Bearer <token>`. Reading (GET, HEAD, OPTIONS) needs the `read` role,
-anything else `submit`; a `submit` token changes only what it owns: a mutating route with a
-`{study_id}` or `{trial_id}` path parameter is refused (403) for another owner's study
-before the route runs, so routes added later are covered without code of their own.
+anything else `submit`, and `/metrics` the `metrics` role (which `read` and above include).
+Whether a `submit` token owns the study, trial or dataset a route acts on is decided by the
+route's own path dependency (`service/app/ownership.py`), on the value the route uses.
 `AuthGate`, a middleware, answers the 401s before a request body is even read.
 """
 
@@ -18,20 +18,19 @@ from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.datastructures import Headers
 
 from service.access.tokens import Principal, active_token_count, verify_token
 from service.app.deps import GATE_SESSION_KEY, SessionDep
 from service.core.db.engine import get_sessionmaker, session_scope
-from service.core.db.models import Study, TrialRecord
 from service.core.errors import Forbidden, TokenError
 from service.core.settings import Settings
 
 log = logging.getLogger("hpo.auth")
 
 OPEN_PATHS = frozenset({"/api/health"})
+METRICS_PATH = "/metrics"
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 # Declares the scheme in the OpenAPI document; the header is parsed below for clear errors.
@@ -83,29 +82,26 @@ def check_at_startup(settings: Settings) -> None:
     log.info("auth is on: API calls need a bearer token")
 
 
-def _owner_of(session: Session, param: str, raw: str) -> tuple[bool, int | None]:
-    """(found, owner token id) of the study a path parameter points at."""
-    try:
-        key = int(raw)
-    except ValueError:
-        return False, None
-    if param == "study_id":
-        row = session.execute(select(Study.owner_token_id).where(Study.id == key)).first()
-    else:
-        row = session.execute(
-            select(Study.owner_token_id)
-            .join(TrialRecord, TrialRecord.study_id == Study.id)
-            .where(TrialRecord.optuna_trial_id == key)
-        ).first()
-    return (False, None) if row is None else (True, row[0])
+def app_path(path: str, root_path: str = "") -> str:
+    """`path` as the server saw it, without the `root_path` prefix the app runs under."""
+    root = root_path.rstrip("/")
+    if root and (path == root or path.startswith(root + "/")):
+        return path[len(root) :]  # under a prefix the app's routes match the rest
+    return path
 
 
 def is_protected(path: str, root_path: str = "") -> bool:
     """Whether `path` (as the server saw it, with any `root_path` prefix) needs a token."""
-    root = root_path.rstrip("/")
-    if root and (path == root or path.startswith(root + "/")):
-        path = path[len(root) :]  # under a prefix the app's routes match the rest
-    return path.startswith("/api/") and path not in OPEN_PATHS
+    path = app_path(path, root_path)
+    return path == METRICS_PATH or (path.startswith("/api/") and path not in OPEN_PATHS)
+
+
+def needed_role(method: str, path: str, root_path: str = "") -> str:
+    """The least role that may call a protected path: `metrics` for the scrape endpoint,
+    `read` to read the API, `submit` for anything else."""
+    if app_path(path, root_path) == METRICS_PATH:
+        return "metrics"
+    return "read" if method in READ_METHODS else "submit"
 
 
 def identify(session: Session, header: str | None) -> Principal:
@@ -173,8 +169,8 @@ def authenticate(
     session: SessionDep,
 ) -> Principal | None:
     """The caller's principal; None when auth is off or the path is open. Raises
-    `TokenError` (401) without a valid token, `Forbidden` (403) for a role or owner that
-    may not do this."""
+    `TokenError` (401) without a valid token, `Forbidden` (403) for a role that may not do
+    this. Owners are checked by the routes' path dependencies (`ownership.py`)."""
     if not request.app.state.auth_required or not is_protected(
         request.url.path, request.scope.get("root_path", "")
     ):
@@ -182,15 +178,9 @@ def authenticate(
     principal: Principal | None = request.scope.get("state", {}).get(PRINCIPAL_KEY)
     if principal is None:  # the app runs without AuthGate in front of it
         principal = identify(session, request.headers.get("authorization"))
-    needed = "read" if request.method in READ_METHODS else "submit"
+    needed = needed_role(request.method, request.url.path, request.scope.get("root_path", ""))
     if not principal.has(needed):
         raise Forbidden(f"token {principal.name!r} has role {principal.role}; needs {needed}")
-    if needed != "read" and principal.role != "admin":
-        for param in ("study_id", "trial_id"):
-            if param in request.path_params:
-                found, owner = _owner_of(session, param, request.path_params[param])
-                if found and not principal.owns(owner):
-                    raise Forbidden(f"this study belongs to another token than {principal.name!r}")
     return principal
 
 
@@ -198,9 +188,11 @@ PrincipalDep = Annotated[Principal | None, Depends(authenticate)]
 
 
 def owner_id(principal: Principal | None) -> int | None:
+    """The token id to record as the owner of what this caller creates (None: auth off)."""
     return None if principal is None else principal.token_id
 
 
 def require_owner(principal: Principal | None, owner_token_id: int | None, what: str) -> None:
+    """Raises `Forbidden` unless the caller owns `what` (or is an admin, or auth is off)."""
     if principal is not None and not principal.owns(owner_token_id):
         raise Forbidden(f"{what} belongs to another token than {principal.name!r}")

@@ -130,7 +130,14 @@ def add_commands(sub: Subparsers) -> None:
     c = tok.add_parser("create", help="create a token and print it (once)")
     add_database_options(c)
     c.add_argument("--name", required=True, help="who or what uses it")
-    c.add_argument("--role", required=True, choices=["read", "submit", "admin"])
+    # service.access.tokens.ROLES, spelled out: importing it would load SQLAlchemy here.
+    c.add_argument(
+        "--role",
+        required=True,
+        choices=["metrics", "read", "submit", "admin"],
+        help="metrics: scrape /metrics only; read: also read the API; submit: also create "
+        "and change what it owns; admin: change anything",
+    )
     c.set_defaults(func=cmd_token_create)
     c = tok.add_parser("list", help="tokens (never their secrets)")
     add_database_options(c)

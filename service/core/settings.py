@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./hpo-data/hpo.db"
@@ -62,6 +62,25 @@ class Settings(BaseSettings):
     root_path: str = Field(
         "", description="path prefix a reverse proxy serves the app under (and strips), e.g. /hpo"
     )
+    # -- metrics (issue 17) -------------------------------------------------------------
+    metrics_study_names: bool = Field(
+        False, description="label /metrics series with study names too (default: ids only)"
+    )
+    metrics_bind: str | None = Field(
+        None,
+        description="host:port of a separate, token-free /metrics listener (e.g. "
+        "127.0.0.1:9464 or [::1]:9464); /metrics on the API keeps needing a token",
+    )
+
+    @field_validator("metrics_bind")
+    @classmethod
+    def _host_and_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host, _, port = value.rpartition(":")
+        if not host.strip("[]") or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"expected host:port, e.g. 127.0.0.1:9464, got {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

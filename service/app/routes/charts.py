@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Response
 from service.analysis import charts
 from service.analysis.chart_schemas import Importances, StudyCurves, StudyHistory, TrialCurves
 from service.app.deps import SessionDep
+from service.app.ownership import StudyIdDep, TrialIdDep
 
 router = APIRouter(prefix="/api", tags=["charts"])
 
@@ -17,7 +18,7 @@ MaxPoints = Annotated[int, Query(ge=3, le=100_000, description="downsample each 
 
 
 @router.get("/studies/{study_id}/history", response_model=StudyHistory)
-def study_history(study_id: int, session: SessionDep) -> Response:
+def study_history(study_id: StudyIdDep, session: SessionDep) -> Response:
     """Every trial's number, state, value, params, duration and pruning/failure reason,
     one list per column."""
     # Serialized once here; through response_model FastAPI would validate it all again.
@@ -27,7 +28,7 @@ def study_history(study_id: int, session: SessionDep) -> Response:
 
 @router.get("/studies/{study_id}/curves", response_model=StudyCurves)
 def study_curves(
-    study_id: int,
+    study_id: StudyIdDep,
     session: SessionDep,
     metric: Annotated[str | None, Query(max_length=64, description="default: objective")] = None,
     top: Annotated[int, Query(ge=1, le=1000)] = 50,
@@ -39,7 +40,7 @@ def study_curves(
 
 
 @router.get("/studies/{study_id}/importances", response_model=Importances)
-def study_importances(study_id: int, session: SessionDep) -> Importances:
+def study_importances(study_id: StudyIdDep, session: SessionDep) -> Importances:
     """Importances of the searched params: Optuna's fANOVA; past 100 complete trials,
     PED-ANOVA over a sample of at most 1,000 (empty until two trials completed)."""
     return charts.importances(session, study_id)
@@ -47,7 +48,7 @@ def study_importances(study_id: int, session: SessionDep) -> Importances:
 
 @router.get("/trials/{trial_id}/curves", response_model=TrialCurves)
 def trial_curves(
-    trial_id: int,
+    trial_id: TrialIdDep,
     session: SessionDep,
     metric: Annotated[list[str] | None, Query(description="repeat for several")] = None,
     max_points: MaxPoints = 1000,

@@ -6,9 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
 
-from service.app.auth import PrincipalDep, owner_id, require_owner
+from service.app.auth import PrincipalDep, owner_id
 from service.app.deps import SessionDep, SettingsDep
 from service.app.http_policies import limit_submissions
+from service.app.ownership import DatasetNameDep
 from service.datasets import service as dataset_service
 from service.datasets.service import DatasetInfo
 from service.studies.service import running_studies_using
@@ -49,14 +50,12 @@ def list_datasets(session: SessionDep) -> list[DatasetInfo]:
 
 
 @router.get("/{name}", response_model=DatasetInfo)
-def get_dataset(name: str, session: SessionDep) -> DatasetInfo:
+def get_dataset(name: DatasetNameDep, session: SessionDep) -> DatasetInfo:
     return dataset_service.get_dataset(session, name)
 
 
 @router.delete("/{name}", status_code=204, response_class=Response)
-def delete_dataset(name: str, session: SessionDep, principal: PrincipalDep) -> Response:
-    """Delete a dataset; 409 while a running study uses it."""
-    row = dataset_service.get_row(session, name)
-    require_owner(principal, row.owner_token_id, f"dataset {name!r}")
+def delete_dataset(name: DatasetNameDep, session: SessionDep) -> Response:
+    """Delete a dataset (its owner or an admin); 409 while a running study uses it."""
     dataset_service.delete_dataset(session, name, running_studies_using(session, name))
     return Response(status_code=204)

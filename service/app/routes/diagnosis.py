@@ -10,12 +10,13 @@ from service.analysis import learning_curves
 from service.analysis.report import study_report
 from service.analysis.schemas import LearningCurve, LearningCurveRequest, StudyReport
 from service.app.deps import SessionDep
+from service.app.ownership import StudyIdDep
 
 router = APIRouter(prefix="/api/studies", tags=["diagnosis"])
 
 
 @router.get("/{study_id}/report", response_model=StudyReport)
-def get_report(study_id: int, session: SessionDep) -> StudyReport:
+def get_report(study_id: StudyIdDep, session: SessionDep) -> StudyReport:
     """Finding counts over the trials, the best trial's findings, parameter importances,
     search-space boundary hits and a paragraph of advice."""
     return study_report(session, study_id)
@@ -23,7 +24,7 @@ def get_report(study_id: int, session: SessionDep) -> StudyReport:
 
 @router.post("/{study_id}/learning-curve", status_code=202, response_model=LearningCurve)
 def start_learning_curve(
-    study_id: int,
+    study_id: StudyIdDep,
     session: SessionDep,
     request: Annotated[LearningCurveRequest | None, Body()] = None,
 ) -> LearningCurve:
@@ -34,6 +35,6 @@ def start_learning_curve(
 
 
 @router.get("/{study_id}/learning-curve", response_model=LearningCurve)
-def get_learning_curve(study_id: int, session: SessionDep) -> LearningCurve:
+def get_learning_curve(study_id: StudyIdDep, session: SessionDep) -> LearningCurve:
     """The study's latest learning-curve job: state, points per size, verdict."""
     return learning_curves.latest_job(session, study_id)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from service.app.auth import PrincipalDep, owner_id
 from service.app.deps import SessionDep, SettingsDep
 from service.app.http_policies import limit_submissions
+from service.app.ownership import StudyIdDep
 from service.studies import service as study_service
 from service.studies.schemas import BestTrial, StudyCreated, StudyDetail, StudySummary
 from service.studies.spec import StudySpec
@@ -44,13 +45,13 @@ def list_studies(
 
 
 @router.get("/{study_id}", response_model=StudyDetail)
-def get_study(study_id: int, session: SessionDep) -> StudyDetail:
+def get_study(study_id: StudyIdDep, session: SessionDep) -> StudyDetail:
     return study_service.get_study(session, study_id)
 
 
 @router.get("/{study_id}/trials", response_model=TrialPage)
 def list_trials(
-    study_id: int,
+    study_id: StudyIdDep,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
@@ -60,11 +61,11 @@ def list_trials(
 
 
 @router.get("/{study_id}/best", response_model=BestTrial)
-def get_best(study_id: int, session: SessionDep) -> BestTrial:
+def get_best(study_id: StudyIdDep, session: SessionDep) -> BestTrial:
     return study_service.require_best(session, study_id)
 
 
 @router.post("/{study_id}/stop", response_model=StudySummary)
-def stop_study(study_id: int, session: SessionDep) -> StudySummary:
+def stop_study(study_id: StudyIdDep, session: SessionDep) -> StudySummary:
     """No new trials start; running ones finish."""
     return study_service.stop_study(session, study_id)

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Response
 
 from service.analysis.schemas import TrialDiagnosis
 from service.app.deps import SessionDep
+from service.app.ownership import TrialIdDep
 from service.trials import service as trial_service
 from service.trials.artifacts import load_trial_model
 from service.trials.schemas import TrialDetail
@@ -14,7 +15,7 @@ router = APIRouter(prefix="/api/trials", tags=["trials"])
 
 
 @router.get("/{trial_id}", response_model=TrialDetail)
-def get_trial(trial_id: int, session: SessionDep) -> TrialDetail:
+def get_trial(trial_id: TrialIdDep, session: SessionDep) -> TrialDetail:
     """A trial with its params, state, value and per-epoch curves."""
     return trial_service.get_trial(session, trial_id)
 
@@ -31,7 +32,7 @@ def get_trial(trial_id: int, session: SessionDep) -> TrialDetail:
         404: {"description": "no such trial, or it has no saved model (the reason says why)"},
     },
 )
-def get_model(trial_id: int, session: SessionDep) -> Response:
+def get_model(trial_id: TrialIdDep, session: SessionDep) -> Response:
     """The trained model of a finished trial."""
     model = load_trial_model(session, trial_id)
     return Response(
@@ -45,7 +46,7 @@ def get_model(trial_id: int, session: SessionDep) -> Response:
 
 
 @router.get("/{trial_id}/diagnosis", response_model=TrialDiagnosis)
-def get_diagnosis(trial_id: int, session: SessionDep) -> TrialDiagnosis:
+def get_diagnosis(trial_id: TrialIdDep, session: SessionDep) -> TrialDiagnosis:
     """What the trial's curves say: under-/over-fitting, divergence, gradient health, with
     evidence and remedies mapped onto the study's space."""
     return trial_service.get_diagnosis(session, trial_id)
