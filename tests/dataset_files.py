@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import io
+import struct
 import zipfile
+import zlib
 from typing import Any
 
 import numpy as np
@@ -53,24 +56,82 @@ def parquet_bytes(columns: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
-def zip_bomb(declared_bytes: int) -> bytes:
-    """An NPZ whose X.npy inflates to `declared_bytes` of zeros (a few KB compressed)."""
-    header = io.BytesIO()
-    np.lib.format.write_array_header_1_0(
-        header, {"descr": "<f4", "fortran_order": False, "shape": (declared_bytes // 4,)}
+MIB = 2**20
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    """`data` as a self-contained run of raw deflate blocks (history reset, byte-aligned),
+    so that such runs concatenate into one stream."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return c.compress(data) + c.flush(zlib.Z_FULL_FLUSH)
+
+
+def _zip(members: list[tuple[str, bytes, int, int, int]]) -> bytes:
+    """A zip of (name, raw deflate stream, crc32, real size, size the directory declares)."""
+    out, directory = io.BytesIO(), io.BytesIO()
+    for name, stream, crc, _size, declared in members:
+        offset = out.tell()
+        fields = (20, 0, 8, 0, 33, crc, len(stream), declared, len(name), 0)  # 1980-01-01
+        out.write(struct.pack("<4s5H3L2H", b"PK\x03\x04", *fields) + name.encode() + stream)
+        directory.write(
+            struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, *fields, 0, 0, 0, 0, offset)
+            + name.encode()
+        )
+    start = out.tell()
+    out.write(directory.getvalue())
+    n = len(members)
+    out.write(struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, n, n, directory.tell(), start, 0))
+    return out.getvalue()
+
+
+@functools.cache
+def _zeros_member(mib: int, features: int) -> tuple[int, bytes, int, int]:
+    """X.npy of float32 zeros, (rows, features), `mib` MiB after its header: (rows, raw
+    deflate stream, crc32, size). Cached: the CRC of a GiB takes a while."""
+    rows = mib * MIB // (4 * features)
+    header = npy_header((rows, features))
+    zeros = bytes(MIB)
+    crc = zlib.crc32(header)
+    for _ in range(mib):
+        crc = zlib.crc32(zeros, crc)
+    stream = _raw_deflate(header) + _raw_deflate(zeros) * mib + b"\x03\x00"
+    return rows, stream, crc, len(header) + mib * MIB
+
+
+def zip_bomb(inflated: int, *, declared: int | None = None, features: int = 256) -> bytes:
+    """An NPZ whose X.npy is float32 zeros of shape (inflated // (4 * features), features),
+    about 1 KB per MiB inflated, with labels 0, 1, 0, 1, ... that make it a valid dataset.
+    `declared`: the X size the zip directory claims (default: the truth); `inflated` is
+    rounded down to whole MiB of zeros after the .npy header."""
+    rows, stream, crc, size = _zeros_member(inflated // MIB, features)
+    y = npz_member((np.arange(rows) % 2).astype(np.int64))
+    y_stream = _raw_deflate(y) + b"\x03\x00"
+    return _zip(
+        [
+            ("X.npy", stream, crc, size, size if declared is None else declared),
+            ("y.npy", y_stream, zlib.crc32(y), len(y), len(y)),
+        ]
     )
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        with archive.open("X.npy", "w", force_zip64=True) as member:
-            member.write(header.getvalue())
-            chunk = bytes(2**20)
-            for _ in range(declared_bytes // len(chunk)):
-                member.write(chunk)
-        archive.writestr("y.npy", npz_member(np.zeros(4, dtype=np.int64)))
-    return buf.getvalue()
 
 
 def npz_member(array: Any) -> bytes:
     buf = io.BytesIO()
     np.lib.format.write_array(buf, array)
+    return buf.getvalue()
+
+
+def npz_of_members(**members: bytes) -> bytes:
+    """An NPZ of raw .npy members, e.g. one whose header and data disagree."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, member in members.items():
+            archive.writestr(f"{name}.npy", member)
+    return buf.getvalue()
+
+
+def npy_header(shape: tuple[int, ...], descr: str = "<f4") -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": descr, "fortran_order": False, "shape": shape}
+    )
     return buf.getvalue()

@@ -3,23 +3,34 @@ content, workers training on them, deletion rules."""
 
 from __future__ import annotations
 
+import dataclasses
+import io
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+from numpy.typing import NDArray
+from pyarrow import parquet as pq
 from sqlalchemy import func, select
 
 from service.core.db.engine import session_scope
 from service.core.db.models import Dataset, DatasetBlob
 from service.core.settings import Settings
+from service.datasets import files
+from service.datasets.files import DatasetFileError, DatasetLimits, parse_dataset
 from service.datasets.splits import CACHE_SUBDIR
 from service.worker.process import WorkerProcess
 from tests.conftest import backends, tiny_spec, unique
 from tests.dataset_files import (
+    MIB,
     csv_bytes,
+    npy_header,
     npz_bytes,
+    npz_member,
+    npz_of_members,
     parquet_bytes,
     small_xy,
     zip_bomb,
@@ -95,13 +106,53 @@ BAD_FILES: dict[str, BadFile] = {
         "file",
         "python objects",
     ),
-    "zip bomb": (
+    "zip bomb over the cap": (
         "d.npz",
-        lambda: zip_bomb(16 * 2**20),
+        lambda: zip_bomb(16 * MIB),
         None,
         422,
         "file",
-        "declares 1677",
+        "over this service's cap of 4194304 (HPO_MAX_DATASET_BYTES)",
+    ),
+    "zip bomb under the cap": (  # 3 MiB from 3 KB: the compression ratio refuses it
+        "d.npz",
+        lambda: zip_bomb(3 * MIB),
+        None,
+        422,
+        "file",
+        "HPO_MAX_DATASET_COMPRESSION_RATIO",
+    ),
+    "zip bomb whose directory lies": (  # the .npy header's size is checked before reading
+        "d.npz",
+        lambda: zip_bomb(3 * MIB, declared=64 * 1024),
+        None,
+        422,
+        "file",
+        "array 'X' (3072, 256) float32 needs 3145728 bytes uncompressed",
+    ),
+    "npy header promising more than the data": (
+        "d.npz",
+        lambda: npz_of_members(X=npy_header((60, 5)) + X[:30].tobytes(), y=npz_member(Y)),
+        None,
+        422,
+        "file",
+        "array 'X' ends after 600 of its 1200 bytes",
+    ),
+    "npy data beyond its header": (
+        "d.npz",
+        lambda: npz_of_members(X=npy_header((60, 5)) + X.tobytes() * 50, y=npz_member(Y)),
+        None,
+        422,
+        "file",
+        "array 'X' holds more data than its header declares",
+    ),
+    "complex X": (
+        "d.npz",
+        lambda: npz_bytes(X=X.astype(np.complex64), y=Y),
+        None,
+        422,
+        "file",
+        "has dtype complex64; only numeric arrays",
     ),
     "csv missing target column": (
         "d.csv",
@@ -400,3 +451,91 @@ def test_uploaded_images_are_standardized_per_channel_and_flatten_on_request(
     )
     assert bad.status_code == 422
     assert bad.json()["detail"][0]["loc"] == ["body", "dataset", "shape"]
+
+
+LIMITS = DatasetLimits(max_rows=10_000, max_features=5000, max_classes=10, max_bytes=2**26)
+
+
+def npy_v2(array: NDArray[Any]) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, array, version=(2, 0))
+    return buf.getvalue()
+
+
+def test_npz_members_are_read_in_every_layout_numpy_writes() -> None:
+    x, y = small_xy()
+    compressed = io.BytesIO()
+    np.savez_compressed(compressed, X=x, y=y)
+    files = {
+        "fortran order": npz_bytes(X=np.asfortranarray(x.reshape(60, 1, 5)), y=y),
+        "big-endian": npz_bytes(X=x.astype(">f8"), y=y.astype(">i4")),
+        "format 2.0": npz_of_members(X=npy_v2(x), y=npy_v2(y)),
+        "compressed": compressed.getvalue(),
+        "string labels": npz_bytes(X=x, y=np.array(["a", "b", "c"])[y]),
+    }
+    for case, data in files.items():
+        parsed = parse_dataset("d.npz", data, None, LIMITS)
+        np.testing.assert_array_equal(parsed.x.reshape(60, 5), x, err_msg=case)
+        np.testing.assert_array_equal(parsed.y, y, err_msg=case)
+
+
+def test_the_compression_ratio_applies_only_past_the_floor() -> None:
+    # 1 MiB of X inflated ~1000 times: fine under a 2 MiB floor, refused under a 512 KiB one.
+    bomb = zip_bomb(MIB)
+    roomy = dataclasses.replace(LIMITS, ratio_floor=2 * MIB)
+    assert parse_dataset("d.npz", bomb, None, roomy).x.shape == (1024, 256)
+    tight = dataclasses.replace(LIMITS, ratio_floor=MIB // 2)
+    with pytest.raises(DatasetFileError, match=r"times its \d+ compressed bytes"):
+        parse_dataset("d.npz", bomb, None, tight)
+    assert dataclasses.replace(tight, max_compression_ratio=2000).max_inflated(len(bomb)) > MIB
+
+
+def test_parquet_is_counted_as_it_decodes() -> None:
+    # Run-length encoded zeros: the row groups declare a few KB, Arrow holds 8 bytes a value.
+    n = 60_000
+    table = {f"f{i}": np.zeros(n) for i in range(4)} | {"label": np.arange(n) % 2}
+    data = parquet_bytes(table)
+    meta = pq.ParquetFile(io.BytesIO(data)).metadata
+    declared = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    tight = dataclasses.replace(LIMITS, max_rows=n, ratio_floor=declared + 1)
+    assert declared < tight.max_inflated(len(data)) < 5 * n * 8
+    with pytest.raises(DatasetFileError, match="decodes to over"):
+        parse_dataset("d.parquet", data, "label", tight)
+    roomy = dataclasses.replace(tight, ratio_floor=6 * n * 8)
+    assert parse_dataset("d.parquet", data, "label", roomy).x.shape == (n, 4)
+
+
+def wide_csv(n_columns: int, name_length: int, long_value: int = 0) -> bytes:
+    """40 rows; the header is about n_columns x name_length bytes; with `long_value`, row 5
+    starts with a number written with that many digits (1.000...0)."""
+    rng = np.random.default_rng(0)
+    names = [f"f{i:05d}_" + "n" * name_length for i in range(n_columns)]
+    rows = []
+    for r in range(40):
+        values = [f"{v:.3f}" for v in rng.standard_normal(n_columns)]
+        if r == 5 and long_value:
+            values[0] = "1." + "0" * long_value
+        rows.append(",".join(values) + f",{r % 2}\n")
+    return (",".join(names) + ",label\n" + "".join(rows)).encode()
+
+
+def test_csv_header_and_rows_longer_than_pyarrows_block_are_read() -> None:
+    # Both used to fail on pyarrow's 1 MiB block: "cannot infer number of columns" for the
+    # header, "straddles two block boundaries" for a row.
+    data = wide_csv(2000, 600, long_value=1_200_000)
+    assert data.index(b"\n") > 2**20
+    parsed = parse_dataset("d.csv", data, "label", LIMITS)
+    assert parsed.x.shape == (40, 2000)
+    assert parsed.x[5, 0] == 1.0
+
+
+def test_csv_limits_are_stated(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = wide_csv(2000, 600)
+    few = dataclasses.replace(LIMITS, max_features=100)
+    with pytest.raises(DatasetFileError, match="2001 comma-separated columns; at most 100 f"):
+        parse_dataset("d.csv", data, "label", few)
+    monkeypatch.setattr(files, "CSV_MAX_BLOCK_BYTES", 2**20 + 1000)  # pyarrow's int32, smaller
+    with pytest.raises(DatasetFileError, match=r"a line of \d+ bytes; the CSV reader takes lines"):
+        parse_dataset("d.csv", data, "label", LIMITS)
+    with pytest.raises(DatasetFileError, match="no rows under a header"):
+        parse_dataset("d.csv", b"\n\n\n", "label", LIMITS)

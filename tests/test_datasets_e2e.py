@@ -1,5 +1,7 @@
 """End to end with auth on: a token, `hpo dataset upload` of a generated 10-class signal
-dataset, a study on it over REST trained by 2 real worker processes, its best config."""
+dataset, a study on it over REST trained by 2 real worker processes, its best config; and a
+zip bomb under every cap but the compression ratio, refused by a real server whose memory
+stays flat."""
 
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from service.cli.main import main as cli_main
 from service.core.db.engine import session_scope
 from service.core.db.migrate import upgrade
 from service.core.db.models import Worker
-from tests.dataset_files import signal_dataset
+from tests.conftest import unique
+from tests.dataset_files import MIB, signal_dataset, zip_bomb
 from tests.test_e2e import Service
 
 pytestmark = pytest.mark.slow
@@ -83,3 +86,39 @@ def test_upload_a_signal_dataset_and_tune_on_it_with_two_workers(
     # In use by no running study any more: deletable by its owner.
     assert cli_main(["dataset", "delete", "signals", *client_args]) == 0
     assert svc.client.get("/api/datasets").json() == []
+
+
+def memory_mib(pid: int) -> dict[str, int]:
+    """VmRSS (resident now) and VmHWM (peak resident) of a process, in MiB."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    fields = dict(line.split(":", 1) for line in lines)
+    return {key: int(fields[key].split()[0]) // 1024 for key in ("VmRSS", "VmHWM")}
+
+
+def test_a_zip_bomb_under_the_caps_is_refused_before_it_inflates(served: Service) -> None:
+    # Issue 17 §6: ~1 MiB that inflates to 954 MiB, under the default 1 GiB dataset cap and
+    # 64 MiB request cap, was accepted after 10-17 s and took the API from 1.65 to 3.2 GiB.
+    honest = zip_bomb(954 * MIB)
+    lying = zip_bomb(954 * MIB, declared=MIB)  # the zip directory claims 1 MiB
+    assert len(honest) < 1.1 * MIB
+    pid = served.proc.pid  # `hpo serve` runs the API in its own process
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS: measure from here
+    before = memory_mib(pid)
+    answers = [
+        served.client.post(
+            "/api/datasets",
+            data={"name": unique("bomb")},
+            files={"file": ("bomb.npz", bomb)},
+        )
+        for bomb in (honest, lying)
+    ]
+    after = memory_mib(pid)
+
+    for answer, words in zip(answers, ("the NPZ declares", "array 'X'"), strict=True):
+        assert answer.status_code == 422, answer.text
+        detail = answer.json()["detail"][0]
+        assert detail["loc"] == ["body", "file"]
+        assert words in detail["msg"] and "HPO_MAX_DATASET_COMPRESSION_RATIO" in detail["msg"]
+    assert after["VmHWM"] - before["VmRSS"] < 100, (before, after)
+    names = {d["name"] for d in served.client.get("/api/datasets").json()}
+    assert not any(name.startswith("bomb") for name in names)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./hpo-data/hpo.db"
 
@@ -80,6 +82,32 @@ class Settings(BaseSettings):
         host, _, port = value.rpartition(":")
         if not host.strip("[]") or not port.isdigit() or not 1 <= int(port) <= 65535:
             raise ValueError(f"expected host:port, e.g. 127.0.0.1:9464, got {value!r}")
+        return value
+
+    # -- where dataset files may be (issue 17) ----------------------------------------------
+    data_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="folders besides data_dir that dataset.path may point into: a JSON list, "
+        "or paths separated by os.pathsep (':' on Linux)",
+    )
+    allow_downloads: bool = Field(
+        True, description="whether dataset.download may fetch image datasets into a data root"
+    )
+    max_dataset_compression_ratio: float = Field(
+        100.0,
+        ge=1,
+        description="an NPZ or Parquet upload may inflate to at most this many times its "
+        "compressed size (once past max_request_bytes)",
+    )
+
+    @field_validator("data_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part for part in text.split(os.pathsep) if part.strip()]
         return value
 
     @model_validator(mode="after")

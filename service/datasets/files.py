@@ -1,17 +1,24 @@
 """Reading and validating uploaded dataset files (NPZ, CSV, Parquet) before anything is stored.
 
 Every check happens on the uploaded bytes in memory: a file that fails any of them is
-answered with a reason and leaves no trace. NPZ files are never unpickled
-(`allow_pickle=False`), and their zip directory is checked for the declared uncompressed
-sizes before a single array is inflated (zip bombs).
+answered with a reason and leaves no trace. NPZ files are never unpickled (object arrays are
+refused from their header).
+
+Compressed formats are bounded by what they really inflate to, never by what they declare
+(zip bombs): an upload may grow to at most `DatasetLimits.max_inflated` bytes, the dataset cap
+and, past the request cap, a compression ratio. An NPZ member's array header is read first and
+its size checked before its buffer is allocated; then exactly that many bytes are streamed
+into it, and a member that ends early or holds more fails. Parquet is read batch by batch,
+counting the bytes decoded so far.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import zipfile
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -22,12 +29,41 @@ FORMATS = ("npz", "csv", "parquet")
 MAX_X_DIMS = 4  # rows x (d | L | C x L | H x W | C x H x W)
 
 
+NPY_CHUNK = 1 << 20  # bytes inflated per read of an NPZ member
+CSV_BLOCK_BYTES = 1 << 20  # pyarrow's default block; files with longer lines get larger ones
+CSV_MAX_BLOCK_BYTES = 2**31 - 1  # pyarrow's block size is an int32
+PARQUET_BATCH_ROWS = 65_536  # rows decoded per Parquet batch
+
+
 @dataclass(frozen=True)
 class DatasetLimits:
+    """The caps on an upload (see `max_inflated` for compressed formats)."""
+
     max_rows: int
     max_features: int
     max_classes: int
     max_bytes: int
+    max_compression_ratio: float = 100.0
+    ratio_floor: int = 64 * 2**20  # inflating up to this many bytes needs no ratio check
+
+    def max_inflated(self, compressed: int) -> int:
+        """Bytes an upload with `compressed` bytes of compressed data may inflate to: never
+        over `max_bytes`, and past `ratio_floor` (what a plain upload may be anyway) at most
+        `max_compression_ratio` times `compressed` (the amplification a zip bomb lives on)."""
+        by_ratio = int(self.max_compression_ratio * compressed)
+        return min(self.max_bytes, max(self.ratio_floor, by_ratio))
+
+    def inflation_refused(self, what: str, size: int, compressed: int) -> DatasetFileError:
+        """The refusal of `what` inflating to `size` bytes from `compressed` bytes."""
+        if size > self.max_bytes:
+            why = f"over this service's cap of {self.max_bytes} (HPO_MAX_DATASET_BYTES)"
+        else:
+            why = (
+                f"{size / max(compressed, 1):.0f} times its {compressed} compressed bytes; past "
+                f"{self.ratio_floor} bytes (HPO_MAX_REQUEST_BYTES) an upload may inflate at "
+                f"most {self.max_compression_ratio:g} times (HPO_MAX_DATASET_COMPRESSION_RATIO)"
+            )
+        return DatasetFileError("file", f"{what} {size} bytes uncompressed, {why}")
 
 
 @dataclass(frozen=True)
@@ -85,28 +121,68 @@ def _read_npz(data: bytes, limits: DatasetLimits) -> tuple[NDArray[Any], NDArray
         raise DatasetFileError(
             "file", f"the NPZ must hold arrays 'X' and 'y'; missing {missing}, found {found}"
         )
-    declared = sum(infos[f"{n}.npy"].file_size for n in ("X", "y"))
-    if declared > limits.max_bytes:
-        raise DatasetFileError(
-            "file",
-            f"the NPZ declares {declared} bytes uncompressed, over this service's cap of "
-            f"{limits.max_bytes} (HPO_MAX_DATASET_BYTES)",
-        )
-    arrays = []
-    for name in ("X", "y"):
+    members = [infos[f"{n}.npy"] for n in ("X", "y")]
+    # The directory's sizes only allow an early refusal; what is read is counted below.
+    compressed = min(len(data), sum(i.compress_size for i in members))
+    allowed = limits.max_inflated(compressed)
+    declared = sum(i.file_size for i in members)
+    if declared > allowed:
+        raise limits.inflation_refused("the NPZ declares", declared, compressed)
+    arrays: list[NDArray[Any]] = []
+    for name, info in zip(("X", "y"), members, strict=True):
+        left = allowed - sum(a.nbytes for a in arrays)
         try:
-            # zipfile stops inflating at the declared size and checks the CRC at the end.
-            with archive.open(infos[f"{name}.npy"]) as member:
-                arrays.append(np.lib.format.read_array(member, allow_pickle=False))
-        except ValueError as e:
-            if "allow_pickle" in str(e) or "Object arrays" in str(e):
-                raise DatasetFileError(
-                    "file", f"array {name!r} holds Python objects; only numeric arrays are read"
-                ) from e
-            raise DatasetFileError("file", f"cannot read array {name!r}: {e}") from e
+            with archive.open(info) as member:
+                arrays.append(_read_member(member, name, left, compressed, limits))
+        except DatasetFileError:
+            raise
         except Exception as e:  # truncated or corrupt member: zlib, CRC, EOF, header errors
             raise DatasetFileError("file", f"cannot read array {name!r}: {e}") from e
     return arrays[0], arrays[1]
+
+
+def _read_member(
+    member: IO[bytes], name: str, allowed: int, compressed: int, limits: DatasetLimits
+) -> NDArray[Any]:
+    """One .npy member: its header, then exactly the bytes it declares, streamed into a buffer
+    allocated only once that size is known to be within `allowed`."""
+    version = np.lib.format.read_magic(member)
+    if version == (1, 0):
+        shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(member)
+    elif version == (2, 0):
+        shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(member)
+    else:
+        raise DatasetFileError("file", f"array {name!r}: .npy format {version} is not read")
+    if dtype.hasobject:
+        raise DatasetFileError(
+            "file", f"array {name!r} holds Python objects; only numeric arrays are read"
+        )
+    if dtype.kind not in "biufU" or dtype.fields is not None:
+        raise DatasetFileError(
+            "file", f"array {name!r} has dtype {dtype}; only numeric arrays (and labels) are read"
+        )
+    count = math.prod(shape)
+    size = count * dtype.itemsize
+    if size > allowed:
+        raise limits.inflation_refused(
+            f"array {name!r} {tuple(shape)} {dtype} needs", size, compressed
+        )
+    flat = np.empty(count, dtype=dtype)
+    view = flat.view(np.uint8).data
+    done = 0
+    while done < size:
+        chunk = member.read(min(NPY_CHUNK, size - done))
+        if not chunk:
+            raise DatasetFileError(
+                "file", f"array {name!r} ends after {done} of its {size} bytes (truncated)"
+            )
+        view[done : done + len(chunk)] = chunk
+        done += len(chunk)
+    if member.read(1):  # also reaches the member's end, where zipfile checks the CRC
+        raise DatasetFileError("file", f"array {name!r} holds more data than its header declares")
+    if fortran_order:
+        return flat.reshape(shape[::-1]).transpose()
+    return flat.reshape(shape)
 
 
 # ---- CSV and Parquet -----------------------------------------------------------------------
@@ -118,7 +194,7 @@ def _read_table(
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    table = _read_csv(data) if fmt == "csv" else _read_parquet(data, limits)
+    table = _read_csv(data, limits) if fmt == "csv" else _read_parquet(data, limits)
     columns = list(table.column_names)
     if target not in columns:
         hint = ""
@@ -171,14 +247,52 @@ def _first_value(col: Any) -> object:
     return None
 
 
-def _read_csv(data: bytes) -> Any:
+def _read_csv(data: bytes, limits: DatasetLimits) -> Any:
     import pyarrow as pa
     from pyarrow import csv
 
+    header = data.split(b"\n", 1)[0]
+    fields = header.count(b",") + 1
+    if fields > limits.max_features + 1:
+        raise DatasetFileError(
+            "file",
+            f"the header has {fields} comma-separated columns; at most "
+            f"{limits.max_features} features and the target are allowed (HPO_MAX_DATASET_FEATURES)",
+        )
     try:
-        return csv.read_csv(io.BytesIO(data))
+        try:
+            return csv.read_csv(io.BytesIO(data))
+        except pa.ArrowInvalid as e:
+            # pyarrow parses in blocks (1 MiB by default) and needs the header, and every
+            # row, inside one block: past that it cannot infer the columns or says a row
+            # "straddles" two blocks. Such a file is read again in blocks that hold its
+            # longest line.
+            longest = _longest_line(data)
+            if longest < CSV_BLOCK_BYTES:
+                raise
+            if longest >= CSV_MAX_BLOCK_BYTES:
+                raise DatasetFileError(
+                    "file",
+                    f"a line of {longest} bytes; the CSV reader takes lines of at most "
+                    f"{CSV_MAX_BLOCK_BYTES - 1} bytes",
+                ) from e
+            options = csv.ReadOptions(block_size=longest + 1)
+            return csv.read_csv(io.BytesIO(data), read_options=options)
     except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError) as e:
+        if "cannot infer number of columns" in str(e):
+            raise DatasetFileError(
+                "file", "the CSV has no rows under a header (it is blank or holds only a header)"
+            ) from e
         raise DatasetFileError("file", f"cannot parse the CSV: {e}") from e
+
+
+def _longest_line(data: bytes) -> int:
+    """Bytes in the longest line of `data`, its newline included."""
+    longest, start = 0, 0
+    while (end := data.find(b"\n", start)) >= 0:
+        longest = max(longest, end + 1 - start)
+        start = end + 1
+    return max(longest, len(data) - start)
 
 
 def _read_parquet(data: bytes, limits: DatasetLimits) -> Any:
@@ -189,18 +303,27 @@ def _read_parquet(data: bytes, limits: DatasetLimits) -> Any:
         pf = parquet.ParquetFile(io.BytesIO(data))
         meta = pf.metadata
         if meta.num_rows > limits.max_rows:
+            raise DatasetFileError("file", _rows_over(meta.num_rows, limits))
+        if meta.num_columns > limits.max_features + 1:
             raise DatasetFileError(
                 "file",
-                _rows_over(meta.num_rows, limits),
+                f"{meta.num_columns} columns; at most {limits.max_features} features and the "
+                "target are allowed (HPO_MAX_DATASET_FEATURES)",
             )
+        allowed = limits.max_inflated(len(data))
         declared = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
-        if declared > limits.max_bytes:
-            raise DatasetFileError(
-                "file",
-                f"the Parquet file declares {declared} bytes uncompressed, over the cap of "
-                f"{limits.max_bytes} (HPO_MAX_DATASET_BYTES)",
-            )
-        return pf.read()
+        if declared > allowed:
+            raise limits.inflation_refused("the Parquet file declares", declared, len(data))
+        # The metadata may lie: count what is really decoded, a batch at a time.
+        batches, decoded = [], 0
+        for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+            decoded += batch.nbytes
+            if decoded > allowed:
+                raise limits.inflation_refused(
+                    "the Parquet file decodes to over", allowed, len(data)
+                )
+            batches.append(batch)
+        return pa.Table.from_batches(batches, schema=pf.schema_arrow)
     except DatasetFileError:
         raise
     except (pa.ArrowException, OSError, ValueError) as e:
@@ -250,7 +373,7 @@ def validate_arrays(
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         row = int(np.argwhere(~np.isfinite(x.reshape(n, -1)))[0][0])
         raise DatasetFileError("file", f"X has NaN or infinite values (first at row {row})")
-    x32 = x.astype(np.float32)
+    x32 = x.astype(np.float32, copy=False)  # no second copy of an upload that is float32
     if not np.isfinite(x32).all():
         raise DatasetFileError("file", "X has values too large for float32")
     y = _labels(y)

@@ -85,6 +85,8 @@ def limits_of(settings: Settings) -> DatasetLimits:
         max_features=settings.max_dataset_features,
         max_classes=settings.max_dataset_classes,
         max_bytes=settings.max_dataset_bytes,
+        max_compression_ratio=settings.max_dataset_compression_ratio,
+        ratio_floor=settings.max_request_bytes,
     )
 
 

@@ -29,10 +29,14 @@ class DatasetSpec(Strict):
         None, description="flat (n, features) or image (n, c, h, w); default: the dataset's own"
     )
     path: str | None = Field(
-        None, description="image datasets: their folder on the worker (default $HPO_DATA_DIR/name)"
+        None,
+        description="image datasets: their folder on the worker (default $HPO_DATA_DIR/name; "
+        "relative: under HPO_DATA_DIR), inside HPO_DATA_DIR or a folder of HPO_DATA_ROOTS",
     )
     download: bool = Field(
-        False, description="image datasets: workers fetch missing files (needs network access)"
+        False,
+        description="image datasets: workers fetch missing files into that folder (needs "
+        "network access and HPO_ALLOW_DOWNLOADS)",
     )
 
     @model_validator(mode="after")

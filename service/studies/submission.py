@@ -16,6 +16,7 @@ from service.core.errors import InvalidInput, TooManyRequests
 from service.core.settings import Settings
 from service.core.states import StudyState
 from service.datasets import service as dataset_service
+from service.datasets.locations import DataPlaces
 from service.studies.spec import StudySpec
 from trainer.data import DATASET_NAMES
 
@@ -94,4 +95,5 @@ def check_submission(
     client fixes them; `trials.service.check_init_from` checks the trial it starts from."""
     check_caps(spec, settings)
     check_dataset(session, spec)
+    DataPlaces.of(settings).folder(spec.dataset)  # dataset.path inside a data root
     check_quota(session, settings, principal)

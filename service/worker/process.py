@@ -25,6 +25,7 @@ import torch
 from service.analysis import learning_curves
 from service.core.db.retry import retry_db
 from service.core.settings import Settings
+from service.datasets.locations import DataPlaces
 from service.scheduling.claims import (
     Claim,
     candidate_studies,
@@ -63,7 +64,7 @@ class WorkerProcess:
         self.only = studies  # study names (or ids) this worker takes trials of; None: all
         self.stopping = threading.Event()
         self.worker_id: int | None = None
-        self.data = DatasetCache(self.url, self.device, settings.data_dir)
+        self.data = DatasetCache(self.url, self.device, DataPlaces.of(settings))
         self._last_reap = 0.0
         # Set when a trial's end could not be recorded; its record is failed once the
         # database is back.
