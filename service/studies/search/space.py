@@ -6,7 +6,7 @@ from typing import Any
 
 import optuna
 
-from service.studies.search.conditions import condition_holds
+from service.studies.search.conditions import condition_holds, condition_warnings
 from service.studies.search.steps import float_points
 from service.studies.spec import CategoricalDist, FloatDist, IntDist, StudySpec
 
@@ -47,3 +47,8 @@ def grid_values(spec: StudySpec) -> dict[str, list[Any]]:
             grid[name] = float_points(dist.low, dist.high, dist.step)
     return grid
 
+
+def space_warnings(spec: StudySpec) -> list[str]:
+    """What an accepted spec's search space does that its author may not expect, one
+    sentence each (shown as `warnings` in the study's detail); empty when nothing."""
+    return condition_warnings(spec.space, spec.fixed)
