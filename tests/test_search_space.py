@@ -112,10 +112,9 @@ def expected_refusals(raw: dict[str, Any]) -> dict[str, str]:
         if dist.get("log") and "step" in dist:
             refused[f"space.{name}"] = "step cannot be combined with log"
         elif "step" in dist and not divides(dist["low"], dist["high"], dist["step"]):
-            refused[f"space.{name}.step"] = "larger than" if (
-                Fraction(repr(dist["step"])) > Fraction(repr(dist["high"]))
-                - Fraction(repr(dist["low"]))
-            ) else "does not divide"
+            span = Fraction(repr(dist["high"])) - Fraction(repr(dist["low"]))
+            too_large = Fraction(repr(dist["step"])) > span
+            refused[f"space.{name}.step"] = "larger than" if too_large else "does not divide"
         elif raw["sampler"]["name"] == "grid" and dist["type"] == "float" and "step" not in dist:
             refused[f"space.{name}"] = "the grid sampler needs a step"
     return refused
