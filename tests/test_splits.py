@@ -10,9 +10,14 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from hypothesis import assume, event, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from sklearn.model_selection import train_test_split
 
 from service.core.settings import Settings
+from service.datasets.spec import DatasetSpec
+from service.datasets.splits import surely_in_every_split
 from service.worker.process import WorkerProcess
 from tests.conftest import tiny_spec, unique
 from tests.dataset_files import npz_bytes
@@ -169,3 +174,28 @@ def test_a_class_missing_from_a_split_is_named() -> None:
     ]
     # Without a test split a class needs 2 rows, not 3.
     split_indices(np.array([0] * 20 + [1] * 2), val_fraction=0.5, test_fraction=0.0, seed=0)
+
+
+@hypothesis_settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(
+    counts=st.lists(st.integers(1, 400), min_size=2, max_size=6),
+    val=st.integers(1, 90),
+    test=st.integers(0, 90),
+    seed=st.integers(0, 3),
+)
+def test_the_submission_shortcut_never_passes_a_split_missing_a_class(
+    counts: list[int], val: int, test: int, seed: int
+) -> None:
+    """`surely_in_every_split` (counts only) says yes only where the exact split agrees."""
+    assume(val + test < 100)
+    y = np.repeat(np.arange(len(counts)), counts)
+    rng = np.random.default_rng(seed)
+    rng.shuffle(y)
+    ds = DatasetSpec(name="moons", val_fraction=val / 100, test_fraction=test / 100, seed=seed)
+    if surely_in_every_split(y, ds):
+        event("shortcut")
+        train, validation, test_rows = split_indices(
+            y, val_fraction=ds.val_fraction, test_fraction=ds.test_fraction, seed=seed
+        )
+        for rows in (train, validation, *([test_rows] if test else [])):
+            assert set(y[rows]) == set(range(len(counts)))
