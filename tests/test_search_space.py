@@ -320,3 +320,15 @@ def test_accepted_float_steps_never_make_optuna_adjust_high(
     assert dist.high == high
     points = grid_values(spec)["input_noise"]
     assert points[0] == low and points[-1] == high
+
+
+def test_enqueued_values_must_lie_on_the_step_grid() -> None:
+    """An enqueued configuration is a point a sampler could propose: on the grid, not between."""
+    raw = study_spec("tpe", {"batch_size": {"type": "int", "low": 16, "high": 64, "step": 16}})
+    raw["space"]["dropout"] = {"type": "float", "low": 0.0, "high": 0.3, "step": 0.1}
+    StudySpec.model_validate({**raw, "enqueue": [{"batch_size": 48, "dropout": 0.3}]})
+    with pytest.raises(ValidationError) as caught:
+        StudySpec.model_validate({**raw, "enqueue": [{"batch_size": 20, "dropout": 0.25}]})
+    message = str(caught.value)
+    assert "enqueue[0].batch_size: 20 is outside space.batch_size" in message
+    assert "enqueue[0].dropout: 0.25 is outside space.dropout" in message
