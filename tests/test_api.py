@@ -38,7 +38,8 @@ def test_create_returns_id_name_status_and_duplicate_is_409(client: httpx.Client
     response = client.post("/api/studies", json=tiny_spec(name))
     assert response.status_code == 201
     body = response.json()
-    assert set(body) == {"id", "name", "status"}
+    assert set(body) == {"id", "name", "status", "warnings"}
+    assert body["warnings"] == []
     assert body["name"] == name
     assert body["status"] == "running"
 

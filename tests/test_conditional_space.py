@@ -12,7 +12,7 @@ import optuna
 import pytest
 
 from service.core.settings import Settings
-from service.studies.search.space import suggest_params
+from service.studies.search.space import space_warnings, suggest_params
 from service.studies.spec import StudySpec
 from service.worker.process import WorkerProcess
 from tests.conftest import tiny_spec, unique
@@ -111,10 +111,27 @@ BAD_CONDITIONS: list[tuple[str, Mutation, str, str]] = [
         "'lion'",
     ),
     (
-        "value the space never chooses",
+        "typo of a value",
+        _when("momentum", {"optimizer": ["momentum", "nestrov"]}),
+        "space.momentum.when.optimizer",
+        "'nestrov': must be one of",
+    ),
+    (
+        "no value the space ever chooses",
         _when("momentum", {"optimizer": ["rmsprop"]}),
         "space.momentum.when.optimizer",
-        "never chosen",
+        "never holds: space.optimizer offers none of ['rmsprop']",
+    ),
+    (
+        "int value outside the parameter's domain",
+        _chain(
+            _set("fixed", {"hidden_units": 16}),
+            _space("hidden_layers", {"type": "int", "low": 1, "high": 2}),
+            _reorder("hidden_layers"),
+            _when("momentum", {"hidden_layers": [1, 40]}),
+        ),
+        "space.momentum.when.hidden_layers",
+        "40: must be <= 32",
     ),
     (
         "parent after the entry",
@@ -216,6 +233,58 @@ def test_good_conditions_are_accepted_and_stored() -> None:
     assert dumped["space"]["momentum"]["when"] == MOMENTUM_WHEN
     assert dumped["space"]["optimizer"]["when"] is None
     assert list(dumped["space"]) == ["lr", "optimizer", "momentum", "activation", "dropout"]
+
+
+def test_a_legal_value_the_space_does_not_offer_is_accepted_with_a_warning(
+    client: httpx.Client, settings: Settings
+) -> None:
+    """Issue 12 §6: a reused condition naming nesterov, in a space that only offers momentum
+    and adam, trains; the study's detail says which values never occur."""
+    spec = tiny_spec(unique("when-narrowed"), n_trials=3)
+    spec["space"] = {
+        "optimizer": {"type": "categorical", "choices": ["momentum", "adam"]},
+        "momentum": {"type": "float", "low": 0.8, "high": 0.95, "when": MOMENTUM_WHEN},
+    }
+    spec["enqueue"] = [{"optimizer": "momentum"}, {"optimizer": "adam"}]
+    created = client.post("/api/studies", json=spec)
+    assert created.status_code == 201, created.text
+    expected = [
+        "space.momentum.when.optimizer: 'nesterov' is not among the values space.optimizer "
+        "takes, so momentum is searched only when optimizer is one of ['momentum']"
+    ]
+    assert created.json()["warnings"] == expected
+    study_id = created.json()["id"]
+
+    WorkerProcess(settings).run(until_idle=True, install_signals=False)
+
+    study = client.get(f"/api/studies/{study_id}").json()
+    assert study["status"] == "completed", study
+    assert study["warnings"] == expected
+    items = client.get(f"/api/studies/{study_id}/trials").json()["items"]
+    assert [t["state"] for t in items] == ["complete"] * 3, items
+    for t in items:
+        assert ("momentum" in t["params"]) == (t["params"]["optimizer"] == "momentum"), t
+
+
+def test_values_off_an_int_parents_grid_are_warnings() -> None:
+    """The kind of §6 over int parents: a legal value outside [low, high] or between two
+    steps is never taken; a value on the grid is."""
+    spec = conditional_spec("int-parent")
+    spec["fixed"] = {}
+    spec["space"] = {
+        "hidden_units": {"type": "int", "low": 16, "high": 64, "step": 16},
+        "dropout": {"type": "float", "low": 0.0, "high": 0.5, "when": {"hidden_units": [20, 32]}},
+        "hidden_layers": {"type": "int", "low": 1, "high": 2},
+        "momentum": {"type": "float", "low": 0.5, "high": 0.9, "when": {"hidden_layers": [2, 3]}},
+    }
+    parsed = StudySpec.model_validate(spec)
+    assert space_warnings(parsed) == [
+        "space.dropout.when.hidden_units: 20 is not among the values space.hidden_units takes, "
+        "so dropout is searched only when hidden_units is one of [32]",
+        "space.momentum.when.hidden_layers: 3 is not among the values space.hidden_layers "
+        "takes, so momentum is searched only when hidden_layers is one of [2]",
+    ]
+    assert space_warnings(StudySpec.model_validate(conditional_spec("none"))) == []
 
 
 def test_suggestions_follow_the_conditions() -> None:

@@ -90,7 +90,7 @@ BAD_SPECS: list[tuple[str, Mutation, str]] = [
     ("unknown top-level key", _set("epochs", 10), "epochs"),
     ("missing budget", _delete("budget"), "budget"),
     ("missing name", _delete("name"), "name"),
-    ("val+test too large", _set("dataset.val_fraction", 0.7), "val_fraction"),
+    ("val+test leave no row to train", _set("dataset.val_fraction", 0.8), "val_fraction"),
     ("unknown sampler", _set("sampler.name", "bayes"), "sampler"),
     ("unknown pruner", _set("pruner.name", "asha"), "pruner"),
     ("direction contradicts metric", _set("objective.direction", "minimize"), "direction"),

@@ -12,6 +12,7 @@ pixels across positions.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -162,6 +163,92 @@ def flatten_splits(s: DataSplits) -> DataSplits:
     )
 
 
+SplitName = Literal["training", "validation", "test"]
+
+
+class SplitError(ValueError):
+    """A split that could not train or evaluate; `problems` are (split, sentence) pairs."""
+
+    def __init__(self, problems: list[tuple[SplitName | None, str]]) -> None:
+        super().__init__("; ".join(sentence for _, sentence in problems))
+        self.problems = problems
+
+
+def split_sizes(n: int, *, val_fraction: float, test_fraction: float) -> dict[SplitName, int]:
+    """Rows of each split of n rows, as `split_indices` (scikit-learn) rounds them: the test
+    split takes ceil(test_fraction·n), validation ceil of its share of the rest."""
+    n_test = math.ceil(test_fraction * n) if test_fraction > 0 else 0
+    rest = n - n_test
+    n_val = math.ceil(val_fraction / (1.0 - test_fraction) * rest)
+    return {"training": rest - n_val, "validation": n_val, "test": n_test}
+
+
+def split_size_problems(
+    n: int, n_classes: int, *, val_fraction: float, test_fraction: float
+) -> list[tuple[SplitName | None, str]]:
+    """Splits of n rows too small to hold one row of each of `n_classes` classes (a test
+    split of 0 rows, test_fraction 0, is no split and fine)."""
+    if not 0 < val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
+        return [(None, "val_fraction + test_fraction must leave rows for training")]
+    sizes = split_sizes(n, val_fraction=val_fraction, test_fraction=test_fraction)
+    return [
+        (
+            split,
+            f"the {split} split would have {size} of the {n} rows, fewer than the "
+            f"{n_classes} classes, and every split needs each class",
+        )
+        for split, size in sizes.items()
+        if size < n_classes and not (split == "test" and test_fraction == 0)
+    ]
+
+
+def split_indices(
+    y: IntArray, *, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[IntArray, IntArray, IntArray]:
+    """Row indices of the stratified train, validation and test splits of labels y (n,).
+
+    `val_fraction` and `test_fraction` are fractions of all n rows; test_fraction 0 gives
+    an empty test split. Raises `SplitError` naming the split when one has fewer rows than
+    there are classes or misses a class.
+    """
+    classes, counts = np.unique(y, return_counts=True)
+    n_splits = 3 if test_fraction > 0 else 2
+    problems = split_size_problems(
+        len(y), len(classes), val_fraction=val_fraction, test_fraction=test_fraction
+    )
+    problems += [
+        (None, f"class {c} has {k} row{'s' if k > 1 else ''}, fewer than the {n_splits} splits")
+        for c, k in zip(classes.tolist(), counts.tolist(), strict=True)
+        if k < n_splits
+    ]
+    if problems:
+        raise SplitError(problems)
+    rows = np.arange(len(y))
+    try:
+        i_rest, i_test = rows, rows[:0]
+        if test_fraction > 0:
+            i_rest, i_test = train_test_split(
+                rows, test_size=test_fraction, random_state=seed, stratify=y
+            )
+        # val_fraction is a fraction of all rows, not of what remains after the test split.
+        val_of_rest = val_fraction / (1.0 - test_fraction)
+        i_train, i_val = train_test_split(
+            i_rest, test_size=val_of_rest, random_state=seed, stratify=y[i_rest]
+        )
+    except ValueError as e:  # scikit-learn cannot stratify what is left after the test split
+        raise SplitError([(None, f"cannot split the rows by class: {e}")]) from e
+    splits: dict[SplitName, IntArray] = {"training": i_train, "validation": i_val, "test": i_test}
+    missing: list[tuple[SplitName | None, str]] = [
+        (split, f"the {split} split ({len(idx)} rows) has no row of class {c}")
+        for split, idx in splits.items()
+        if split != "test" or test_fraction > 0
+        for c in np.setdiff1d(classes, y[idx]).tolist()
+    ]
+    if missing:
+        raise SplitError(missing)
+    return i_train, i_val, i_test
+
+
 def split_and_standardize(
     x: FloatArray,
     y: IntArray,
@@ -175,17 +262,13 @@ def split_and_standardize(
 
     x is (n, *sample_shape). mu and sigma have the sample's shape (per feature), or with
     `per_channel` the shape (c, 1, ..., 1): one value per channel of (n, c, *spatial).
+    Raises `SplitError` when a split could not train or evaluate (see `split_indices`).
     """
-    x_rest, x_test, y_rest, y_test = (x, x[:0], y, y[:0])
-    if test_fraction > 0:
-        x_rest, x_test, y_rest, y_test = train_test_split(
-            x, y, test_size=test_fraction, random_state=seed, stratify=y
-        )
-    # val_fraction is a fraction of the whole dataset, not of what remains after the test split.
-    val_of_rest = val_fraction / (1.0 - test_fraction)
-    x_train, x_val, y_train, y_val = train_test_split(
-        x_rest, y_rest, test_size=val_of_rest, random_state=seed, stratify=y_rest
+    i_train, i_val, i_test = split_indices(
+        y, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
     )
+    x_train, x_val, x_test = x[i_train], x[i_val], x[i_test]
+    y_train, y_val, y_test = y[i_train], y[i_val], y[i_test]
     # float64 accumulation: float32 sums over millions of pixels lose digits
     if per_channel:  # x is (n, c, *spatial): reduce over n and the spatial axes
         axes = (0, *range(2, x.ndim))

@@ -8,11 +8,17 @@ from pydantic import BaseModel, Field
 
 from service.core.types import UtcDatetime
 
+WARNINGS_HELP = (
+    "what the accepted spec does that its author may not expect, one sentence each "
+    "(e.g. a `when` value its parameter's space never takes)"
+)
+
 
 class StudyCreated(BaseModel):
     id: int
     name: str
     status: str
+    warnings: list[str] = Field(default_factory=list, description=WARNINGS_HELP)
 
 
 class TrialCounts(BaseModel):
@@ -48,6 +54,7 @@ class StudySummary(BaseModel):
 class StudyDetail(StudySummary):
     spec: dict[str, Any]
     best: BestTrial | None
+    warnings: list[str] = Field(default_factory=list, description=WARNINGS_HELP)
 
 
 class Health(BaseModel):

@@ -18,6 +18,7 @@ from service.core.optuna_storage import get_storage
 from service.core.states import StudyState
 from service.studies.queries import best_trial_id, best_values, trial_counts
 from service.studies.schemas import BestTrial, StudyCreated, StudyDetail, StudySummary
+from service.studies.search.space import space_warnings
 from service.studies.spec import StudySpec, load_spec
 
 
@@ -82,7 +83,9 @@ def create_study(
         if isinstance(e, IntegrityError):
             raise StudyExists(spec.name) from e
         raise
-    return StudyCreated(id=study.id, name=study.name, status=study.status)
+    return StudyCreated(
+        id=study.id, name=study.name, status=study.status, warnings=space_warnings(spec)
+    )
 
 
 def get_study_row(session: Session, study_id: int) -> Study:
@@ -164,7 +167,12 @@ def get_study(session: Session, study_id: int) -> StudyDetail:
     """A study's summary, spec and best trial; raises `StudyNotFound`."""
     study = get_study_row(session, study_id)
     summary = summaries(session, [study])[0]
-    return StudyDetail(**summary.model_dump(), spec=study.spec, best=best_trial(session, study))
+    return StudyDetail(
+        **summary.model_dump(),
+        spec=study.spec,
+        best=best_trial(session, study),
+        warnings=space_warnings(load_spec(study.spec)),
+    )
 
 
 def get_best(session: Session, study_id: int) -> BestTrial | None:

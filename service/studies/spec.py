@@ -17,6 +17,7 @@ from pydantic import (
 from service.datasets.spec import DatasetSpec, Strict
 from service.studies.model_families import check_family
 from service.studies.search.conditions import condition_errors, enqueue_condition_errors
+from service.studies.search.steps import n_points, on_grid, step_error
 from trainer.config import TrainConfig
 from trainer.data import is_image
 from trainer.params import PARAMS, ParamValue
@@ -45,7 +46,13 @@ class FloatDist(Strict):
         return self
 
     def contains(self, value: object) -> bool:
-        return isinstance(value, int | float) and self.low <= value <= self.high
+        """Whether a sampler could propose `value`: in [low, high] and, with a step, on its grid."""
+        return (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and self.low <= value <= self.high
+            and (self.step is None or on_grid(value, self.low, self.step))
+        )
 
 
 class IntDist(Strict):
@@ -62,10 +69,12 @@ class IntDist(Strict):
         return self
 
     def contains(self, value: object) -> bool:
+        """Whether a sampler could propose `value`: in [low, high] and on the step grid."""
         return (
             isinstance(value, int)
             and not isinstance(value, bool)
             and (self.low <= value <= self.high)
+            and (value - self.low) % (self.step or 1) == 0
         )
 
 
@@ -191,6 +200,10 @@ class StudySpec(Strict):
         errors: list[str] = []
         for name, dist in self.space.items():
             errors += [f"space.{name}: {e}" for e in _space_errors(name, dist)]
+            if isinstance(dist, CategoricalDist) or dist.step is None:
+                continue
+            if (e := step_error(dist.low, dist.high, dist.step)) is not None:
+                errors.append(f"space.{name}.step: {e}")
         for name, value in self.fixed.items():
             if name in self.space:
                 errors.append(f"fixed.{name}: is also in space; search it or fix it, not both")
@@ -245,8 +258,7 @@ def _grid_points(space: dict[str, FloatDist | IntDist | CategoricalDist]) -> flo
         if isinstance(dist, CategoricalDist):
             total *= len(dist.choices)
         else:
-            step = dist.step or 1
-            total *= math.floor((dist.high - dist.low) / step + 1e-9) + 1
+            total *= n_points(dist.low, dist.high, dist.step or 1)
     return total
 
 

@@ -17,6 +17,7 @@ from service.core.settings import Settings
 from service.core.states import StudyState
 from service.datasets import service as dataset_service
 from service.datasets.locations import DataPlaces
+from service.datasets.splits import check_split
 from service.studies.spec import StudySpec
 from trainer.data import DATASET_NAMES
 
@@ -48,10 +49,11 @@ def check_caps(spec: StudySpec, settings: Settings) -> None:
 
 
 def check_dataset(session: Session, spec: StudySpec) -> None:
-    """The dataset is built in or uploaded, and an image dataset has images; raises
-    `InvalidInput`."""
+    """The dataset is built in or uploaded, an image dataset has images, and the fractions
+    split its rows into splits that can train and evaluate; raises `InvalidInput`."""
     name = spec.dataset.name
     if name in DATASET_NAMES:
+        check_split(session, spec.dataset)
         return
     if not dataset_service.exists(session, name):
         raise InvalidInput(
@@ -68,6 +70,7 @@ def check_dataset(session: Session, spec: StudySpec) -> None:
                 field="dataset.shape",
                 value="image",
             )
+    check_split(session, spec.dataset)
 
 
 def check_quota(session: Session, settings: Settings, principal: Principal | None) -> None:

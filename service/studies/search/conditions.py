@@ -8,6 +8,10 @@ hold has no value, so the entries that depend on it are skipped too.
 Conditions may only refer to parameters earlier in `space` (or fixed), which is also what
 rules out cycles: the space's order is the order of the suggest calls, the define-by-run
 order every Optuna sampler sees.
+
+A listed value must be a legal value of its parameter (a typo such as `nestrov` is an
+error), but the space need not offer it: a reused condition still holds for the values the
+space does offer, and the others are reported as warnings (`condition_warnings`).
 """
 
 from __future__ import annotations
@@ -92,12 +96,11 @@ def _parent_errors(
                 "conditions need a categorical or int parameter; "
                 f"space.{parent} is a continuous float"
             )
-        elif not errors:
-            errors += [
-                f"{v!r} is outside space.{parent}, so it is never chosen"
-                for v in allowed
-                if not parent_dist.contains(v)
-            ]
+        elif not errors and not any(parent_dist.contains(v) for v in allowed):
+            errors.append(
+                f"never holds: space.{parent} offers none of {list(allowed)}, so {name} would "
+                "never be searched; drop the entry or the condition"
+            )
     elif parent in fixed:
         if not errors and fixed[parent] not in allowed:
             errors.append(
@@ -106,6 +109,30 @@ def _parent_errors(
     else:
         errors.append(f"is neither searched (before {name}) nor fixed, so it has no value")
     return errors
+
+
+def condition_warnings(
+    space: Mapping[str, ConditionalDist], fixed: Mapping[str, object]
+) -> list[str]:
+    """Harmless oddities of an accepted space's `when` entries, one sentence each: legal
+    values a condition lists that its (searched) parameter never takes. Empty when none."""
+    warnings: list[str] = []
+    for name, dist in space.items():
+        for parent, allowed in (dist.when or {}).items():
+            parent_dist = space.get(parent)
+            param = PARAMS.get(parent)
+            if parent_dist is None or param is None:
+                continue  # a fixed parent: the condition holds or the spec was refused
+            offered = [v for v in allowed if parent_dist.contains(v)]
+            unoffered = [v for v in allowed if param.check(v) is None and v not in offered]
+            if unoffered:
+                verb = "is" if len(unoffered) == 1 else "are"
+                warnings.append(
+                    f"space.{name}.when.{parent}: {', '.join(map(repr, unoffered))} {verb} "
+                    f"not among the values space.{parent} takes, so {name} is searched only "
+                    f"when {parent} is one of {offered}"
+                )
+    return warnings
 
 
 def enqueue_condition_errors(

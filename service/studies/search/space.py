@@ -6,7 +6,8 @@ from typing import Any
 
 import optuna
 
-from service.studies.search.conditions import condition_holds
+from service.studies.search.conditions import condition_holds, condition_warnings
+from service.studies.search.steps import float_points
 from service.studies.spec import CategoricalDist, FloatDist, IntDist, StudySpec
 
 
@@ -33,7 +34,8 @@ def suggest_params(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
 
 def grid_values(spec: StudySpec) -> dict[str, list[Any]]:
     """Every point of each searched parameter, for the grid sampler (which the spec refuses
-    for conditional spaces: its grid is a Cartesian product)."""
+    for conditional spaces: its grid is a Cartesian product). Numeric points are
+    `low, low + step, …, high`: the spec requires a step that divides `high - low`."""
     grid: dict[str, list[Any]] = {}
     for name, dist in spec.space.items():
         if isinstance(dist, CategoricalDist):
@@ -42,6 +44,11 @@ def grid_values(spec: StudySpec) -> dict[str, list[Any]]:
             grid[name] = list(range(dist.low, dist.high + 1, dist.step or 1))
         else:
             assert dist.step is not None  # the spec refuses a grid over a float without step
-            n = round((dist.high - dist.low) / dist.step)
-            grid[name] = [dist.low + i * dist.step for i in range(n + 1)]
+            grid[name] = float_points(dist.low, dist.high, dist.step)
     return grid
+
+
+def space_warnings(spec: StudySpec) -> list[str]:
+    """What an accepted spec's search space does that its author may not expect, one
+    sentence each (shown as `warnings` in the study's detail); empty when nothing."""
+    return condition_warnings(spec.space, spec.fixed)
