@@ -16,6 +16,7 @@ from service.core.errors import InvalidInput, TooManyRequests
 from service.core.settings import Settings
 from service.core.states import StudyState
 from service.datasets import service as dataset_service
+from service.datasets.spec import split_problem
 from service.studies.spec import StudySpec
 from trainer.data import DATASET_NAMES
 
@@ -47,7 +48,8 @@ def check_caps(spec: StudySpec, settings: Settings) -> None:
 
 
 def check_dataset(session: Session, spec: StudySpec) -> None:
-    """The dataset is built in or uploaded, and an image dataset has images; raises
+    """The dataset is built in or uploaded, an image dataset has images, and an uploaded
+    one has rows enough for the spec's splits (built-ins are checked by the spec); raises
     `InvalidInput`."""
     name = spec.dataset.name
     if name in DATASET_NAMES:
@@ -59,8 +61,13 @@ def check_dataset(session: Session, spec: StudySpec) -> None:
             field="dataset.name",
             value=name,
         )
+    row = dataset_service.get_row(session, name)
+    ds = spec.dataset
+    if problem := split_problem(row.n_rows, row.n_classes, ds.val_fraction, ds.test_fraction):
+        field, reason = problem
+        raise InvalidInput(reason, field=f"dataset.{field}", value=getattr(ds, field))
     if spec.dataset.shape == "image":
-        shape = dataset_service.get_row(session, name).shape
+        shape = row.shape
         if len(shape) != 4:
             raise InvalidInput(
                 f"image needs X of n x C x H x W; dataset {name!r} is {shape}",
