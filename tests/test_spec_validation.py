@@ -155,6 +155,94 @@ def test_malformed_json_is_422_and_writes_nothing(client: httpx.Client, database
     assert _count_studies(database_url) == before
 
 
+def _raw(value_at: str, token: str) -> Callable[[], bytes]:
+    """The issue spec as raw JSON bytes with `token` spelled literally at `value_at` (a dotted
+    path): NaN, 1e400 and escapes such as \\ud800 reach the server exactly as written."""
+
+    def body() -> bytes:
+        spec = copy.deepcopy(DIGITS_SPEC)
+        spec["name"] = unique("raw")
+        _set(value_at, "@@VALUE@@")(spec)
+        return json.dumps(spec).replace('"@@VALUE@@"', token).encode()
+
+    return body
+
+
+def _dist(**fields: Any) -> str:
+    return json.dumps({"type": "float", "low": 0.0, "high": 0.5, **fields})
+
+
+DEEP = "[" * 200 + "NaN" + "]" * 200
+
+# (case id, raw body, text that must appear in the error's location or message). Each was a
+# 500 (an error body that echoed NaN, infinity or a surrogate could not be encoded) or was
+# accepted and then failed on every worker, or was stored though no database should hold it.
+RAW_CASES: list[tuple[str, Callable[[], bytes], str]] = [
+    ("fixed lr NaN", _raw("fixed.lr", "NaN"), "fixed.lr"),
+    ("fixed lr -Infinity", _raw("fixed.lr", "-Infinity"), "fixed.lr"),
+    ("n_trials 1e400", _raw("budget.n_trials", "1e400"), "budget.n_trials"),
+    ("name with a lone surrogate", _raw("name", '"a\\ud800b"'), "name"),
+    ("name only whitespace", _raw("name", '"  \\t "'), "name"),
+    ("name with NUL", _raw("name", '"a\\u0000b"'), "name"),
+    ("name with a newline", _raw("name", '"a\\nb"'), "name"),
+    ("name of 201 characters", _raw("name", json.dumps("n" * 201)), "name"),
+    ("sampler seed 2**70", _raw("sampler.seed", str(2**70)), "sampler.seed"),
+    ("sampler seed -1", _raw("sampler.seed", "-1"), "sampler.seed"),
+    ("sampler seed 1e26", _raw("sampler.seed", "1e26"), "sampler.seed"),
+    ("sampler seed 2**32", _raw("sampler.seed", str(2**32)), "sampler.seed"),
+    ("dataset seed 2**32", _raw("dataset.seed", str(2**32)), "dataset.seed"),
+    ("dataset seed -1", _raw("dataset.seed", "-1"), "dataset.seed"),
+    ("dataset name with a surrogate", _raw("dataset.name", '"dig\\udfffits"'), "dataset.name"),
+    ("dataset name of 5000 characters", _raw("dataset.name", json.dumps("d" * 5000)), "dataset"),
+    ("val_fraction NaN", _raw("dataset.val_fraction", "NaN"), "dataset.val_fraction"),
+    ("val_fraction leaving no row per class", _raw("dataset.val_fraction", "0.001"), "val_frac"),
+    ("dataset path with NUL", _raw("dataset", '{"name": "mnist", "path": "/a\\u0000"}'), "path"),
+    ("step Infinity", _raw("space.dropout", _dist(step="@@INF@@")), "space.dropout"),
+    ("step finer than floats", _raw("space.dropout", _dist(step=1e-300)), "space.dropout"),
+    ("low NaN", _raw("space.dropout", _dist(low="@@NAN@@")), "space.dropout"),
+    ("choice 2**70", _raw("space.batch_size.choices", f"[32, {2**70}]"), "space.batch_size"),
+    ("choice with NUL", _raw("space.optimizer.choices", '["adam\\u0000"]'), "space.optimizer"),
+    ("surrogate in a parameter name", _raw("fixed", '{"lr\\ud800": 0.1}'), "fixed"),
+    ("timeout 1e300", _raw("budget.timeout_seconds", "1e300"), "budget.timeout_seconds"),
+    ("max_parallel 2**70", _raw("budget.max_parallel_trials", str(2**70)), "max_parallel"),
+    ("max_failed 2**40", _raw("budget.max_failed_trials", str(2**40)), "max_failed_trials"),
+    ("pruner warmup 2**70", _raw("pruner", f'{{"n_warmup_steps": {2**70}}}'), "n_warmup_steps"),
+    ("init_from 2**70", _raw("init_from", f'{{"trial_id": {2**70}}}'), "init_from.trial_id"),
+    ("priority Infinity", _raw("priority", "Infinity"), "priority"),
+    ("input nested 200 deep", _raw("fixed.lr", DEEP), "fixed.lr"),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "field"), RAW_CASES, ids=[c[0] for c in RAW_CASES])
+def test_hostile_json_is_422_naming_the_field_and_writes_nothing(
+    client: httpx.Client, database_url: str, case: str, body: Callable[[], bytes], field: str
+) -> None:
+    raw = body().replace(b'"@@INF@@"', b"Infinity").replace(b'"@@NAN@@"', b"NaN")
+    before = _count_studies(database_url)
+
+    response = client.post(
+        "/api/studies", content=raw, headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert field in _error_text(response.json()), response.json()
+    assert _count_studies(database_url) == before
+
+
+def test_names_are_trimmed_and_seeds_reach_their_bounds(client: httpx.Client) -> None:
+    spec = copy.deepcopy(DIGITS_SPEC)
+    name = unique("trim")
+    spec["name"] = f"  {name} \t"
+    spec["dataset"] = {**spec["dataset"], "name": " digits ", "seed": 2**32 - 1}
+    spec["sampler"]["seed"] = 2**32 - 1
+    response = client.post("/api/studies", json=spec)
+    assert response.status_code == 201, response.text
+    assert response.json()["name"] == name
+    detail = client.get(f"/api/studies/{response.json()['id']}").json()
+    assert detail["spec"]["dataset"]["name"] == "digits"
+
+
 def test_the_issue_spec_is_accepted(client: httpx.Client) -> None:
     spec = copy.deepcopy(DIGITS_SPEC)
     spec["name"] = unique("ok")

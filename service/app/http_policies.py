@@ -13,8 +13,6 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
 
 from service.app.auth import AuthGate, PrincipalDep
 from service.core.settings import Settings
@@ -178,27 +176,7 @@ def limit_submissions(request: Request, principal: PrincipalDep) -> None:
         )
 
 
-async def out_of_range(_request: Request, exc: Exception) -> JSONResponse:
-    """An id or offset past what the database stores (SQLite: 64 bits, PostgreSQL INTEGER:
-    32 bits) names nothing; answered like any invalid parameter instead of a 500."""
-    return JSONResponse(
-        {
-            "detail": [
-                {
-                    "type": "value_error",
-                    "loc": ["request"],
-                    "msg": f"a number in the request is out of range ({type(exc).__name__})",
-                    "input": None,
-                }
-            ]
-        },
-        status_code=422,
-    )
-
-
 def install(app: FastAPI, settings: Settings) -> None:
-    app.add_exception_handler(OverflowError, out_of_range)
-    app.add_exception_handler(DataError, out_of_range)
     app.state.submit_limiter = SubmissionLimiter(settings.submit_per_minute, settings.submit_burst)
     app.add_middleware(AuthGate, settings=settings)  # inside CORS: preflights need no token
     if settings.cors_origins:

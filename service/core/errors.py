@@ -4,12 +4,46 @@ Domain code raises these; `service.app.main` maps every `ServiceError` to a JSON
 ``{"detail": str(error)}`` with the error's `status_code` in one exception handler, so routes
 never translate errors by hand. An error that names a request field sets `field` (a dotted
 path such as ``"budget.n_trials"``) and is answered as a 422 in FastAPI's validation shape.
+Error bodies echo what the client sent; `json_safe` makes any such echo serializable.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+from pydantic import BaseModel
+
+MAX_ECHO_DEPTH = 16  # deeper parts of an echoed input are elided
+MAX_ECHO_CHARS = 1000  # longer echoed strings are cut
+
+
+def json_safe(value: Any, _depth: int = 0) -> Any:
+    """`value` as plain JSON data that strict JSON in UTF-8 can always encode, for error
+    bodies that echo a client's input: non-finite floats become the strings ``"NaN"``,
+    ``"Infinity"``, ``"-Infinity"``; strings with lone surrogates get them escaped
+    (``"a\\ud800b"``), long strings are cut; models become dicts, exceptions their message,
+    other objects their ``str``; nesting deeper than `MAX_ECHO_DEPTH` becomes ``"..."``.
+    Integers of any size stay integers."""
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, str):
+        text = value if len(value) <= MAX_ECHO_CHARS else value[:MAX_ECHO_CHARS] + "..."
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if _depth >= MAX_ECHO_DEPTH:
+        return "..."
+    if isinstance(value, BaseModel):  # echoed as the input of an after-validator
+        value = value.model_dump()
+    if isinstance(value, Mapping):
+        return {json_safe(str(k)): json_safe(v, _depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [json_safe(v, _depth + 1) for v in value]
+    return json_safe(str(value))
 
 
 class ServiceError(Exception):
@@ -58,14 +92,17 @@ class InvalidInput(ServiceError):
         self.also = list(also)
 
     def validation_errors(self) -> list[dict[str, Any]]:
-        """This problem and `also` as FastAPI's validation error entries (fielded ones only)."""
+        """This problem and `also` as FastAPI's validation error entries (fielded ones only),
+        made `json_safe`."""
         return [
-            {
-                "type": e.kind,
-                "loc": ["body", *e.field.split(".")],
-                "msg": e.reason,
-                "input": e.value,
-            }
+            json_safe(
+                {
+                    "type": e.kind,
+                    "loc": ["body", *e.field.split(".")],
+                    "msg": e.reason,
+                    "input": e.value,
+                }
+            )
             for e in (self, *self.also)
             if e.field is not None
         ]

@@ -57,7 +57,7 @@ class DatasetInfo(BaseModel):
 
 
 def name_error(name: str) -> str | None:
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):  # match would let a trailing newline through
         return "1 to 100 letters, digits, '_', '.' or '-', starting with a letter or digit"
     if name in DATASET_NAMES:
         return f"{name!r} is a built-in dataset; choose another name"

@@ -4,25 +4,20 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from service.core.types import Seed, ShortName, Strict
 from trainer.data import DATASET_NAMES, is_image
 from trainer.images import IMAGE_DATASETS
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
 class DatasetSpec(Strict):
-    name: str = Field(
-        min_length=1,
-        max_length=100,
+    name: ShortName = Field(
         description=f"built-in: {', '.join(DATASET_NAMES)}, or an uploaded dataset's name",
     )
     val_fraction: float = Field(0.2, gt=0, lt=1)
     test_fraction: float = Field(0.2, ge=0, lt=1)
-    seed: int = 0
+    seed: Seed = 0
     n_samples: int = Field(1000, ge=20, le=1_000_000, description="synthetic datasets only")
     noise: float = Field(0.2, ge=0, le=100, description="synthetic datasets only")
     shape: Literal["flat", "image"] | None = Field(

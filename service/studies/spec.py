@@ -6,6 +6,7 @@ import math
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     Field,
     StrictFloat,
     StrictInt,
@@ -14,7 +15,19 @@ from pydantic import (
     model_validator,
 )
 
-from service.datasets.spec import DatasetSpec, Strict
+from service.core.types import (
+    INT64_MAX,
+    INT64_MIN,
+    MAX_COUNT,
+    Int64,
+    Name,
+    Seed,
+    ShortName,
+    Strict,
+    Text,
+    check_text,
+)
+from service.datasets.spec import DatasetSpec
 from service.studies.model_families import check_family
 from service.studies.search.conditions import condition_errors, enqueue_condition_errors
 from service.studies.search.steps import n_points, on_grid, step_error
@@ -22,10 +35,20 @@ from trainer.config import TrainConfig
 from trainer.data import is_image
 from trainer.params import PARAMS, ParamValue
 
-Scalar = StrictInt | StrictFloat | StrictStr
+# Strict's config makes the floats finite and the strings valid text of bounded length.
+Scalar = (
+    Annotated[StrictInt, Field(ge=INT64_MIN, le=INT64_MAX)]
+    | StrictFloat
+    | Annotated[StrictStr, AfterValidator(check_text)]
+)
+MAX_CHOICES = 1000
+# Optuna divides a float range by its step in 28-digit decimals; past about 2**53 steps the
+# points low + k·step are no longer distinct floats anyway.
+MAX_FLOAT_STEPS = 1e15
+MAX_TIMEOUT_SECONDS = 1e9  # about 31 years; a deadline must stay a datetime
 
 
-Condition = dict[str, list[Scalar]]
+Condition = dict[Text, list[Scalar]]
 WHEN_HELP = (
     "search this parameter only when each named parameter (searched earlier in `space`, or "
     "fixed) took one of the listed values; otherwise it keeps its default"
@@ -43,6 +66,11 @@ class FloatDist(Strict):
     @model_validator(mode="after")
     def _check(self) -> FloatDist:
         _check_range(self.low, self.high, self.log, self.step)
+        if self.step is not None and (self.high - self.low) / self.step > MAX_FLOAT_STEPS:
+            raise ValueError(
+                f"step ({self.step:g}) divides [low, high] into more than {MAX_FLOAT_STEPS:g} "
+                "points; use a larger step"
+            )
         return self
 
     def contains(self, value: object) -> bool:
@@ -57,10 +85,10 @@ class FloatDist(Strict):
 
 class IntDist(Strict):
     type: Literal["int"]
-    low: int
-    high: int
+    low: Int64
+    high: Int64
     log: bool = False
-    step: int | None = Field(None, ge=1)
+    step: int | None = Field(None, ge=1, le=INT64_MAX)
     when: Condition | None = Field(None, description=WHEN_HELP)
 
     @model_validator(mode="after")
@@ -80,7 +108,7 @@ class IntDist(Strict):
 
 class CategoricalDist(Strict):
     type: Literal["categorical"]
-    choices: list[Scalar] = Field(min_length=1)
+    choices: list[Scalar] = Field(min_length=1, max_length=MAX_CHOICES)
     when: Condition | None = Field(None, description=WHEN_HELP)
 
     @model_validator(mode="after")
@@ -108,7 +136,7 @@ Distribution = Annotated[FloatDist | IntDist | CategoricalDist, Field(discrimina
 
 
 class ModelSpec(Strict):
-    family: str = Field(
+    family: ShortName = Field(
         "mlp",
         description="mlp, cnn, or a family installed through the hpo.models entry points",
     )
@@ -123,7 +151,7 @@ class ModelSpec(Strict):
 class ObjectiveSpec(Strict):
     metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
     direction: Literal["maximize", "minimize"] | None = None
-    max_epochs: int = Field(20, ge=1)
+    max_epochs: int = Field(20, ge=1, le=MAX_COUNT)
 
     @model_validator(mode="after")
     def _check(self) -> ObjectiveSpec:
@@ -139,27 +167,41 @@ class ObjectiveSpec(Strict):
 
 class SamplerSpec(Strict):
     name: Literal["tpe", "random", "grid", "cmaes", "gp", "qmc"] = "tpe"
-    seed: int | None = None
-    n_startup_trials: int | None = Field(None, ge=0, description="tpe and gp only")
+    seed: Seed | None = None
+    n_startup_trials: int | None = Field(None, ge=0, le=MAX_COUNT, description="tpe and gp only")
 
 
 class PrunerSpec(Strict):
     name: Literal["median", "percentile", "successive_halving", "hyperband", "none"] = "median"
-    n_startup_trials: int = Field(5, ge=0, description="median and percentile")
-    n_warmup_steps: int = Field(0, ge=0, description="median and percentile: epochs never pruned")
+    n_startup_trials: int = Field(5, ge=0, le=MAX_COUNT, description="median and percentile")
+    n_warmup_steps: int = Field(
+        0, ge=0, le=MAX_COUNT, description="median and percentile: epochs never pruned"
+    )
     percentile: float = Field(25.0, gt=0, lt=100, description="percentile only")
-    min_resource: int = Field(1, ge=1, description="successive_halving and hyperband: epochs")
-    reduction_factor: int = Field(3, ge=2, description="successive_halving and hyperband")
+    min_resource: int = Field(
+        1, ge=1, le=MAX_COUNT, description="successive_halving and hyperband: epochs"
+    )
+    reduction_factor: int = Field(
+        3, ge=2, le=MAX_COUNT, description="successive_halving and hyperband"
+    )
 
 
 class BudgetSpec(Strict):
-    n_trials: int = Field(ge=1, description="finished (complete + pruned) trials to run")
-    timeout_seconds: float | None = Field(None, gt=0)
+    n_trials: int = Field(
+        ge=1, le=MAX_COUNT, description="finished (complete + pruned) trials to run"
+    )
+    timeout_seconds: float | None = Field(None, gt=0, le=MAX_TIMEOUT_SECONDS)
     max_failed_trials: int | None = Field(
-        None, ge=0, description="failed trials tolerated before the study fails; default n_trials"
+        None,
+        ge=0,
+        le=MAX_COUNT,
+        description="failed trials tolerated before the study fails; default n_trials",
     )
     max_parallel_trials: int | None = Field(
-        None, ge=1, description="trials of this study running at once, at most (default: any)"
+        None,
+        ge=1,
+        le=MAX_COUNT,
+        description="trials of this study running at once, at most (default: any)",
     )
     max_retries: int = Field(
         1,
@@ -170,24 +212,27 @@ class BudgetSpec(Strict):
 
 
 class InitFromSpec(Strict):
-    trial_id: int = Field(ge=0, description="a finished trial with a saved model")
+    trial_id: int = Field(ge=0, le=MAX_COUNT, description="a finished trial with a saved model")
     layers: int | None = Field(
-        None, ge=1, description="reuse its first k hidden blocks (default: all of them)"
+        None,
+        ge=1,
+        le=MAX_COUNT,
+        description="reuse its first k hidden blocks (default: all of them)",
     )
     freeze: bool = Field(False, description="keep the reused blocks' weights fixed")
 
 
 class StudySpec(Strict):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name = Field(description="unique; trimmed, printable, at most 200 characters")
     dataset: DatasetSpec
     model: ModelSpec = ModelSpec()
     objective: ObjectiveSpec = ObjectiveSpec()
-    space: dict[str, Distribution] = Field(default_factory=dict)
-    fixed: dict[str, Scalar] = Field(default_factory=dict)
+    space: dict[Text, Distribution] = Field(default_factory=dict)
+    fixed: dict[Text, Scalar] = Field(default_factory=dict)
     sampler: SamplerSpec = SamplerSpec()
     pruner: PrunerSpec = PrunerSpec()
     budget: BudgetSpec
-    enqueue: list[dict[str, Scalar]] = Field(default_factory=list, max_length=1000)
+    enqueue: list[dict[Text, Scalar]] = Field(default_factory=list, max_length=1000)
     init_from: InitFromSpec | None = Field(
         None, description="start every trial from a finished trial's weights (transfer learning)"
     )

@@ -9,12 +9,14 @@ from service.studies.spec import PrunerSpec, StudySpec
 
 # Distinct seeds per claim: every worker process builds a fresh sampler per trial, and the
 # same seed in each would make them all draw the same "random" startup configurations.
+# Folded into numpy's seed range (0..2**32-1): any spec seed above 4294 would overflow it.
 SEED_STRIDE = 1_000_003
+SEED_RANGE = 2**32
 
 
 def build_sampler(spec: StudySpec, claim_index: int) -> optuna.samplers.BaseSampler:
     s = spec.sampler
-    seed = None if s.seed is None else s.seed * SEED_STRIDE + claim_index
+    seed = None if s.seed is None else (s.seed * SEED_STRIDE + claim_index) % SEED_RANGE
     n_startup = 10 if s.n_startup_trials is None else s.n_startup_trials  # Optuna's default
     # CMA-ES, GP and QMC search the parameters every trial has; conditional ones are drawn by
     # their independent (random) sampler, which they would otherwise log for every trial.
