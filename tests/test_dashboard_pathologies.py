@@ -1,11 +1,12 @@
 """Issue 12 §4: the dashboard over studies with pathologies, in one headless chromium session.
 
-Studies are written straight into a SQLite database through Optuna's storage and the service's
-tables (no training): one diverged trial among healthy ones (the issue's case), values of
-1e30 / inf / -inf, every trial pruned, every trial failed, a single trial, no trial at all, a
-conditional parameter missing in most trials. Every page of each (study list, study, trials,
-compare, workers) must load without a console error, and every chart must have a finite axis
-range on which most values are readable."""
+Studies are written straight into the database (PostgreSQL when HPO_TEST_DATABASE_URL is set,
+else SQLite) through Optuna's storage and the service's tables, no training: one diverged
+trial among healthy ones (the issue's case), values of 1e30 / ±inf / NaN, every trial pruned,
+every trial failed, a single trial, no trial at all, a conditional parameter missing in most
+trials. Every page of each (study list, study, trials, compare, workers) must load and hover
+without a console error, and every chart must have a finite axis range on which most values
+are readable."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from service.core.optuna_storage import get_storage
 from service.core.settings import Settings
 from service.studies import service as study_service
 from service.studies.spec import StudySpec
-from tests.conftest import tiny_spec
+from tests.conftest import one_database, tiny_spec
 from tests.test_dashboard_api import serving
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -122,7 +123,7 @@ def write_study(url: str, name: str, plan: list[Planned], status: str = "complet
                 "grad_norm.0": loss * 3 if finite else loss,
                 "grad_norm.1": 0.5,
             }.items():
-                if not math.isnan(v):  # SQLite stores NaN as NULL: Optuna's copy keeps it
+                if not (math.isnan(v) and url.startswith("sqlite")):  # SQLite: NaN is NULL
                     rows.append(
                         {"trial_id": trial._trial_id, "step": epoch, "metric": metric, "value": v}
                     )
@@ -190,11 +191,13 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    url = f"sqlite:///{tmp_path_factory.mktemp('pathologies') / 'hpo.db'}"
-    upgrade(url)
-    studies = {case: write_study(url, NAMES.get(case, case), plan) for case, plan in CASES.items()}
-    with serving(create_app(Settings(database_url=url))) as base:
-        yield Site(base, studies)
+    """The studies on PostgreSQL when HPO_TEST_DATABASE_URL is set (which stores NaN curve
+    points too), else SQLite; served by the app in this process."""
+    for url in one_database(tmp_path_factory.mktemp("pathologies")):
+        upgrade(url)
+        studies = {c: write_study(url, NAMES.get(c, c), plan) for c, plan in CASES.items()}
+        with serving(create_app(Settings(database_url=url))) as base:
+            yield Site(base, studies)
 
 
 @dataclass
