@@ -5,9 +5,9 @@
 // holding more than half: no minority can move it), grown over every value connected to it,
 // i.e. within the interval's own width of it, or within a factor of 10 (positive values,
 // compared as log10) / the bulk's magnitude (others). A learning curve's first epochs are
-// connected to its later ones; a value orders of magnitude away is not. On charts of several
-// trials each trial counts once: the bulk is taken over the trials' lowest and highest values,
-// so a trial counts as one vote however many points it has. What stays outside is drawn as a
+// connected to its later ones; a value orders of magnitude away is not. On charts of three or
+// more trials each trial counts once: the bulk is taken over the trials' lowest and highest
+// values, so a trial is one vote however many points it has (of two, the points vote). What stays outside is drawn as a
 // marker at the axis edge (▲ above, ▼ below, ✕ not finite) whose hover text gives its true
 // value; plotly's "Autoscale" button still shows the full range.
 "use strict";
@@ -50,8 +50,9 @@ const Axes = (() => {
   // whenever all are positive), false (linear). Returns {type, range (plotly's units: log10 on a
   // log axis), lo, hi (the range in data units)}, or null when no value is finite.
   function robust(groups, { log = "auto" } = {}) {
-    const gs = groups.map((g) => g.filter(isFinite)).filter((g) => g.length > 0);
+    let gs = groups.map((g) => g.filter(isFinite)).filter((g) => g.length > 0);
     if (gs.length === 0) return null;
+    if (gs.length < 3) gs = gs.flat().map((v) => [v]); // two trials cannot outvote each other
     const positive = gs.every((g) => g.every((v) => v > 0));
     const inLog = positive && log !== false;
     const t = inLog ? Math.log10 : (v) => v;
