@@ -16,9 +16,11 @@ import optuna
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from hypothesis import given
+from hypothesis import strategies as st
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
-from sqlalchemy import insert
+from sqlalchemy import insert, update
 
 from service.analysis.downsample import lttb
 from service.app.dashboard import pages as dashboard_pages
@@ -222,6 +224,42 @@ def test_unknown_ids_are_404(client: httpx.Client) -> None:
     assert r.status_code == 422 and "max_points" in r.text
 
 
+def test_non_finite_values_reach_the_charts_as_null(
+    client: httpx.Client, database_url: str
+) -> None:
+    """Issue 12: values of inf, -inf, 1e30 (and NaN where the database stores it: PostgreSQL;
+    SQLite turns NaN into NULL) in curves and trial values are served as JSON (non-finite as
+    null), through downsampling, by every chart endpoint."""
+    plan = [
+        (TrialState.COMPLETE, 0.5),
+        (TrialState.COMPLETE, math.inf),
+        (TrialState.COMPLETE, 1e30),
+    ]
+    study_id, trial_ids = fill_study(database_url, unique("nonfinite"), plan, epochs=100)
+    odd = {40: math.inf, 60: -math.inf, 80: 1e30}
+    if database_url.startswith("postgresql"):
+        odd[90] = math.nan
+    with session_scope(database_url) as session:
+        for step, value in odd.items():
+            session.execute(
+                update(CurvePoint)
+                .where(CurvePoint.trial_id == trial_ids[0], CurvePoint.step == step)
+                .values(value=value)
+            )
+    got = client.get(f"/api/trials/{trial_ids[0]}/curves", params={"max_points": 20})
+    assert got.status_code == 200, got.text
+    points = dict(got.json()["curves"]["val_loss"])
+    assert {s: points.get(s, "dropped") for s in odd} == {
+        s: 1e30 if v == 1e30 else None for s, v in odd.items()
+    }
+    study = client.get(f"/api/studies/{study_id}/curves", params={"max_points": 20})
+    assert study.status_code == 200, study.text
+    assert None in [v for _, v in study.json()["trials"][0]["points"]]
+    history = client.get(f"/api/studies/{study_id}/history").json()
+    assert history["value"] == [0.5, None, 1e30]
+    assert client.get(f"/api/studies/{study_id}/importances").status_code == 200
+
+
 def test_lttb_keeps_ends_count_and_spikes() -> None:
     points = [(i, math.sin(i / 5)) for i in range(500)]
     points[250] = (250, 40.0)
@@ -231,6 +269,43 @@ def test_lttb_keeps_ends_count_and_spikes() -> None:
     assert (250, 40.0) in down
     assert [p[0] for p in down] == sorted({p[0] for p in down})
     assert lttb(points[:10], 50) == points[:10]
+
+
+def test_lttb_keeps_where_a_curve_stops_being_finite() -> None:
+    """Issue 12: a diverged curve's non-finite points mark where it diverged; they represent
+    their buckets, and NaN or inf neighbours do not blind the triangles of the others."""
+    points = [(i, 2.5 - i / 1000) for i in range(1, 301)]
+    points[150] = (151, math.inf)
+    points[200] = (201, math.nan)
+    points[250] = (251, 1e30)
+    down = lttb(points, 30)
+    assert len(down) == 30 and down[0] == points[0] and down[-1] == points[-1]
+    assert (151, math.inf) in down and (251, 1e30) in down
+    assert any(x == 201 and math.isnan(y) for x, y in down)
+    tail = [(i, math.nan if i > 10 else 1.0) for i in range(1, 101)]  # diverged at epoch 11
+    assert [x for x, _ in lttb(tail, 5)] == [1, 11, 34, 67, 100]  # first NaN of each bucket
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(allow_nan=True, allow_infinity=True, width=32),
+            st.sampled_from([1e30, -1e30]),
+        ),
+        min_size=3,
+        max_size=200,
+    ),
+    st.integers(min_value=3, max_value=50),
+)
+def test_lttb_on_any_values(values: list[float], n: int) -> None:
+    points = list(enumerate(values))
+    down = lttb(points, n)
+    assert len(down) == min(n, len(points))
+    assert down[0] == points[0] and down[-1] == points[-1]
+    xs = [x for x, _ in down]
+    assert xs == sorted(set(xs))
+    if not all(math.isfinite(v) for v in values[1:-1]) and len(points) > n:
+        assert not all(math.isfinite(y) for _, y in down)
 
 
 @contextmanager

@@ -39,7 +39,7 @@ PAGES = {
 @cache
 def _template(name: str) -> str:
     title, plotly = PAGES[name]
-    scripts = ["plotly.min.js"] if plotly else []
+    scripts = ["plotly.min.js", "axes.js"] if plotly else []
     scripts += ["common.js", f"{name}.js"]
     tags = "\n".join(f'<script src="__ROOT__/assets/{s}" defer></script>' for s in scripts)
     base = (TEMPLATES / "base.html").read_text(encoding="utf-8")

@@ -96,7 +96,7 @@ const HPO = (() => {
   function fmt(v, digits = 4) {
     if (v === null || v === undefined) return "";
     if (typeof v === "number") {
-      if (Number.isInteger(v)) return String(v);
+      if (Number.isInteger(v) && Math.abs(v) < 1e6) return String(v);
       const a = Math.abs(v);
       return a !== 0 && (a < 1e-3 || a >= 1e5) ? v.toExponential(2) : String(+v.toPrecision(digits));
     }
@@ -135,16 +135,28 @@ const HPO = (() => {
       ok: v("--ok"), warn: v("--warn"), bad: v("--bad"), run: v("--run") };
   }
 
+  // Every axis (xaxis, yaxis2, ...) gets the theme and exponents written as 1e+30: plotly's
+  // default writes large or tiny numbers as 10<sup>30</sup>, an SVG tspan with an inline style
+  // that the Content-Security-Policy (style-src 'self') refuses, one console error per label.
   function layout(extra = {}) {
     const c = colors();
-    const axis = { gridcolor: c.line, zerolinecolor: c.line, linecolor: c.line, automargin: true };
-    return {
+    const axis = { gridcolor: c.line, zerolinecolor: c.line, linecolor: c.line, automargin: true,
+      exponentformat: "e" };
+    const out = {
       paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
       font: { color: c.fg, size: 12 }, margin: { l: 50, r: 15, t: 10, b: 40 },
       legend: { orientation: "h", y: -0.2 }, hovermode: "closest",
       ...extra,
-      xaxis: { ...axis, ...(extra.xaxis || {}) }, yaxis: { ...axis, ...(extra.yaxis || {}) },
     };
+    for (const key of new Set(["xaxis", "yaxis", ...Object.keys(extra)])) {
+      if (/^[xy]axis\d*$/.test(key)) out[key] = { ...axis, ...(extra[key] || {}) };
+    }
+    return out;
+  }
+
+  // Text for plotly, which reads <b>, <sup>, <a> and entities in labels as markup.
+  function plain(s) {
+    return String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
   }
 
   function plot(id, traces, extraLayout = {}) {
@@ -206,5 +218,5 @@ const HPO = (() => {
   }
 
   return { ROOT, $, el, url, getJSON, request, features, fmt, fmtSeconds, fmtDate, stateCell,
-    facts, colors, plot, sortable, compare, linkRow, poll, showError, authHeaders };
+    facts, colors, plot, plain, sortable, compare, linkRow, poll, showError, authHeaders };
 })();

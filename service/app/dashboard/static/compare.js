@@ -9,7 +9,10 @@
   async function load() {
     const bad = ids.filter((s) => !/^\d+$/.test(s));
     if (bad.length) throw new Error(`trials: not trial ids: ${bad.join(", ")}`);
-    if (ids.length === 0) return false;
+    if (ids.length === 0) {
+      document.body.dataset.ready = "true";
+      return false;
+    }
     $("hint").hidden = true;
     const trials = await Promise.all(ids.map((id) => HPO.getJSON(`/api/trials/${id}`)));
     const curves = await Promise.all(ids.map((id) =>
@@ -22,11 +25,15 @@
     document.title = `Compare ${trials.map((t) => "#" + t.number).join(", ")} · HPO`;
     $("title").textContent = "Compare trials " + trials.map(name).join(", ");
     for (const [metric, chart] of [["val_loss", "chart-val-loss"], ["val_accuracy", "chart-val-accuracy"]]) {
-      HPO.plot(chart, trials.map((t, k) => {
+      const traces = trials.map((t, k) => {
         const points = curves[k].curves[metric] || [];
-        return { type: "scatter", mode: "lines", name: name(t), x: points.map((p) => p[0]),
-          y: points.map((p) => p[1]), hovertemplate: `${name(t)}<br>epoch %{x}: %{y}<extra></extra>` };
-      }), { xaxis: { title: { text: "epoch" } }, yaxis: { title: { text: metric } } });
+        return { type: "scatter", mode: "lines", name: HPO.plain(name(t)), x: points.map((p) => p[0]),
+          y: points.map((p) => p[1]), hovertemplate: `${HPO.plain(name(t))}<br>epoch %{x}: %{y}<extra></extra>` };
+      });
+      const ax = Axes.robust(traces.map((t) => t.y)); // one vote per trial
+      const off = Axes.offAxis(traces, ax, (t, i) => `${t.name}, epoch ${t.x[i]}`, fmt);
+      HPO.plot(chart, [...traces, ...off], { xaxis: { title: { text: "epoch" } },
+        yaxis: { title: { text: metric }, ...Axes.layout(ax) } });
     }
     const config = (t) => ({ ...(studies.get(t.study_id).spec.fixed || {}), ...t.params });
     const keys = [...new Set(trials.flatMap((t) => Object.keys(config(t))))].sort();

@@ -45,22 +45,33 @@
     return hist.value.map((v, i) => (v === null ? -1 : i)).filter((i) => i >= 0);
   }
 
+  // The y axis of the charts of trial values (history, slices, parallel coordinates): each
+  // complete trial's value counts once; a value of 1e30 does not flatten the others.
+  function valueAxis() {
+    return Axes.robust(completeIdx().map((i) => [hist.value[i]]));
+  }
+
   function renderHistory() {
-    const idx = completeIdx();
+    // Complete trials whose value is not finite (null in the history) are drawn at the edge.
+    const idx = hist.state.map((s, i) => (s === "complete" ? i : -1)).filter((i) => i >= 0);
     const maximize = hist.direction === "maximize";
     let best = null;
     const bestY = idx.map((i) => {
       const v = hist.value[i];
-      best = best === null ? v : maximize ? Math.max(best, v) : Math.min(best, v);
+      if (v !== null) best = best === null ? v : maximize ? Math.max(best, v) : Math.min(best, v);
       return best;
     });
     const x = idx.map((i) => hist.number[i]);
+    const values = { type: "scatter", mode: "markers", name: HPO.plain(hist.metric), x,
+      y: idx.map((i) => hist.value[i]), customdata: idx.map((i) => hist.trial_id[i]),
+      hovertemplate: "trial #%{x}<br>%{y}<extra></extra>", marker: { size: 6, color: HPO.colors().accent } };
+    const ax = valueAxis();
     HPO.plot("chart-history", [
-      { type: "scatter", mode: "markers", name: hist.metric, x, y: idx.map((i) => hist.value[i]),
-        customdata: idx.map((i) => hist.trial_id[i]),
-        hovertemplate: "trial #%{x}<br>%{y}<extra></extra>", marker: { size: 6, color: HPO.colors().accent } },
+      values,
       { type: "scatter", mode: "lines", name: "best so far", x, y: bestY, line: { shape: "hv", color: HPO.colors().ok } },
-    ], { xaxis: { title: { text: "trial" } }, yaxis: { title: { text: hist.metric } } });
+      ...Axes.offAxis([values], ax, (t, i) => "trial #" + t.x[i], fmt),
+    ], { xaxis: { title: { text: "trial" } },
+      yaxis: { title: { text: HPO.plain(hist.metric) }, ...Axes.layout(ax) } });
   }
 
   function axisValues(p, idx) {
@@ -84,25 +95,34 @@
     const params = paramNames();
     if (idx.length === 0 || params.length === 0) {
       Plotly.purge($("chart-parcoords"));
-      $("chart-parcoords").replaceChildren(el("p", { cls: "note", text: "Waiting for a complete trial." }));
+      const why = idx.length ? "No searched parameter." : study.status === "running"
+        ? "Waiting for a complete trial." : "No trial completed with a finite value.";
+      $("chart-parcoords").replaceChildren(el("p", { cls: "note", text: why }));
       return;
     }
     $("chart-parcoords").replaceChildren();
-    const values = idx.map((i) => hist.value[i]);
+    // The value axis spans the robust range (log10 where valueAxis() says log); values beyond
+    // it sit at its ends, whose labels then read "≥ hi" / "≤ lo".
+    const ax = valueAxis();
+    const logValues = ax.type === "log";
+    const values = idx.map((i) => Math.min(ax.hi, Math.max(ax.lo, hist.value[i])));
+    const clipped = { lo: idx.some((i) => hist.value[i] < ax.lo), hi: idx.some((i) => hist.value[i] > ax.hi) };
     const dims = params.map((p) => axisValues(p, idx));
-    dims.push({ label: hist.metric, values });
+    dims.push({ label: hist.metric, values: logValues ? values.map(Math.log10) : values, value: true });
     const scaled = dims.map((d) => {
-      const finite = d.values.filter((v) => v !== null && Number.isFinite(v));
-      let lo = d.tickvals ? 0 : Math.min(...finite);
-      let hi = d.tickvals ? Math.max(1, d.tickvals.length - 1) : Math.max(...finite);
-      if (!finite.length) { lo = 0; hi = 1; }
+      const finite = d.values.filter(Axes.isFinite);
+      let lo = 0, hi = 1;
+      if (d.tickvals) hi = Math.max(1, d.tickvals.length - 1);
+      else if (finite.length) [lo, hi] = Axes.extent(finite);
       const y = (v) => {
         if (v === null || !Number.isFinite(v) || (d.tickvals && v < 0)) return null;
         return hi === lo ? 0.5 : (v - lo) / (hi - lo);
       };
-      return { ...d, lo, hi, y };
+      const shown = (v, edge) => (d.value ? (clipped[edge] ? (edge === "hi" ? "≥ " : "≤ ") : "")
+        + fmt(logValues ? 10 ** v : v, 3) : fmt(v, 3));
+      return { ...d, lo, hi, y, loText: shown(lo, "lo"), hiText: shown(hi, "hi") };
     });
-    const vlo = Math.min(...values), vhi = Math.max(...values);
+    const [vlo, vhi] = Axes.extent(values);
     const bands = 5;
     const band = (v) => (vhi === vlo ? bands - 1 : Math.min(bands - 1, Math.floor(((v - vlo) / (vhi - vlo)) * bands)));
     const palette = ["#440154", "#3b528b", "#21918c", "#5ec962", "#fde725"];
@@ -123,16 +143,16 @@
     }
     const c = HPO.colors();
     const annotations = scaled.flatMap((d, a) => [
-      { x: a, y: 1.08, text: d.label, showarrow: false, font: { size: 11 } },
-      { x: a, y: -0.06, text: d.ticktext ? d.ticktext[0] : fmt(d.lo, 3), showarrow: false, font: { size: 10, color: c.muted } },
-      { x: a, y: 1.02, text: d.ticktext ? d.ticktext[d.ticktext.length - 1] : fmt(d.hi, 3), showarrow: false, font: { size: 10, color: c.muted } },
+      { x: a, y: 1.08, text: HPO.plain(d.label), showarrow: false, font: { size: 11 } },
+      { x: a, y: -0.06, text: HPO.plain(d.ticktext ? d.ticktext[0] : d.loText), showarrow: false, font: { size: 10, color: c.muted } },
+      { x: a, y: 1.02, text: HPO.plain(d.ticktext ? d.ticktext[d.ticktext.length - 1] : d.hiText), showarrow: false, font: { size: 10, color: c.muted } },
     ]);
     const shapes = scaled.map((_, a) => ({ type: "line", x0: a, x1: a, y0: 0, y1: 1, line: { color: c.muted, width: 1 } }));
     HPO.plot("chart-parcoords", traces, {
       annotations, shapes, margin: { l: 30, r: 30, t: 30, b: 20 },
       xaxis: { visible: false, range: [-0.3, scaled.length - 0.7] },
       yaxis: { visible: false, range: [-0.12, 1.12] },
-      legend: { orientation: "h", y: -0.08, title: { text: hist.metric + " " } },
+      legend: { orientation: "h", y: -0.08, title: { text: HPO.plain(hist.metric) + " " } },
     });
   }
 
@@ -143,19 +163,19 @@
     const rows = Math.max(1, Math.ceil(params.length / cols));
     const extra = { grid: { rows, columns: cols, pattern: "independent" }, showlegend: false,
       margin: { l: 50, r: 15, t: 10, b: 40 } };
+    const ax = valueAxis();
     const traces = params.map((p, k) => {
       const axis = k === 0 ? "" : String(k + 1);
-      extra["xaxis" + axis] = { title: { text: p }, type: isCategorical(p) ? "category" : isLog(p) ? "log" : "linear",
-        gridcolor: HPO.colors().line, automargin: true };
-      extra["yaxis" + axis] = { gridcolor: HPO.colors().line, automargin: true,
-        title: { text: k % cols === 0 ? hist.metric : "" } };
-      return { type: "scatter", mode: "markers", name: p, xaxis: "x" + axis, yaxis: "y" + axis,
+      extra["xaxis" + axis] = { title: { text: HPO.plain(p) }, type: isCategorical(p) ? "category" : isLog(p) ? "log" : "linear" };
+      extra["yaxis" + axis] = { title: { text: k % cols === 0 ? HPO.plain(hist.metric) : "" }, ...Axes.layout(ax) };
+      return { type: "scatter", mode: "markers", name: HPO.plain(p), xaxis: "x" + axis, yaxis: "y" + axis,
         x: idx.map((i) => hist.params[p][i]), y: idx.map((i) => hist.value[i]),
         marker: { size: 5, color: idx.map((i) => hist.number[i]), colorscale: "Viridis" },
-        hovertemplate: p + " %{x}<br>%{y}<extra></extra>" };
+        hovertemplate: HPO.plain(p) + " %{x}<br>%{y}<extra></extra>" };
     });
+    const off = Axes.offAxis(traces, ax, (t, i) => `${t.name} ${fmt(t.x[i])}`, fmt);
     extra.height = Math.max(320, rows * 240);
-    HPO.plot("chart-slice", traces, extra);
+    HPO.plot("chart-slice", [...traces, ...off], extra);
   }
 
   async function renderCurves() {
@@ -164,12 +184,17 @@
       ? `${data.metric} per epoch of the running trials and the ${data.trials.length} best of ${data.total}`
       : `${data.metric} per epoch of every trial`;
     const color = { complete: HPO.colors().accent, pruned: HPO.colors().warn, fail: HPO.colors().bad, running: HPO.colors().run };
-    HPO.plot("chart-curves", data.trials.map((t) => ({
+    const traces = data.trials.map((t) => ({
       type: "scatter", mode: "lines", name: "#" + t.number,
       x: t.points.map((p) => p[0]), y: t.points.map((p) => p[1]),
       line: { width: 1.2, color: color[t.state] }, opacity: t.state === "pruned" ? 0.55 : 0.9,
       hovertemplate: `trial #${t.number} (${t.state})<br>epoch %{x}: %{y}<extra></extra>`,
-    })), { showlegend: false, xaxis: { title: { text: "epoch" } }, yaxis: { title: { text: data.metric } } });
+    }));
+    // One vote per trial: a diverged trial's hundred points do not outvote the others.
+    const ax = Axes.robust(traces.map((t) => t.y));
+    const off = Axes.offAxis(traces, ax, (t, i) => `trial ${t.name}, epoch ${t.x[i]}`, fmt);
+    HPO.plot("chart-curves", [...traces, ...off], { showlegend: false, xaxis: { title: { text: "epoch" } },
+      yaxis: { title: { text: HPO.plain(data.metric) }, ...Axes.layout(ax) } });
   }
 
   async function renderImportances() {
@@ -204,8 +229,10 @@
     $("pareto").hidden = !show;
     if (!show) return;
     const pts = values.map((v, i) => [v, i]).filter(([v]) => Array.isArray(v));
+    const x = Axes.robust(pts.map(([v]) => [v[0]])), y = Axes.robust(pts.map(([v]) => [v[1]]));
     HPO.plot("chart-pareto", [{ type: "scatter", mode: "markers", x: pts.map(([v]) => v[0]),
-      y: pts.map(([v]) => v[1]), text: pts.map(([, i]) => "#" + hist.number[i]) }]);
+      y: pts.map(([v]) => v[1]), text: pts.map(([, i]) => "#" + hist.number[i]) }],
+    { xaxis: Axes.layout(x), yaxis: Axes.layout(y) });
   }
 
   // ---- trial table ----------------------------------------------------------------------

@@ -11,32 +11,33 @@
     return { x: (points || []).map((p) => p[0]), y: (points || []).map((p) => p[1]) };
   }
 
-  function lines(id, curves, metrics, extra = {}) {
+  // One chart of several metrics of this trial; its y axis covers the bulk of their points
+  // (a 1e30 epoch does not flatten the rest) and `log` as in Axes.robust.
+  function lines(id, curves, metrics, title, { log = "auto", mode = "lines+markers", names = (m) => m } = {}) {
     const c = HPO.colors();
     const palette = [c.accent, c.warn, c.ok, c.bad, c.run];
     const traces = metrics.filter((m) => curves[m]).map((m, k) => ({
-      type: "scatter", mode: "lines+markers", name: m, ...xy(curves[m]),
+      type: "scatter", mode, name: names(m), ...xy(curves[m]),
       line: { color: palette[k % palette.length], width: 1.6 }, marker: { size: 3 },
-      hovertemplate: `${m}<br>epoch %{x}: %{y}<extra></extra>`,
+      hovertemplate: `${names(m)}<br>epoch %{x}: %{y}<extra></extra>`,
     }));
-    HPO.plot(id, traces, { xaxis: { title: { text: "epoch" } }, ...extra });
+    const ax = Axes.robust(traces.flatMap((t) => t.y.map((v) => [v])), { log });
+    const off = Axes.offAxis(traces, ax, (t, i) => `${t.name}, epoch ${t.x[i]}`, fmt);
+    HPO.plot(id, [...traces, ...off], { xaxis: { title: { text: "epoch" } },
+      yaxis: { title: { text: title }, ...Axes.layout(ax) } });
   }
 
   function renderCharts(curves) {
-    lines("chart-loss", curves, ["train_loss", "val_loss"], { yaxis: { title: { text: "loss" } } });
-    lines("chart-accuracy", curves, ["train_accuracy", "val_accuracy"],
-      { yaxis: { title: { text: "accuracy" } } });
-    const positive = (curves.lr || []).every((p) => p[1] > 0);
-    lines("chart-lr", curves, ["lr"], { yaxis: { title: { text: "learning rate" }, type: positive ? "log" : "linear" } });
+    lines("chart-loss", curves, ["train_loss", "val_loss"], "loss");
+    lines("chart-accuracy", curves, ["train_accuracy", "val_accuracy"], "accuracy");
+    lines("chart-lr", curves, ["lr"], "learning rate", { log: true });
     const layers = Object.keys(curves).filter((m) => /^grad_norm\.\d+$/.test(m))
       .sort((a, b) => Number(a.split(".")[1]) - Number(b.split(".")[1]));
     $("grad").hidden = layers.length === 0;
     if (layers.length) {
       const last = layers[layers.length - 1];
-      HPO.plot("chart-grad", layers.map((m) => ({
-        type: "scatter", mode: "lines", name: "layer " + m.split(".")[1] + (m === last ? " (head)" : ""),
-        ...xy(curves[m]), hovertemplate: `${m}<br>epoch %{x}: %{y:.3g}<extra></extra>`,
-      })), { xaxis: { title: { text: "epoch" } }, yaxis: { title: { text: "‖∇W‖₂" }, type: "log" } });
+      lines("chart-grad", curves, layers, "‖∇W‖₂", { log: true, mode: "lines",
+        names: (m) => "layer " + m.split(".")[1] + (m === last ? " (head)" : "") });
     }
   }
 
