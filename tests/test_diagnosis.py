@@ -82,8 +82,9 @@ CASES = [
         loss(plateau(2.0, 0.01, 20), rise_after(0.5, 8, 0.8, 20)),
         {"overfit"},
         {"good_fit", "underfit", "still_improving"},
-        # the rise is read at the median of the last 5 epochs: 0.75 over 0.5
-        evidence={"val_loss_min_epoch": 8, "val_loss_min": 0.5, "val_loss_rise": 0.5},
+        # the rise: the median of the last 5 epochs (0.75) over the smallest 3-epoch median
+        # (0.504)
+        evidence={"val_loss_min_epoch": 8, "val_loss_min": 0.5, "val_loss_rise": 0.4889},
     ),
     Case(
         "not overfit: an 18% rise of a low loss is 0.02 nats",
@@ -367,9 +368,7 @@ DIGITS_SPEC = StudySpec.model_validate(
 
 def remedies(kind: str, curves: dict[str, list[float]], config: dict[str, Any]) -> list[str]:
     """service.analysis.remedies for the trainer's finding of `kind` in a digits study."""
-    run = TrialRun(
-        curves=curves, n_classes=10, max_epochs=20, monitor=DIGITS_SPEC.objective.metric
-    )
+    run = TrialRun(curves=curves, n_classes=10, max_epochs=20, monitor=DIGITS_SPEC.objective.metric)
     ctx = RemedyContext(config={**FIXED, **config}, spec=DIGITS_SPEC)
     return next(f["remedies"] for f in with_remedies(diagnose(run), ctx) if f["kind"] == kind)
 

@@ -121,19 +121,26 @@ class FitPicture:
         return min(range(len(self.val)), key=lambda i: self.val[i])
 
     @property
+    def low(self) -> float:
+        """The validation loss's minimum level: its smallest 3-epoch centred median, so that
+        one epoch that happens to be low is not the minimum a rise is measured from."""
+        n = len(self.val)
+        return min(median(self.val[max(i - 1, 0) : i + 2]) for i in range(n))
+
+    @property
     def rise_nats(self) -> float:
         """How far the validation loss rose above its minimum by `at`, in nats: the median of
-        the last TAIL_EPOCHS epochs (one noisy epoch at either end is not a rise) over the
-        minimum, when that lies at least OVERFIT_MIN_EPOCHS_AFTER_MIN epochs before `at`;
+        the last TAIL_EPOCHS epochs over `low` (one noisy epoch at either end is not a rise),
+        when the minimum lies at least OVERFIT_MIN_EPOCHS_AFTER_MIN epochs before `at`;
         else 0."""
         if len(self.val) - (self.best + 1) < OVERFIT_MIN_EPOCHS_AFTER_MIN:
             return 0.0
-        return max(median(self.val[-TAIL_EPOCHS:]) - self.val[self.best], 0.0)
+        return max(median(self.val[-TAIL_EPOCHS:]) - self.low, 0.0)
 
     @property
     def rise(self) -> float:
-        """`rise_nats` relative to the minimum."""
-        low = self.val[self.best]
+        """`rise_nats` relative to the minimum level."""
+        low = self.low
         return self.rise_nats / low if low > 0 else 0.0
 
     @property
@@ -245,7 +252,7 @@ def overfit_signs(p: FitPicture) -> list[str]:
     best = p.best
     rising = p.rise >= OVERFIT_RISE and p.train_loss <= p.train[best]
     rise_words = (
-        f"validation loss rose {_pct(p.rise)} above its minimum {p.val[best]:.3g} at epoch "
+        f"validation loss rose {_pct(p.rise)} above its minimum {p.low:.3g} at epoch "
         f"{best + 1} while the training loss fell to {p.train_loss:.3g}"
     )
     if rising and p.rise_nats >= OVERFIT_MIN_RISE_NATS:
@@ -285,8 +292,19 @@ def _underfit(run: TrialRun, p: FitPicture) -> Evidence:
     ev = {**p.evidence(), "train_loss_slope_last_k": rounded(slope(p.train[-TAIL_EPOCHS:]))}
     if p.chance_loss is not None:
         ev["train_loss_over_chance"] = rounded(p.train_loss / p.chance_loss)
+        why = (
+            f"training loss {p.train_loss:.3g} is {_pct(p.train_loss / p.chance_loss)} of "
+            f"the chance level ln K = {p.chance_loss:.3g}"
+        )
+        if p.train_error is not None and p.chance_error is not None:
+            why += (
+                f" and training error {p.train_error:.3f} is "
+                f"{_pct(p.train_error / p.chance_error)} of the chance error"
+            )
     else:
         ev["train_loss_drop"] = rounded(1 - p.train_loss / p.train[0])
+        why = f"training loss fell only {_pct(1 - p.train_loss / p.train[0])}"
+    ev["why"] = why + f", with validation close to it ({p.val_loss:.3g}): high bias"
     acc = run.curves.get("train_accuracy")
     if acc:
         ev["final_train_accuracy"] = rounded(acc[p.at - 1])
