@@ -6,6 +6,7 @@ good nor clearly bad is `inconclusive` (info), never nothing and never `good_fit
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.analysis.remedies import RemedyContext, with_remedies
+from service.analysis.report import _advice
 from service.studies.spec import StudySpec
 from tests.test_diagnosis import linear, plateau, rise_after
 from trainer import TensorData, TrainConfig, fit, load_dataset
@@ -323,3 +325,18 @@ def test_replayed_early_stopping_matches_the_trainer(monitor: str, patience: int
     mode = "max" if monitor.endswith("accuracy") else "min"
     replayed = early_stop(result.curves[monitor], patience, mode)
     assert replayed == (result.epochs_run, result.best_epoch)
+
+
+def test_the_report_names_the_side_an_inconclusive_trial_leans_to() -> None:
+    best = [
+        {
+            "kind": "inconclusive",
+            "evidence": {"leans": "variance"},
+            "remedies": ["raise dropout (dropout regularizes; this trial 0.1)"],
+        }
+    ]
+    text = _advice(
+        3, Counter({"inconclusive": 2, "overfit": 1}), (1, 0.96, "val_accuracy"), best, {}, []
+    )
+    assert "shows inconclusive (leaning to variance); first remedy: raise dropout" in text
+    assert "Most trials are neither a good fit nor clearly over- or underfit" in text
