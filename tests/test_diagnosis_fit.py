@@ -20,6 +20,7 @@ from service.analysis.report import _advice
 from service.studies.spec import StudySpec
 from tests.test_diagnosis import linear, plateau, rise_after
 from trainer import TensorData, TrainConfig, fit, load_dataset
+from trainer.advice import CAPACITY, EARLY_STOPPING, REGULARIZE, moves_for
 from trainer.curve_stats import early_stop
 from trainer.data_size import subsample
 from trainer.diagnosis import SEVERITY, TrialRun, diagnose
@@ -340,3 +341,15 @@ def test_the_report_names_the_side_an_inconclusive_trial_leans_to() -> None:
     )
     assert "shows inconclusive (leaning to variance); first remedy: raise dropout" in text
     assert "Most trials are neither a good fit nor clearly over- or underfit" in text
+
+
+def test_moves_follow_the_evidence() -> None:
+    first = [m.param for m in moves_for("overfit", {"early_stop_at_epoch": 22})]
+    assert first[0] == "early_stopping_patience"
+    # Patience 10 would not have stopped it before the end: early stopping keeps its place.
+    later = [m.param for m in moves_for("overfit", {"epochs_after_best": 3})]
+    assert later[0] == "dropout" and "early_stopping_patience" in later
+    assert EARLY_STOPPING not in moves_for("overfit", {"kept_epoch": 8})
+    assert moves_for("inconclusive", {"leans": "variance"}) == REGULARIZE[:3]
+    assert moves_for("inconclusive", {"leans": "bias"}) == CAPACITY[:3]
+    assert moves_for("inconclusive", {"leans": "none"}) == ()

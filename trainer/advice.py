@@ -189,17 +189,15 @@ MOVES: dict[str, tuple[Move, ...]] = {
 }
 # An inconclusive fit gets the first few moves of the side it leans to: nudges, not a cure.
 LEANING_MOVES = 3
-# Epochs trained after the validation-loss minimum from which early stopping leads the
-# advice (trainer.fit_verdict.OVERFIT_MIN_EPOCHS_AFTER_MIN: fewer is noise, not waste).
-WASTED_EPOCHS = 3
 
 
 def moves_for(kind: str, evidence: Mapping[str, EvidenceValue]) -> tuple[Move, ...]:
     """The moves for one finding, most promising first: MOVES[kind], read with the
-    finding's evidence (trainer.fit_verdict). Early stopping leads when the trial trained
-    `epochs_after_best` >= WASTED_EPOCHS past its best epoch, and is left out when the trial
-    already used it (`kept_epoch`); an `inconclusive` fit gets the first LEANING_MOVES moves
-    of the side it `leans` to (variance: regularize; bias: capacity)."""
+    finding's evidence (trainer.fit_verdict). Early stopping leads when, replayed on the
+    trial's own curve, it would have stopped before the end (`early_stop_at_epoch`), and is
+    left out when the trial already used it (`kept_epoch`); an `inconclusive` fit gets the
+    first LEANING_MOVES moves of the side it `leans` to (variance: regularize; bias:
+    capacity)."""
     if kind == "inconclusive":
         side = {"variance": REGULARIZE, "bias": CAPACITY}.get(str(evidence.get("leans")), ())
         moves = _early_stopping_first(side, evidence)
@@ -216,7 +214,6 @@ def _early_stopping_first(
     rest = tuple(m for m in moves if m is not EARLY_STOPPING)
     if "kept_epoch" in evidence:
         return rest  # it already stopped early and kept its best epoch
-    wasted = evidence.get("epochs_after_best", 0)
-    if isinstance(wasted, int | float) and wasted >= WASTED_EPOCHS:
+    if "early_stop_at_epoch" in evidence:
         return (EARLY_STOPPING, *rest)
     return moves

@@ -29,11 +29,12 @@ from trainer.curve_stats import early_stop, median, rounded, slope
 from trainer.detectors import MIN_EPOCHS, TAIL_EPOCHS, Evidence, TrialRun
 
 # ---- thresholds --------------------------------------------------------------------------
-# Loss rules, in nats (unchanged from the loss-only diagnosis):
-# Overfit: the validation loss rose this fraction above its minimum by the end (the median of
-# the last TAIL_EPOCHS epochs, so that neither a low outlier at the minimum nor a high one at
-# the end makes a rise). 10% is well outside epoch-to-epoch noise of a converged run (which
-# stays within a few percent).
+# Loss rules, in nats (the loss-only diagnosis's, with the rise read robustly):
+# Overfit: the validation loss rose this fraction above its minimum by the end: the median of
+# the last TAIL_EPOCHS epochs over the smallest 3-epoch median, so that neither one low epoch
+# at the minimum nor one high epoch at the end makes a rise (quickstart trial #1's 0.269 ->
+# 0.303 is such a pair around a flat 0.28). 10% is well outside epoch-to-epoch noise of a
+# converged run (which stays within a few percent).
 OVERFIT_RISE = 0.10
 # ... by at least this many nats, when the rise is the only sign: a smaller rise of an already
 # low loss (0.11 -> 0.13, as regularized nets drift late in training) does not show in

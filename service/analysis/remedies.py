@@ -74,7 +74,7 @@ def distribution(suggestion: Range | Choices) -> dict[str, Any]:
 def widened(dist: NumericDist, edge: str, param: str) -> dict[str, Any]:
     """`dist` as written in the spec, with its `edge` ("low" or "high") pushed out (10x on
     a log range, one width otherwise), but never past the parameter's own limit."""
-    d = dist.model_dump(exclude_unset=True)
+    d = dist.model_dump(exclude_defaults=True)  # as written: no "step": null from a reload
     spec = PARAMS.get(param)
     low, high = float(dist.low), float(dist.high)
     if edge == "high":
