@@ -13,7 +13,7 @@ import pytest
 
 from service.analysis.remedies import RemedyContext, with_remedies
 from service.studies.spec import StudySpec
-from trainer import detectors
+from trainer import detectors, fit_verdict
 from trainer import diagnosis as d
 from trainer.diagnosis import CONFIRM_EPOCHS, KINDS, EarlyVerdict, TrialRun, diagnose
 
@@ -40,6 +40,8 @@ def rise_after(val_min: float, at: int, end: float, n: int) -> list[float]:
 
 GOOD_TRAIN = plateau(2.0, 0.05, 20)
 GOOD_VAL = plateau(2.0, 0.15, 20)
+# Accuracies of a good fit: 99% training, 98% validation (1.1% of the chance error apart).
+GOOD_ACC = {"train_accuracy": plateau(0.1, 0.99, 20), "val_accuracy": plateau(0.1, 0.98, 20)}
 
 
 def grads(first: list[float], last: list[float]) -> dict[str, list[float]]:
@@ -63,14 +65,26 @@ def loss(train: list[float], val: list[float], **extra: list[float]) -> dict[str
     return {"train_loss": train, "val_loss": val, **extra}
 
 
+def good(**extra: list[float]) -> dict[str, list[float]]:
+    """A good fit's curves (small gap in loss and in error), with `extra` curves."""
+    return loss(GOOD_TRAIN, GOOD_VAL, **GOOD_ACC, **extra)
+
+
+def accuracy(train: float, val: float, n: int = 20) -> dict[str, list[float]]:
+    """Accuracy curves rising from chance (10 classes) to `train` and `val`."""
+    return {"train_accuracy": plateau(0.1, train, n), "val_accuracy": plateau(0.1, val, n)}
+
+
 CASES = [
-    Case("good fit", loss(GOOD_TRAIN, GOOD_VAL), {"good_fit"}, set(KINDS) - {"good_fit"}),
+    Case("good fit", good(), {"good_fit"}, set(KINDS) - {"good_fit"}),
     Case(
         "overfit: val minimum then a rise",
         loss(plateau(2.0, 0.01, 20), rise_after(0.5, 8, 0.8, 20)),
         {"overfit"},
         {"good_fit", "underfit", "still_improving"},
-        evidence={"val_loss_min_epoch": 8, "val_loss_min": 0.5, "val_loss_rise": 0.6},
+        # the rise: the median of the last 5 epochs (0.75) over the smallest 3-epoch median
+        # (0.504)
+        evidence={"val_loss_min_epoch": 8, "val_loss_min": 0.5, "val_loss_rise": 0.4889},
     ),
     Case(
         "not overfit: an 18% rise of a low loss is 0.02 nats",
@@ -183,6 +197,7 @@ CASES = [
         loss(
             [v * (1 + 0.02 * (-1) ** t) for t, v in enumerate(GOOD_TRAIN)],
             GOOD_VAL,
+            **GOOD_ACC,
         ),
         {"good_fit"},
         {"oscillating"},
@@ -196,41 +211,37 @@ CASES = [
     ),
     Case(
         "not vanishing: first layer 100 times weaker",
-        loss(GOOD_TRAIN, GOOD_VAL, **grads([1e-3] * 20, [0.1] * 20)),
+        good(**grads([1e-3] * 20, [0.1] * 20)),
         {"good_fit"},
         {"vanishing_gradients"},
     ),
     Case(
         "exploding gradients: norms grew 1000x",
-        loss(GOOD_TRAIN, GOOD_VAL, **grads([10.0**t for t in range(4)] + [1e3] * 16, [1.0] * 20)),
+        good(**grads([10.0**t for t in range(4)] + [1e3] * 16, [1.0] * 20)),
         {"exploding_gradients"},
         {"vanishing_gradients", "good_fit"},
     ),
     Case(
         "exploding gradients: a non-finite norm",
-        loss(GOOD_TRAIN, GOOD_VAL, **grads([1.0] * 19 + [math.inf], [1.0] * 20)),
+        good(**grads([1.0] * 19 + [math.inf], [1.0] * 20)),
         {"exploding_gradients"},
     ),
     Case(
         "not exploding: norms grew 10x",
-        loss(GOOD_TRAIN, GOOD_VAL, **grads(linear(1.0, 10.0, 20), [1.0] * 20)),
+        good(**grads(linear(1.0, 10.0, 20), [1.0] * 20)),
         {"good_fit"},
         {"exploding_gradients"},
     ),
     Case(
         "dead units: 70% of layer 1 never fires",
-        loss(
-            GOOD_TRAIN,
-            GOOD_VAL,
-            **{"dead_fraction.0": [0.1] * 20, "dead_fraction.1": linear(0.1, 0.7, 20)},
-        ),
+        good(**{"dead_fraction.0": [0.1] * 20, "dead_fraction.1": linear(0.1, 0.7, 20)}),
         {"dead_units"},
         {"good_fit"},
         evidence={"max_dead_fraction": 0.7, "layer": 1},
     ),
     Case(
         "not dead units: 30%",
-        loss(GOOD_TRAIN, GOOD_VAL, **{"dead_fraction.0": [0.3] * 20}),
+        good(**{"dead_fraction.0": [0.3] * 20}),
         {"good_fit"},
         {"dead_units"},
     ),
@@ -275,10 +286,11 @@ CASES = [
         n_classes=2,
     ),
     Case(
-        "too few epochs: no shape to read",
+        "too few epochs: no shape to read, and it says so",
         loss([2.0, 1.0], [2.0, 3.0]),
-        set(),
-        set(KINDS),
+        {"inconclusive"},
+        set(KINDS) - {"inconclusive"},
+        evidence={"epochs_run": 2},
     ),
 ]
 
@@ -332,7 +344,14 @@ DIGITS_SPACE = {
     "activation": {"type": "categorical", "choices": ["relu", "elu"]},
 }
 FIXED = {"hidden_layers": 2, "hidden_units": 128}
-OVERFIT_CURVES = loss(plateau(2.0, 0.01, 20), rise_after(0.5, 8, 0.8, 20))
+OVERFIT_VAL = rise_after(0.5, 8, 0.8, 20)
+# Validation accuracy peaks where the validation loss bottoms out (epoch 8): 0.875 -> 0.8.
+OVERFIT_CURVES = loss(
+    plateau(2.0, 0.01, 20),
+    OVERFIT_VAL,
+    train_accuracy=plateau(0.1, 1.0, 20),
+    val_accuracy=[1 - v / 4 for v in OVERFIT_VAL],
+)
 
 
 DIGITS_SPEC = StudySpec.model_validate(
@@ -348,9 +367,11 @@ DIGITS_SPEC = StudySpec.model_validate(
 
 
 def remedies(kind: str, curves: dict[str, list[float]], config: dict[str, Any]) -> list[str]:
-    """service.analysis.remedies for the trainer's finding of `kind` in a digits study."""
-    run = TrialRun(curves=curves, n_classes=10, max_epochs=20)
-    ctx = RemedyContext(config={**FIXED, **config}, spec=DIGITS_SPEC)
+    """service.analysis.remedies for the trainer's finding of `kind` in a digits study, its
+    spec read back as the service stores it (every field set)."""
+    run = TrialRun(curves=curves, n_classes=10, max_epochs=20, monitor=DIGITS_SPEC.objective.metric)
+    stored = StudySpec.model_validate_json(DIGITS_SPEC.model_dump_json())
+    ctx = RemedyContext(config={**FIXED, **config}, spec=stored)
     return next(f["remedies"] for f in with_remedies(diagnose(run), ctx) if f["kind"] == kind)
 
 
@@ -363,7 +384,13 @@ def snippet(remedy: str) -> dict[str, Any]:
 
 def test_overfit_remedies_read_the_trial_and_its_space() -> None:
     r = remedies("overfit", OVERFIT_CURVES, {"dropout": 0.05, "lr": 0.01})
-    assert r[0] == "raise dropout (dropout regularizes; this trial 0.05; space allows up to 0.5)"
+    # 12 epochs after the best one: early stopping leads, replayed on the objective's curve.
+    assert r[0] == (
+        "stop early: val_accuracy was best at epoch 8 of 20; with early_stopping_patience 10 "
+        "this trial would have stopped at epoch 18 and kept epoch 8's weights"
+    )
+    assert r[1].startswith("raise early_stopping_patience (early stopping restores the best")
+    assert r[2] == "raise dropout (dropout regularizes; this trial 0.05; space allows up to 0.5)"
     wd = next(x for x in r if x.startswith("raise weight_decay"))
     assert "this trial used the default 0" in wd
     assert snippet(wd) == {
@@ -371,15 +398,16 @@ def test_overfit_remedies_read_the_trial_and_its_space() -> None:
     }
     units = next(x for x in r if x.startswith("lower hidden_units"))
     assert "fixed at 128" in units and "move it from fixed to space" in units
-    assert any(x.startswith("raise early_stopping_patience") for x in r)
     assert any("learning-curve" in x for x in r)
     assert not any("augment" in x for x in r)  # not image data as far as the study says
 
 
 def test_a_value_at_the_edge_of_the_space_asks_to_widen_it() -> None:
     r = remedies("overfit", OVERFIT_CURVES, {"dropout": 0.5})
-    assert r[0].startswith("raise dropout beyond the space")
-    assert snippet(r[0])["dropout"]["high"] == pytest.approx(0.99)  # dropout must stay < 1
+    dropout = next(x for x in r if "dropout" in x)
+    assert dropout.startswith("raise dropout beyond the space")
+    # dropout must stay < 1; the entry as written, with no "step": null of a stored spec
+    assert snippet(dropout) == {"dropout": {"type": "float", "low": 0.0, "high": 0.99}}
     r = remedies(
         "oscillating",
         loss(zigzag(1.0, 0.3, 20), zigzag(1.0, 0.3, 20)),
@@ -422,7 +450,7 @@ def test_nothing_to_lower_is_not_a_remedy() -> None:
 
 
 def test_categorical_remedies_use_the_space_choices() -> None:
-    dead = loss(GOOD_TRAIN, GOOD_VAL, **{"dead_fraction.0": [0.8] * 20})
+    dead = good(**{"dead_fraction.0": [0.8] * 20})
     r = remedies("dead_units", dead, {"activation": "relu"})
     assert r[0].startswith("try activation elu (")
     assert "in space.activation" in r[0]
@@ -440,19 +468,35 @@ def test_init_std_is_only_advised_for_normal_init() -> None:
 
 
 def test_thresholds_are_named_constants() -> None:
-    for name in (
-        "OVERFIT_RISE",
-        "UNDERFIT_CHANCE_FRACTION",
-        "DIVERGE_GROWTH",
-        "OSC_SIGN_FLIP_FRACTION",
-        "VANISHING_RATIO",
-        "EXPLODING_GROWTH",
-        "DEAD_FRACTION",
-        "UNREP_VAL_RATIO",
-        "STILL_IMPROVING_DROP",
-        "GOOD_FIT_MAX_GAP_NATS",
+    for module, names in (
+        (
+            detectors,
+            (
+                "DIVERGE_GROWTH",
+                "OSC_SIGN_FLIP_FRACTION",
+                "VANISHING_RATIO",
+                "EXPLODING_GROWTH",
+                "DEAD_FRACTION",
+                "UNREP_VAL_RATIO",
+                "STILL_IMPROVING_DROP",
+            ),
+        ),
+        (
+            fit_verdict,
+            (
+                "OVERFIT_RISE",
+                "OVERFIT_ERROR_GAP",
+                "OVERFIT_ERROR_RATIO",
+                "UNDERFIT_CHANCE_FRACTION",
+                "GOOD_FIT_MAX_GAP_NATS",
+                "GOOD_FIT_MAX_ERROR_GAP",
+                "GOOD_FIT_MAX_TRAIN_ERROR",
+                "NOISE_Z",
+            ),
+        ),
     ):
-        assert isinstance(getattr(detectors, name), float), name
+        for name in names:
+            assert isinstance(getattr(module, name), float), name
 
 
 # ---- early verdicts: stop hopeless trials ----------------------------------------------

@@ -20,6 +20,7 @@ from service.worker.process import WorkerProcess
 from tests.conftest import tiny_spec, unique
 from trainer.data_size import HELPS, NO_HELP
 from trainer.diagnosis import KINDS
+from trainer.fit_verdict import FIT_KINDS
 
 
 def run_worker(settings: Settings) -> None:
@@ -73,6 +74,12 @@ def test_finished_trials_are_diagnosed_stored_and_reported(
             assert f["severity"] in ("info", "warning", "critical")
             assert all(isinstance(v, int | float | str) for v in f["evidence"].values())
             kinds.append(f["kind"])
+            if f["kind"] in FIT_KINDS:
+                # The fit is read in error terms against moons' chance level (2 classes)
+                # and the noise of its 40 validation rows.
+                ev = f["evidence"]
+                assert ev["chance_error"] == 0.5, f
+                assert ev["val_error_noise"] >= (0.025 * 0.975 / 40) ** 0.5, f
 
     report = client.get(f"/api/studies/{study_id}/report").json()
     assert set(report) >= {

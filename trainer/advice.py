@@ -8,9 +8,11 @@ the service's business (service.analysis.remedies); nothing here knows a spec fo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from trainer.detectors import EvidenceValue
 from trainer.params import ParamValue
 
 Direction = Literal["raise", "lower", "choose"]
@@ -60,16 +62,17 @@ def _c(*choices: ParamValue) -> Choices:
     return Choices(choices)
 
 
+EARLY_STOPPING = Move(
+    "early_stopping_patience",
+    "raise",
+    "early stopping restores the best epoch",
+    _i(3, 10),
+)
 REGULARIZE = (
     Move("dropout", "raise", "dropout regularizes", _f(0.1, 0.5)),
     Move("weight_decay", "raise", "L2 shrinks weights", _f(1e-5, 1e-2, log=True)),
     Move("l1", "raise", "L1 drives weights to zero", _f(1e-6, 1e-3, log=True)),
-    Move(
-        "early_stopping_patience",
-        "raise",
-        "early stopping restores the best epoch",
-        _i(3, 10),
-    ),
+    EARLY_STOPPING,
     Move("input_noise", "raise", "input noise regularizes", _f(0.01, 0.3)),
     Move("hidden_units", "lower", "a smaller model has less variance", _i(16, 256, log=True)),
     Move("hidden_layers", "lower", "a smaller model has less variance", _i(1, 3)),
@@ -182,4 +185,35 @@ MOVES: dict[str, tuple[Move, ...]] = {
     ),
     "unrepresentative_validation": (),
     "good_fit": (),
+    "inconclusive": (),  # by the side it leans to: see moves_for
 }
+# An inconclusive fit gets the first few moves of the side it leans to: nudges, not a cure.
+LEANING_MOVES = 3
+
+
+def moves_for(kind: str, evidence: Mapping[str, EvidenceValue]) -> tuple[Move, ...]:
+    """The moves for one finding, most promising first: MOVES[kind], read with the
+    finding's evidence (trainer.fit_verdict). Early stopping leads when, replayed on the
+    trial's own curve, it would have stopped before the end (`early_stop_at_epoch`), and is
+    left out when the trial already used it (`kept_epoch`); an `inconclusive` fit gets the
+    first LEANING_MOVES moves of the side it `leans` to (variance: regularize; bias:
+    capacity)."""
+    if kind == "inconclusive":
+        side = {"variance": REGULARIZE, "bias": CAPACITY}.get(str(evidence.get("leans")), ())
+        moves = _early_stopping_first(side, evidence)
+        return moves[:LEANING_MOVES]
+    moves = MOVES.get(kind, ())
+    return _early_stopping_first(moves, evidence) if kind == "overfit" else moves
+
+
+def _early_stopping_first(
+    moves: tuple[Move, ...], evidence: Mapping[str, EvidenceValue]
+) -> tuple[Move, ...]:
+    if EARLY_STOPPING not in moves:
+        return moves
+    rest = tuple(m for m in moves if m is not EARLY_STOPPING)
+    if "kept_epoch" in evidence:
+        return rest  # it already stopped early and kept its best epoch
+    if "early_stop_at_epoch" in evidence:
+        return (EARLY_STOPPING, *rest)
+    return moves

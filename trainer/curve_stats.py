@@ -67,3 +67,26 @@ def layer_series(curves: Mapping[str, Sequence[float]], prefix: str) -> dict[int
         if name.startswith(prefix + ".") and name[len(prefix) + 1 :].isdigit():
             out[int(name[len(prefix) + 1 :])] = list(values)
     return dict(sorted(out.items()))
+
+
+def early_stop(
+    values: Sequence[float], patience: int, mode: str = "min", min_delta: float = 0.0
+) -> tuple[int, int]:
+    """Replay early stopping (trainer.schedules.EarlyStopping, TECHNIQUES.md §5) over a
+    recorded per-epoch metric: (the epoch it stops after, the best epoch whose weights it
+    keeps), both 1-based. Without a stop within the curve: (len(values), best epoch).
+
+    `mode` "min" (losses) or "max" (accuracies); `patience` >= 1 epochs without an
+    improvement larger than `min_delta`.
+    """
+    sign = 1.0 if mode == "min" else -1.0
+    best, best_epoch, bad = math.inf, 0, 0
+    for epoch, value in enumerate(values, start=1):
+        score = sign * value
+        if best_epoch == 0 or score < best - min_delta:
+            best, best_epoch, bad = score, epoch, 0
+            continue
+        bad += 1
+        if bad >= patience:
+            return epoch, best_epoch
+    return len(values), best_epoch

@@ -1,5 +1,6 @@
 """Detectors of trainer.diagnosis: each reads one picture in a trial's curves (TECHNIQUES.md
-§8-9) and returns its evidence (numbers, by name), or {} when the picture is not there.
+§8-9) and returns its evidence (numbers, by name), or {} when the picture is not there. The
+fit verdict (over/underfit, good fit, inconclusive) is trainer.fit_verdict.
 
 Every threshold is a named constant with the reason for its value. Pure Python: no torch.
 """
@@ -41,30 +42,6 @@ DIVERGE_CHANCE_MULTIPLE = 10.0
 # Error texts of a trial that stopped on a non-finite loss (trainer.DivergedError).
 DIVERGE_ERROR = re.compile(r"DivergedError|non-finite|\bnan\b|\binf\b", re.IGNORECASE)
 
-# Overfit: the validation loss rose this fraction above its minimum by the end. 10% is well
-# outside epoch-to-epoch noise of a converged run (which stays within a few percent).
-OVERFIT_RISE = 0.10
-# ... by at least this many nats: a smaller rise of an already low loss (0.11 -> 0.13, as
-# regularized nets drift late in training) does not show in accuracy and is not worth a fix.
-OVERFIT_MIN_RISE_NATS = 0.05
-# ... and the minimum lies at least this many epochs before the end (a rise in the last
-# epoch or two is noise, not a trend).
-OVERFIT_MIN_EPOCHS_AFTER_MIN = 3
-# Overfit without a rise: validation loss at least this many times the training loss and
-# at least OVERFIT_GAP_NATS above it — a large gap, the "high variance" picture.
-OVERFIT_GAP_RATIO = 3.0
-OVERFIT_GAP_NATS = 0.3
-
-# Underfit: the final training loss is still at least this fraction of chance level
-# ln(n_classes) (the loss of a uniform guess). A model that fits its data ends far below
-# half of chance; one that cannot (too small, too regularized) stays near it.
-UNDERFIT_CHANCE_FRACTION = 0.4
-# Without n_classes: the training loss fell by less than this fraction of its first-epoch
-# value — training barely moved it.
-UNDERFIT_MIN_DROP = 0.3
-# Underfit needs validation close to training ("both poor"): val/train below this ratio.
-UNDERFIT_MAX_VAL_RATIO = 1.5
-
 # Oscillating: in the last OSC_WINDOW epochs, at least this fraction of successive changes of
 # the training loss flip sign (a monotone or smoothly converging curve flips rarely) ...
 OSC_WINDOW = 8
@@ -86,11 +63,6 @@ UNREP_MIN_VAL_JUMP = 0.1
 STILL_IMPROVING_DROP = 0.02
 STILL_IMPROVING_LAST_EPOCHS = 1
 
-# Good fit: both losses ended at least this fraction below their first epoch ...
-GOOD_FIT_MIN_DROP = 0.3
-# ... and the final train/val gap is small: val loss within this many nats of train loss.
-GOOD_FIT_MAX_GAP_NATS = 0.3
-
 # Vanishing gradients: first weight layer's gradient norm this many times smaller than the
 # last one's (median over epochs). Healthy nets stay within ~10x; 10 sigmoid layers give
 # ~1e-6 (TECHNIQUES §3: slope <= 0.25 per layer).
@@ -108,14 +80,20 @@ DEAD_FRACTION = 0.5
 @dataclass(frozen=True)
 class TrialRun:
     """Everything diagnosis reads about one trial: its per-epoch curves by metric name
-    (`train_loss`, `val_loss`, `grad_norm.<layer>`, `dead_fraction.<layer>`, ...), how it
-    ended, its number of classes (chance-level loss is ln n_classes) and its epoch budget."""
+    (`train_loss`, `val_loss`, `train_accuracy`, `val_accuracy`, `grad_norm.<layer>`,
+    `dead_fraction.<layer>`, ...), how it ended, its number of classes (chance level: loss
+    ln K, error 1 - 1/K), its validation rows (the noise of the validation error), its epoch
+    budget, the metric early stopping watches (`monitor`, the study's objective) and, when
+    early stopping restored the best epoch's weights, that epoch (`kept_epoch`, 1-based)."""
 
     curves: Mapping[str, Sequence[float]]
     state: str = "complete"  # complete | pruned | fail
     error: str | None = None
     n_classes: int | None = None
     max_epochs: int | None = None
+    n_val: int | None = None
+    monitor: str = "val_loss"
+    kept_epoch: int | None = None
 
 
 # ---- detectors ---------------------------------------------------------------------------
@@ -219,65 +197,6 @@ def find_oscillation(train: list[float]) -> Evidence:
     return {}
 
 
-def _gap_evidence(train: list[float], val: list[float]) -> Evidence:
-    gaps = [v - t for t, v in zip(train, val, strict=False)]
-    tail = gaps[-TAIL_EPOCHS:]
-    return {
-        "final_gap": rounded(gaps[-1]),
-        "gap_slope_last_k": rounded(slope(tail)),
-        "train_loss_slope_last_k": rounded(slope(train[-TAIL_EPOCHS:])),
-        "k": len(tail),
-    }
-
-
-def find_overfit(train: list[float], val: list[float]) -> Evidence:
-    n = len(val)
-    best = min(range(n), key=lambda i: val[i])
-    rise = (val[-1] - val[best]) / val[best] if val[best] > 0 else 0.0
-    ev: Evidence = {
-        "val_loss_min_epoch": best + 1,
-        "val_loss_min": rounded(val[best]),
-        "final_val_loss": rounded(val[-1]),
-        "final_train_loss": rounded(train[-1]),
-        "val_loss_rise": rounded(rise),
-        **_gap_evidence(train, val),
-    }
-    rising = (
-        rise >= OVERFIT_RISE
-        and val[-1] - val[best] >= OVERFIT_MIN_RISE_NATS
-        and n - (best + 1) >= OVERFIT_MIN_EPOCHS_AFTER_MIN
-        and train[-1] <= train[best]
-    )
-    big_gap = (
-        val[-1] >= OVERFIT_GAP_RATIO * train[-1]
-        and val[-1] - train[-1] >= OVERFIT_GAP_NATS
-        and slope([v - t for t, v in zip(train, val, strict=False)][-TAIL_EPOCHS:]) >= 0
-    )
-    return ev if rising or big_gap else {}
-
-
-def find_underfit(run: TrialRun, train: list[float], val: list[float]) -> Evidence:
-    ev: Evidence = {
-        "final_train_loss": rounded(train[-1]),
-        "final_val_loss": rounded(val[-1]),
-        "train_loss_slope_last_k": rounded(slope(train[-TAIL_EPOCHS:])),
-    }
-    if run.n_classes and run.n_classes > 1:
-        chance = math.log(run.n_classes)
-        ev["chance_loss"] = rounded(chance)
-        ev["train_loss_over_chance"] = rounded(train[-1] / chance)
-        high = train[-1] >= UNDERFIT_CHANCE_FRACTION * chance
-    else:
-        drop = 1 - train[-1] / train[0] if train[0] > 0 else 0.0
-        ev["train_loss_drop"] = rounded(drop)
-        high = drop < UNDERFIT_MIN_DROP
-    close = train[-1] > 0 and val[-1] / train[-1] <= UNDERFIT_MAX_VAL_RATIO
-    acc = run.curves.get("train_accuracy")
-    if acc:
-        ev["final_train_accuracy"] = rounded(acc[-1])
-    return ev if high and close else {}
-
-
 def find_unrepresentative_validation(train: list[float], val: list[float]) -> Evidence:
     tail = min(len(train), max(TAIL_EPOCHS, OSC_WINDOW))
     ratio = median([v / t for t, v in zip(train[-tail:], val[-tail:], strict=False) if t > 0])
@@ -312,19 +231,3 @@ def find_still_improving(run: TrialRun, val: list[float]) -> Evidence:
             ev["max_epochs"] = run.max_epochs
         return ev
     return {}
-
-
-def find_good_fit(train: list[float], val: list[float]) -> Evidence:
-    train_drop = 1 - train[-1] / train[0] if train[0] > 0 else 0.0
-    val_drop = 1 - val[-1] / val[0] if val[0] > 0 else 0.0
-    gap = val[-1] - train[-1]
-    fell = train_drop >= GOOD_FIT_MIN_DROP and val_drop >= GOOD_FIT_MIN_DROP
-    if not fell or gap > GOOD_FIT_MAX_GAP_NATS:
-        return {}
-    return {
-        "final_train_loss": rounded(train[-1]),
-        "final_val_loss": rounded(val[-1]),
-        "final_gap": rounded(gap),
-        "train_loss_drop": rounded(train_drop),
-        "val_loss_drop": rounded(val_drop),
-    }

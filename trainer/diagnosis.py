@@ -1,9 +1,10 @@
 """Reading a trial's learning curves and gradient telemetry (TECHNIQUES.md §8-9).
 
 `diagnose(run)` turns per-epoch curves into findings `{kind, severity, evidence}`:
-under-/over-fitting, divergence, oscillation, vanishing/exploding gradients, dead units, an
-unrepresentative validation split, training stopped while still improving. Evidence is
-numbers (the detectors and their thresholds are in `trainer.detectors`); which
+divergence, oscillation, vanishing/exploding gradients, dead units, an unrepresentative
+validation split, training stopped while still improving, and the fit verdict read from the
+bias/variance picture (over-/underfit, good fit, or inconclusive). Evidence is numbers (the
+detectors and their thresholds are in `trainer.detectors` and `trainer.fit_verdict`); which
 hyperparameter moves help each kind is `trainer.advice`. `EarlyVerdict` follows a running
 trial and says when to stop a hopeless one. Pure Python: no torch, database, HTTP or Optuna.
 """
@@ -21,14 +22,12 @@ from trainer.detectors import (
     TrialRun,
     find_dead_units,
     find_diverged,
-    find_good_fit,
     find_gradient_problems,
     find_oscillation,
-    find_overfit,
     find_still_improving,
-    find_underfit,
     find_unrepresentative_validation,
 )
+from trainer.fit_verdict import fit_verdict
 
 __all__ = ["KINDS", "SEVERITY", "EarlyVerdict", "Finding", "TrialRun", "diagnose"]
 
@@ -45,6 +44,7 @@ KINDS = (
     "unrepresentative_validation",
     "still_improving",
     "good_fit",
+    "inconclusive",
 )
 
 SEVERITY: dict[str, Severity] = {
@@ -58,12 +58,14 @@ SEVERITY: dict[str, Severity] = {
     "unrepresentative_validation": "warning",
     "still_improving": "info",
     "good_fit": "info",
+    "inconclusive": "info",
 }
 
 
 @dataclass(frozen=True)
 class Finding:
-    """One kind of problem (or `good_fit`) seen in a trial, with its evidence."""
+    """One kind of problem (or `good_fit`, or `inconclusive`) seen in a trial, with its
+    evidence (numbers by name; `why`: the reading in words)."""
 
     kind: str
     severity: Severity
@@ -77,8 +79,15 @@ class Finding:
 
 
 def diagnose(run: TrialRun) -> list[Finding]:
-    """Findings for one trial, most severe first; an empty list when there is too little
-    to read (e.g. a trial that failed before its first epoch for another reason)."""
+    """Findings for one trial, most severe first.
+
+    Every trial with at least one epoch of finite losses gets a fit verdict (TECHNIQUES §9,
+    `trainer.fit_verdict`): `overfit` or `underfit` always; `good_fit` (every bias and
+    variance term small, in loss and in error) or `inconclusive` (neither good nor clearly
+    bad, or too few epochs to tell) only when no other problem was found. Empty only when
+    there is nothing to read (a trial that failed before its first epoch for another
+    reason); a diverged trial gets `diverged` and no fit verdict.
+    """
     train = list(run.curves.get("train_loss", []))
     val = list(run.curves.get("val_loss", []))
     n = min(len(train), len(val))
@@ -95,20 +104,19 @@ def diagnose(run: TrialRun) -> list[Finding]:
     if ev := find_dead_units(run):
         found["dead_units"] = ev
 
-    if "diverged" not in found and n >= MIN_EPOCHS and all(map(math.isfinite, train + val)):
+    readable = n >= 1 and "diverged" not in found and all(map(math.isfinite, train + val))
+    if readable and n >= MIN_EPOCHS:
         if ev := find_oscillation(train):
             found["oscillating"] = ev
-        if ev := find_overfit(train, val):
-            found["overfit"] = ev
-        elif ev := find_underfit(run, train, val):
-            found["underfit"] = ev
         if ev := find_unrepresentative_validation(train, val):
             found["unrepresentative_validation"] = ev
         if ev := find_still_improving(run, val):
             found["still_improving"] = ev
+    if readable:
+        kind, ev = fit_verdict(run, train, val)
         problems = set(found) - {"still_improving"}
-        if not problems and (ev := find_good_fit(train, val)):
-            found["good_fit"] = ev
+        if kind in ("overfit", "underfit") or not problems:
+            found[kind] = ev
 
     return [Finding(kind=k, severity=SEVERITY[k], evidence=found[k]) for k in KINDS if k in found]
 

@@ -8,7 +8,9 @@ them computed on first read, and stored then.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -19,13 +21,15 @@ from sqlalchemy.orm import Session
 
 from service.analysis.remedies import RemedyContext, with_remedies
 from service.core.db.engine import database_url, session_scope
-from service.core.db.models import CurvePoint, Study, TrialDiagnosis, TrialRecord
+from service.core.db.models import CurvePoint, Dataset, Study, TrialDiagnosis, TrialRecord
 from service.core.optuna_storage import get_storage
 from service.core.states import TrialState
 from service.datasets.spec import DatasetSpec
 from service.studies.spec import StudySpec, load_spec
-from trainer.data import load_dataset
+from trainer.curve_stats import early_stop
+from trainer.data import DATASET_NAMES, load_dataset
 from trainer.diagnosis import TrialRun, diagnose
+from trainer.params import PARAMS
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +39,56 @@ PRUNED_BY_DIAGNOSIS = "pruned_by_diagnosis"
 Findings = list[dict[str, Any]]
 
 
-def n_classes(dataset: DatasetSpec) -> int | None:
-    """Classes of a study's dataset (for the chance-level loss ln K); None if unknown."""
-    return _n_classes(dataset.model_dump_json())
+@dataclass(frozen=True)
+class SplitFacts:
+    """What diagnosis needs to know of a study's data: its classes (chance level: loss
+    ln K, error 1 - 1/K) and validation rows (the noise of the validation error); None
+    where unknown."""
+
+    n_classes: int | None = None
+    n_val: int | None = None
+
+
+def split_facts(session: Session, dataset: DatasetSpec) -> SplitFacts:
+    """Classes and validation rows of a study's dataset: a built-in one is loaded (once per
+    process and spec), an uploaded one is read from its `hpo_datasets` row."""
+    if dataset.name in DATASET_NAMES:
+        return _builtin_facts(dataset.model_dump_json())
+    row = session.execute(
+        select(Dataset.n_rows, Dataset.n_classes).where(Dataset.name == dataset.name)
+    ).first()
+    if row is None:
+        return SplitFacts()
+    # train_test_split's sizes: the test split first, then validation out of the rest.
+    rest = row.n_rows - math.ceil(dataset.test_fraction * row.n_rows)
+    val_of_rest = dataset.val_fraction / (1.0 - dataset.test_fraction)
+    return SplitFacts(n_classes=row.n_classes, n_val=math.ceil(val_of_rest * rest))
 
 
 @lru_cache(maxsize=32)
-def _n_classes(dataset_json: str) -> int | None:
+def _builtin_facts(dataset_json: str) -> SplitFacts:
     ds = DatasetSpec.model_validate_json(dataset_json)
     split = ds.model_dump(include={"val_fraction", "test_fraction", "seed", "n_samples", "noise"})
     try:
-        return load_dataset(ds.name, **split).n_classes
-    except Exception:  # an uploaded or unknown dataset: diagnose without chance level
+        data = load_dataset(ds.name, **split)
+    except Exception:  # e.g. an image dataset whose files live on the workers only
+        return SplitFacts()
+    return SplitFacts(n_classes=data.n_classes, n_val=int(data.y_val.shape[0]))
+
+
+def kept_epoch(
+    config: Mapping[str, object], curves: Mapping[str, list[float]], monitor: str
+) -> int | None:
+    """The epoch whose weights a trial kept: with early stopping on, the trainer restores
+    its best epoch by `monitor` (replayed here on the recorded curve); None otherwise."""
+    patience = config.get("early_stopping_patience", PARAMS["early_stopping_patience"].default)
+    values = curves.get(monitor)
+    if not isinstance(patience, int | float) or patience <= 0 or not values:
         return None
+    min_delta = config.get("early_stopping_min_delta", 0.0)
+    delta = float(min_delta) if isinstance(min_delta, int | float) else 0.0
+    mode = "max" if monitor.endswith("accuracy") else "min"
+    return early_stop(values, int(patience), mode, delta)[1]
 
 
 def curve_values(session: Session, trial_id: int) -> dict[str, list[float]]:
@@ -68,20 +109,28 @@ def diagnose_trial(
     record: TrialRecord,
     frozen: FrozenTrial,
     curves: dict[str, list[float]],
+    facts: SplitFacts | None = None,
 ) -> Findings:
     """Findings of one finished trial, with remedies rendered against its study's spec;
     a trial stopped by an early verdict says so in that finding's evidence.
 
-    `frozen`: the trial as Optuna stores it; `curves`: per-epoch values by metric name.
+    `frozen`: the trial as Optuna stores it; `curves`: per-epoch values by metric name;
+    `facts`: the dataset's classes and validation rows (`split_facts`).
     """
+    facts = SplitFacts() if facts is None else facts
+    config = {**spec.fixed, **frozen.params}
+    monitor = str(spec.objective.metric)
     run = TrialRun(
         curves=curves,
         state=record.state,
         error=record.error,
-        n_classes=n_classes(spec.dataset),
+        n_classes=facts.n_classes,
         max_epochs=spec.objective.max_epochs,
+        n_val=facts.n_val,
+        monitor=monitor,
+        kept_epoch=kept_epoch(config, curves, monitor),
     )
-    ctx = RemedyContext(config={**spec.fixed, **frozen.params}, spec=spec)
+    ctx = RemedyContext(config=config, spec=spec)
     findings = with_remedies(diagnose(run), ctx)
     reason = frozen.user_attrs.get(PRUNED_BY_DIAGNOSIS)
     if reason is not None:
@@ -160,7 +209,7 @@ def _compute(
         except KeyError:  # our record outlived Optuna's trial: nothing to diagnose
             return []
     curves = curve_values(session, trial_id) if curves is None else curves
-    return diagnose_trial(spec, record, frozen, curves)
+    return diagnose_trial(spec, record, frozen, curves, split_facts(session, spec.dataset))
 
 
 def findings_for(

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.studies.spec import CategoricalDist, FloatDist, IntDist, StudySpec
-from trainer.advice import MOVES, Choices, Move, Range
+from trainer.advice import Choices, Move, Range, moves_for
+from trainer.detectors import EvidenceValue
 from trainer.diagnosis import Finding
 from trainer.params import PARAMS, ParamValue
 
@@ -36,13 +37,16 @@ class RemedyContext:
 
 def with_remedies(findings: list[Finding], ctx: RemedyContext) -> list[dict[str, Any]]:
     """The stored and served form of findings: `{kind, severity, evidence, remedies}`."""
-    return [{**f.to_dict(), "remedies": remedies_for(f.kind, ctx)} for f in findings]
+    return [{**f.to_dict(), "remedies": remedies_for(f.kind, ctx, f.evidence)} for f in findings]
 
 
-def remedies_for(kind: str, ctx: RemedyContext) -> list[str]:
-    """Remedy sentences for a finding of `kind`, most promising first."""
-    out: list[str] = []
-    for move in MOVES.get(kind, ()):
+def remedies_for(
+    kind: str, ctx: RemedyContext, evidence: Mapping[str, EvidenceValue] | None = None
+) -> list[str]:
+    """Remedy sentences for a finding of `kind` with its `evidence`, most promising first."""
+    evidence = {} if evidence is None else evidence
+    out: list[str] = _early_stop_fact(kind, ctx, evidence)
+    for move in moves_for(kind, evidence):
         if move.when is not None:
             key, values = move.when
             # Only where the study uses it (augment: image data; init_std: init=normal).
@@ -54,7 +58,7 @@ def remedies_for(kind: str, ctx: RemedyContext) -> list[str]:
             text = _render_numeric(move, ctx)
         if text is not None:
             out.append(text)
-    return out + _text_remedies(kind, ctx)
+    return out + _text_remedies(kind, ctx, evidence)
 
 
 def distribution(suggestion: Range | Choices) -> dict[str, Any]:
@@ -70,7 +74,7 @@ def distribution(suggestion: Range | Choices) -> dict[str, Any]:
 def widened(dist: NumericDist, edge: str, param: str) -> dict[str, Any]:
     """`dist` as written in the spec, with its `edge` ("low" or "high") pushed out (10x on
     a log range, one width otherwise), but never past the parameter's own limit."""
-    d = dist.model_dump(exclude_unset=True)
+    d = dist.model_dump(exclude_defaults=True)  # as written: no "step": null from a reload
     spec = PARAMS.get(param)
     low, high = float(dist.low), float(dist.high)
     if edge == "high":
@@ -191,13 +195,38 @@ def _render_choice(move: Move, ctx: RemedyContext) -> str | None:
     )
 
 
-def _text_remedies(kind: str, ctx: RemedyContext) -> list[str]:
+def _early_stop_fact(
+    kind: str, ctx: RemedyContext, evidence: Mapping[str, EvidenceValue]
+) -> list[str]:
+    """What early stopping would have done to this trial (replayed on its own curve), when
+    it trained on past its best epoch without it."""
+    if kind not in ("overfit", "inconclusive") or "early_stop_at_epoch" not in evidence:
+        return []
+    metric = ctx.spec.objective.metric
+    return [
+        f"stop early: {metric} was best at epoch {evidence['early_stop_keeps_epoch']} of "
+        f"{evidence.get('epochs_run', '?')}; with early_stopping_patience "
+        f"{evidence['early_stop_patience']} this trial would have stopped at epoch "
+        f"{evidence['early_stop_at_epoch']} and kept epoch "
+        f"{evidence['early_stop_keeps_epoch']}'s weights"
+    ]
+
+
+def _text_remedies(
+    kind: str, ctx: RemedyContext, evidence: Mapping[str, EvidenceValue]
+) -> list[str]:
     epochs = f" (this study {ctx.spec.objective.max_epochs})"
+    more_data = (
+        "more training data: run the data-size learning curve "
+        "(POST /api/studies/{id}/learning-curve) to see whether it would help"
+    )
     if kind == "overfit":
-        return [
-            "more training data: run the data-size learning curve "
-            "(POST /api/studies/{id}/learning-curve) to see whether it would help"
-        ]
+        return [more_data]
+    if kind == "inconclusive":
+        leans = evidence.get("leans")
+        if leans == "variance":
+            return [more_data]
+        return [f"train longer: raise objective.max_epochs{epochs}"]
     if kind in ("underfit", "still_improving"):
         return [f"train longer: raise objective.max_epochs{epochs}"]
     if kind == "unrepresentative_validation":

@@ -58,6 +58,11 @@ DOMINANT_ADVICE = {
         "the validation split looks unrepresentative in many trials: raise val_fraction"
     ),
     "good_fit": "most trials fit well: refine the search around the best trial's configuration",
+    "inconclusive": (
+        "most trials are neither a good fit nor clearly over- or underfit: each one's finding "
+        "says which side it leans to (variance: stop early, regularize, more data; bias: more "
+        "capacity, train longer) and why it is not a good fit"
+    ),
 }
 
 
@@ -142,6 +147,14 @@ def _hit(param: str, dist: NumericDist, edge: str, near: int, of: int) -> Bounda
     )
 
 
+def _kind_words(finding: Mapping[str, Any]) -> str:
+    """A finding's kind, with the side an inconclusive fit leans to."""
+    leans = finding.get("evidence", {}).get("leans")
+    if finding["kind"] == "inconclusive" and leans in ("variance", "bias"):
+        return f"inconclusive (leaning to {leans})"
+    return str(finding["kind"])
+
+
 def _advice(
     n: int,
     counts: Counter[str],
@@ -159,7 +172,7 @@ def _advice(
     ]
     if best is not None:
         number, value, metric = best
-        kinds = [f["kind"] for f in best_findings] or ["no finding"]
+        kinds = [_kind_words(f) for f in best_findings] or ["no finding"]
         line = f"The best trial (#{number}, {metric} {value:.4g}) shows {', '.join(kinds)}"
         remedies = [r for f in best_findings for r in f["remedies"]]
         parts.append(line + (f"; first remedy: {remedies[0]}." if remedies else "."))
