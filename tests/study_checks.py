@@ -29,6 +29,33 @@ _CONTEXT = multiprocessing.get_context("forkserver")
 _CONTEXT.set_forkserver_preload(["service.worker.process", "torch._dynamo"])
 
 
+def warm_up() -> None:
+    """Start the fork server (it imports torch: seconds) before a test that races a clock."""
+    proc = _CONTEXT.Process(target=int, daemon=True)
+    proc.start()
+    proc.join()
+
+
+def worker_settings(url: str, grace_seconds: float = 600) -> Settings:
+    """Settings of quick test workers: they poll and beat often; `grace_seconds` is how
+    long a peer's heartbeat may be silent before their sweep declares it dead."""
+    return Settings(
+        database_url=url,
+        worker_poll_seconds=0.05,
+        heartbeat_seconds=0.2,
+        worker_grace_seconds=grace_seconds,
+        torch_threads=1,
+    )
+
+
+def run_workers(settings: Settings, studies: list[str], n: int) -> None:
+    """`n` real worker processes side by side until no trial of `studies` is left."""
+    procs = [start_worker(settings, studies) for _ in range(n)]
+    for proc in procs:
+        proc.join(timeout=600)
+    assert [proc.exitcode for proc in procs] == [0] * n
+
+
 def _run_worker(settings: Settings, studies: list[str], fault: str | None) -> None:
     from service.worker.process import WorkerProcess
 

@@ -24,12 +24,11 @@ from sqlalchemy import select
 
 from service.core.db.engine import session_scope
 from service.core.db.models import TrialRecord, Worker, utcnow
-from service.core.settings import Settings
 from service.studies.service import create_study
 from service.studies.spec import StudySpec
 from service.worker.faults import POINTS
 from tests.conftest import tiny_spec, unique
-from tests.study_checks import check_quiet_study, start_worker
+from tests.study_checks import check_quiet_study, start_worker, worker_settings
 
 GRACE_S = 1.0
 N_TRIALS = 3
@@ -60,16 +59,6 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-def worker_settings(url: str, grace_seconds: float = GRACE_S) -> Settings:
-    return Settings(
-        database_url=url,
-        worker_poll_seconds=0.05,
-        heartbeat_seconds=0.2,
-        worker_grace_seconds=grace_seconds,
-        torch_threads=1,
-    )
 
 
 @dataclass(frozen=True)
@@ -124,7 +113,9 @@ def matrix(database_url: str) -> dict[str, Killed]:
 
     wait_for(silent, 60, "the killed workers' heartbeats to age past the grace period")
     # Its first sweep reaps the dead; then it runs what is left of every study.
-    fresh = start_worker(worker_settings(database_url), [name for _, name in studies.values()])
+    fresh = start_worker(
+        worker_settings(database_url, GRACE_S), [name for _, name in studies.values()]
+    )
     fresh.join(timeout=600)
     assert fresh.exitcode == 0
     return killed

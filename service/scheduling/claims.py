@@ -37,7 +37,8 @@ from service.core.optuna_compat import CLAIM_ATTR
 from service.core.optuna_compat import rdb_models as om
 from service.core.optuna_storage import get_storage
 from service.core.states import StudyState, TrialState, WorkerState
-from service.studies.spec import load_spec
+from service.scheduling.grid import grid_point, grid_size
+from service.studies.spec import StudySpec, load_spec
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ def _open(now: datetime) -> Any:
         Study.status == StudyState.RUNNING,
         Study.slots_used < Study.n_trials,
         or_(Study.max_parallel_trials.is_(None), Study.n_running < Study.max_parallel_trials),
+        or_(Study.deadline_at.is_(None), Study.deadline_at > now),
     )
 
 
@@ -119,7 +121,7 @@ def claim_slot(url: str, study_id: int, worker_id: int | None) -> Claim | None:
             ).first()
             if claimed is None:
                 return None
-            claim_index, _, _ = claimed
+            claim_index, stored_spec, optuna_study_id = claimed
             # The study row is now locked by this transaction (a write lock on SQLite, a row
             # lock on PostgreSQL): no other claim of this study can interleave until commit.
             # Re-runs of trials whose worker died come first (position -1).
@@ -131,6 +133,12 @@ def claim_slot(url: str, study_id: int, worker_id: int | None) -> Claim | None:
             ).first()
             if enqueued is not None:
                 enqueued.claimed = True
+            else:
+                spec = load_spec(stored_spec)
+                if spec.sampler.name == "grid":
+                    enqueued = _next_grid_point(session, study_id, spec, optuna_study_id)
+                    if enqueued is None:
+                        raise _Refused  # every point was handed out: roll the slot back
             record = TrialRecord(
                 study_id=study_id,
                 claim_index=claim_index,
@@ -153,6 +161,44 @@ def claim_slot(url: str, study_id: int, worker_id: int | None) -> Claim | None:
             )
     except _Refused:
         return None
+
+
+def _grid_cursor(session: Session, study_id: int, spec: StudySpec) -> int:
+    """How many grid points the study has handed out: grid points are enqueued rows at
+    positions after the spec's own enqueued configurations (0 .. len-1); re-runs sit at -1."""
+    first = len(spec.enqueue)
+    tops = [
+        session.scalar(
+            select(func.max(EnqueuedConfig.position)).where(
+                EnqueuedConfig.study_id == study_id, EnqueuedConfig.claimed.is_(flag)
+            )
+        )
+        for flag in (True, False)  # two seeks of the (study, claimed, position) index
+    ]
+    top = max((p for p in tops if p is not None), default=-1)
+    return max(top + 1, first) - first
+
+
+def _next_grid_point(
+    session: Session, study_id: int, spec: StudySpec, optuna_study_id: int
+) -> EnqueuedConfig | None:
+    """The study's next grid point as a claimed enqueued row; None once all were handed out.
+    Runs in the claim's transaction, which holds the study's row lock."""
+    size = grid_size(spec)
+    assert size is not None
+    index = _grid_cursor(session, study_id, spec)
+    if index >= size:
+        return None
+    seed = spec.sampler.seed if spec.sampler.seed is not None else optuna_study_id
+    row = EnqueuedConfig(
+        study_id=study_id,
+        position=len(spec.enqueue) + index,
+        params=grid_point(spec, index, seed),
+        claimed=True,
+    )
+    session.add(row)
+    session.flush()
+    return row
 
 
 def attach_trial(url: str, record_id: int, optuna_trial_id: int, number: int) -> bool:
@@ -284,7 +330,8 @@ def settle_status(session: Session, study_id: int) -> None:
     if max_failed is None:
         max_failed = study.n_trials
     now = utcnow()
-    if (finished or 0) >= study.n_trials:
+    past_deadline = study.deadline_at is not None and study.deadline_at <= now
+    if (finished or 0) >= study.n_trials or past_deadline or _grid_done(session, study, spec):
         study.status, study.finished_at, study.updated_at = StudyState.COMPLETED, now, now
     elif study.n_failed > max_failed:
         last = session.scalar(
@@ -295,6 +342,19 @@ def settle_status(session: Session, study_id: int) -> None:
         )
         study.status, study.finished_at, study.updated_at = StudyState.FAILED, now, now
         study.error = f"{study.n_failed} trials failed (more than {max_failed}); last: {last}"
+
+
+def _grid_done(session: Session, study: Study, spec: StudySpec) -> bool:
+    """A grid study with every point handed out, none queued again and none running."""
+    size = grid_size(spec)
+    if size is None or study.n_running > 0:
+        return False
+    queued = session.scalar(
+        select(EnqueuedConfig.id)
+        .where(EnqueuedConfig.study_id == study.id, EnqueuedConfig.claimed.is_(False))
+        .limit(1)
+    )
+    return queued is None and _grid_cursor(session, study.id, spec) >= size
 
 
 def reap_dead_workers(url: str, grace_seconds: float) -> int:

@@ -148,6 +148,11 @@ class TrialRunner:
             with session_scope(self.url) as session:
                 spec = load_spec(get_study_row(session, claim.study_id).spec)
             sampler = build_sampler(spec, claim.claim_index)
+            if spec.sampler.name == "grid":
+                # The claim handed out this trial's grid point (scheduling.grid), so every
+                # parameter is fixed; GridSampler's own bookkeeping (a point per process,
+                # Study.stop() when it believes the grid used up) must stay out of it.
+                sampler = optuna.samplers.RandomSampler(seed=claim.claim_index)
             study = optuna.load_study(
                 study_name=f"hpo:{spec.name}",
                 storage=get_storage(self.url),
@@ -306,7 +311,7 @@ class TrialRunner:
     def _tell(self, started: Started, value: float | None, state: TrialState) -> TrialState:
         """Tell Optuna `state` (and `value`); the state Optuna stored, which differs when
         the trial had been finished already (e.g. failed by the reaper) or Optuna refused
-        the value."""
+        the value. Raises what Optuna raised only if the trial is not finished after it."""
         # skip_if_finished: a retry after a lost connection may find it already told.
         tell = partial(
             started.study.tell,
@@ -315,7 +320,26 @@ class TrialRunner:
             state=optuna.trial.TrialState[state.name],
             skip_if_finished=True,
         )
-        frozen = retry_db(tell, "tell")
+        try:
+            frozen = retry_db(tell, "tell")
+        except STORAGE_ERRORS:
+            raise
+        except Exception as e:
+            # Optuna stores the state in a `finally` after the sampler's `after_trial`, so an
+            # error there (GridSampler's Study.stop() outside optimize(), a plug-in's bug)
+            # arrives after the result is final: the stored state is the truth.
+            read = partial(get_storage(self.url).get_trial, started.trial_id)
+            frozen = retry_db(read, "read trial")
+            if not frozen.state.is_finished():
+                raise
+            log.warning(
+                "study %s: trial %d is %s; Optuna raised after storing it (ignored): %s: %s",
+                started.spec.name,
+                started.trial.number,
+                frozen.state.name,
+                type(e).__name__,
+                e,
+            )
         return TrialState(frozen.state.name.lower())
 
     def _fit(
