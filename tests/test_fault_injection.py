@@ -30,6 +30,8 @@ from service.worker.faults import POINTS
 from tests.conftest import tiny_spec, unique
 from tests.study_checks import check_quiet_study, start_worker, worker_settings
 
+pytestmark = pytest.mark.slow  # real worker processes
+
 GRACE_S = 1.0
 N_TRIALS = 3
 ENQUEUED = [{"lr": 0.011, "batch_size": 16}, {"lr": 0.022, "batch_size": 32}]

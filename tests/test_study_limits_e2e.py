@@ -22,6 +22,8 @@ from service.worker.process import WorkerProcess
 from tests.conftest import tiny_spec, unique
 from tests.study_checks import check_quiet_study, configs, run_workers, warm_up, worker_settings
 
+pytestmark = pytest.mark.slow  # real worker processes
+
 
 def one_epoch(name: str, n_trials: int, **overrides: Any) -> dict[str, Any]:
     spec = tiny_spec(name, n_trials, **overrides)
