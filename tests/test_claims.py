@@ -5,14 +5,16 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
+import optuna
 import pytest
 from optuna.trial import TrialState
 from sqlalchemy import select, update
 
 from service.core.db.engine import session_scope
 from service.core.db.models import Study, TrialRecord, Worker, utcnow
+from service.core.optuna_compat import create_running_trial, trial_id_of
 from service.core.optuna_storage import get_storage
-from service.scheduling import claims
+from service.scheduling import claims, orphans
 from service.studies.service import create_study
 from service.studies.spec import StudySpec
 from tests.conftest import tiny_spec, unique
@@ -204,8 +206,85 @@ def test_a_claim_reaped_before_its_trial_was_attached_is_not_trained(database_ur
     assert study_row(database_url, study_id).slots_used == 0
     assert claims.attach_trial(database_url, claim.record_id, 987_654, 0) is False
 
-    # Attached in time: the reaper's "no Optuna trial yet" finish does not apply any more.
+    # Attached in time: the reaper's "no Optuna trial yet" release does not apply any more.
     other = claims.claim_slot(database_url, study_id, worker_id)
     assert other is not None
     assert claims.attach_trial(database_url, other.record_id, 987_655, 1) is True
-    assert not claims.finish_record(database_url, other.record_id, "fail", unattached_only=True)
+    assert not claims.release_claim(database_url, other.record_id, "silent")
+
+
+def optuna_study(url: str, study_id: int) -> optuna.Study:
+    row = study_row(url, study_id)
+    return optuna.load_study(study_name=f"hpo:{row.name}", storage=get_storage(url))
+
+
+def test_a_released_claim_gives_back_its_slot_and_configuration(database_url: str) -> None:
+    """Its worker died before creating the Optuna trial: nothing ran, nothing is counted."""
+    study_id = new_study(database_url, 1, enqueue=[{"lr": 0.01}])
+    worker_id = new_worker(database_url, heartbeat_age_s=120)
+    claim = claims.claim_slot(database_url, study_id, worker_id)
+    assert claim is not None and claim.fixed_params == {"lr": 0.01}
+
+    claims.reap_worker(database_url, worker_id, "silent")
+
+    row = study_row(database_url, study_id)
+    assert (row.slots_used, row.n_running, row.n_failed, row.status) == (0, 0, 0, "running")
+    again = claims.claim_slot(database_url, study_id, None)
+    assert again is not None and again.fixed_params == {"lr": 0.01}  # back in the queue
+
+
+def test_the_reaper_finds_a_trial_created_but_not_attached(database_url: str) -> None:
+    """The worker died between creating its Optuna trial and linking it to its claim: the
+    claim's tag on the trial leads the reaper to it; it is failed, counted and re-run."""
+    study_id = new_study(database_url, 1, enqueue=[{"lr": 0.01}])
+    worker_id = new_worker(database_url, heartbeat_age_s=120)
+    claim = claims.claim_slot(database_url, study_id, worker_id)
+    assert claim is not None
+    study = optuna_study(database_url, study_id)
+    trial = create_running_trial(study, claim.record_id, {"lr": 0.01})
+
+    claims.reap_worker(database_url, worker_id, "silent")
+
+    storage = get_storage(database_url)
+    assert storage.get_trial(trial_id_of(trial)).state == TrialState.FAIL
+    with session_scope(database_url) as session:
+        record = session.get(TrialRecord, claim.record_id)
+        assert record is not None
+        assert (record.optuna_trial_id, record.state) == (trial_id_of(trial), "fail")
+    row = study_row(database_url, study_id)
+    assert (row.slots_used, row.n_running, row.n_failed) == (0, 0, 1)
+    rerun = claims.claim_slot(database_url, study_id, None)
+    assert rerun is not None
+    assert (rerun.fixed_params, rerun.retry_of) == ({"lr": 0.01}, trial_id_of(trial))
+
+
+def test_the_sweep_closes_running_trials_no_claim_owns(database_url: str) -> None:
+    study_id = new_study(database_url, 3)
+    study = optuna_study(database_url, study_id)
+    storage = get_storage(database_url)
+    # 1. Tagged with a claim that was released while its worker lived on (and then died).
+    worker_id = new_worker(database_url, heartbeat_age_s=120)
+    released = claims.claim_slot(database_url, study_id, worker_id)
+    assert released is not None
+    claims.reap_worker(database_url, worker_id, "silent")
+    late = create_running_trial(study, released.record_id)
+    # 2. Untagged (an older version's `ask`), no claim: failed once older than the grace.
+    untagged = study.ask()
+    # 3. A live claim's trial, attached or not yet: left alone.
+    live = claims.claim_slot(database_url, study_id, None)
+    assert live is not None
+    live_trial = create_running_trial(study, live.record_id)
+
+    # (The database is shared with other tests: the counts returned may include theirs.)
+    assert orphans.close_orphan_trials(database_url, grace_seconds=3600) >= 1
+    assert storage.get_trial(trial_id_of(late)).state == TrialState.FAIL
+    assert storage.get_trial(trial_id_of(untagged)).state == TrialState.RUNNING  # too young
+    assert orphans.close_orphan_trials(database_url, grace_seconds=0) >= 1
+    assert storage.get_trial(trial_id_of(untagged)).state == TrialState.FAIL
+    assert storage.get_trial(trial_id_of(live_trial)).state == TrialState.RUNNING
+
+    row = study_row(database_url, study_id)
+    assert (row.n_failed, row.n_running, row.slots_used) == (2, 1, 1)  # counts agree
+    with session_scope(database_url) as session:
+        record = session.get(TrialRecord, released.record_id)
+        assert record is not None and record.optuna_trial_id == trial_id_of(late)

@@ -3,14 +3,16 @@ dead worker's trial with the same parameters, and how GPU slots are planned."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from service.core.db.engine import session_scope
-from service.core.db.models import EnqueuedConfig, Study
+from service.core.db.models import EnqueuedConfig, Study, utcnow
 from service.scheduling import claims
-from service.studies.service import create_study
+from service.studies.service import create_study, stop_study
 from service.studies.spec import StudySpec
 from service.worker.gpus import Slot, parse_gpus, plan_slots
 from tests.conftest import tiny_spec, unique
@@ -166,3 +168,123 @@ def test_gpu_slots() -> None:
             parse_gpus(bad, 2)
     with pytest.raises(ValueError, match="trials-per-gpu"):
         plan_slots("all", 0, None, 1)
+
+
+def grid_spec(n_trials: int, **overrides: object) -> dict[str, object]:
+    """A 2 x 3 grid: optimizer x batch_size."""
+    return {
+        "sampler": {"name": "grid", "seed": 3},
+        "space": {
+            "optimizer": {"type": "categorical", "choices": ["sgd", "adam"]},
+            "batch_size": {"type": "categorical", "choices": [16, 32, 64]},
+        },
+        "budget": {"n_trials": n_trials, "max_failed_trials": 10},
+        **overrides,
+    }
+
+
+def test_each_grid_point_is_claimed_once_and_a_used_up_grid_completes(database_url: str) -> None:
+    study_id, _ = new_study(database_url, 6, **grid_spec(6))
+    got = [claims.claim_slot(database_url, study_id, None) for _ in range(6)]
+    points = [tuple(sorted(c.fixed_params.items())) for c in got if c and c.fixed_params]
+    assert len(points) == 6 and len(set(points)) == 6  # the whole grid, each point once
+    # A point that failed (its own fault) gives its slot back, but no point is left.
+    first = got[0]
+    assert first is not None
+    claims.finish_record(database_url, first.record_id, "fail", error="ValueError: bad")
+    assert row(database_url, study_id).slots_used == 5
+    assert claims.claim_slot(database_url, study_id, None) is None
+    assert row(database_url, study_id).slots_used == 5  # the refused claim took nothing
+    for c in got[1:]:
+        assert c is not None
+        claims.finish_record(database_url, c.record_id, "complete")
+    study = row(database_url, study_id)
+    assert (study.status, study.n_running, study.n_failed) == ("completed", 0, 1)
+
+
+def test_a_grid_budget_below_its_size_samples_distinct_points_in_a_seeded_order(
+    database_url: str,
+) -> None:
+    orders = []
+    for _ in range(2):
+        study_id, _ = new_study(database_url, 3, **grid_spec(3))
+        got = [claims.claim_slot(database_url, study_id, None) for _ in range(4)]
+        assert got[3] is None  # the budget, not the grid, is the limit here
+        orders.append([c.fixed_params for c in got[:3] if c])
+    assert orders[0] == orders[1]  # same seed, same points in every process
+    assert len({tuple(sorted(p.items())) for p in orders[0]}) == 3
+
+
+def test_a_released_grid_point_is_claimed_again(database_url: str) -> None:
+    study_id, _ = new_study(database_url, 2, **grid_spec(2))
+    first = claims.claim_slot(database_url, study_id, None)
+    assert first is not None
+    assert claims.release_claim(database_url, first.record_id, "its worker died")
+    again = claims.claim_slot(database_url, study_id, None)
+    other = claims.claim_slot(database_url, study_id, None)
+    assert again is not None and other is not None
+    assert again.fixed_params == first.fixed_params
+    assert other.fixed_params != first.fixed_params
+
+
+def expire(url: str, study_id: int) -> None:
+    with session_scope(url) as session:
+        session.execute(
+            update(Study)
+            .where(Study.id == study_id)
+            .values(deadline_at=utcnow() - timedelta(seconds=1))
+        )
+
+
+def stop(url: str, study_id: int) -> None:
+    with session_scope(url) as session:
+        stop_study(session, study_id)
+
+
+def fail_past_the_cap(url: str, study_id: int) -> None:
+    for _ in range(2):  # max_failed_trials: 1
+        claim = claims.claim_slot(url, study_id, None)
+        assert claim is not None
+        claims.finish_record(url, claim.record_id, "fail", error="ValueError: bad")
+
+
+def use_the_budget(url: str, study_id: int) -> None:
+    for _ in range(3):
+        assert claims.claim_slot(url, study_id, None) is not None
+
+
+def run_the_parallel_cap(url: str, study_id: int) -> None:
+    for _ in range(2):  # max_parallel_trials: 2
+        assert claims.claim_slot(url, study_id, None) is not None
+
+
+def use_the_grid(url: str, study_id: int) -> None:
+    for _ in range(6):
+        claim = claims.claim_slot(url, study_id, None)
+        assert claim is not None
+        claims.finish_record(url, claim.record_id, "fail", error="ValueError: bad")
+
+
+LIMITS = {
+    "timeout": ({"budget": {"n_trials": 3, "timeout_seconds": 600}}, expire),
+    "stop": ({}, stop),
+    "failure cap": ({"budget": {"n_trials": 3, "max_failed_trials": 1}}, fail_past_the_cap),
+    "budget": ({}, use_the_budget),
+    "max_parallel_trials": (
+        {"budget": {"n_trials": 3, "max_parallel_trials": 2}},
+        run_the_parallel_cap,
+    ),
+    "grid used up": (grid_spec(3), use_the_grid),
+}
+
+
+@pytest.mark.parametrize("limit", list(LIMITS))
+def test_every_study_limit_is_enforced_by_the_claim_itself(database_url: str, limit: str) -> None:
+    """No sweep runs here: each limit must stop the very next claim, and a study that can
+    take no trial is not offered to workers."""
+    overrides, reach = LIMITS[limit]
+    study_id, name = new_study(database_url, 3, **overrides)
+    assert study_id in claims.candidate_studies(database_url, [name])
+    reach(database_url, study_id)
+    assert claims.claim_slot(database_url, study_id, None) is None
+    assert claims.candidate_studies(database_url, [name]) == []

@@ -1,19 +1,30 @@
 """Claiming trial slots so that a study never runs more than its budget, and giving slots
 back when a trial fails or its worker dies.
 
-A slot is claimed with one conditional UPDATE (`slots_used < n_trials`), which both SQLite
-(one writer at a time) and PostgreSQL (row lock on the study) apply atomically, so no
-number of concurrent workers can overshoot. Optuna's own WAITING queue is not used for
-enqueued configurations: popping it is racy on SQLite (no SELECT ... FOR UPDATE), so an
-enqueued configuration is claimed here, in the same transaction as its slot.
+Every study-level limit is a condition of the claim itself: the claim is one conditional
+UPDATE of the study's row (running, budget left, below `max_parallel_trials`, before its
+deadline), which SQLite (one writer at a time) and PostgreSQL (row lock on the study) apply
+atomically, so no number of concurrent workers can overshoot; a stop, the failure cap and a
+used-up grid change the row (its status, its queue) in the transaction that decides them.
+Optuna's own WAITING queue is not used for enqueued configurations: popping it is racy on
+SQLite (no SELECT ... FOR UPDATE), so an enqueued configuration (or a grid point) is claimed
+here, in the same transaction as its slot.
+
+A claim's life: `claim_slot` -> the worker creates its Optuna trial, tagged with the claim's
+id (`core.optuna_compat.CLAIM_ATTR`) -> `attach_trial` -> `finish_record`. A worker that dies
+at any step is handled by `fail_orphans` (called by the reaper and `hpo serve`): before the
+Optuna trial exists, the claim is released (`release_claim`: slot and configuration go back,
+no failure is counted); after, the trial is failed in Optuna first and the record follows.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import optuna
@@ -22,9 +33,12 @@ from sqlalchemy.orm import Session
 
 from service.core.db.engine import session_scope
 from service.core.db.models import EnqueuedConfig, Study, TrialRecord, Worker, utcnow
+from service.core.optuna_compat import CLAIM_ATTR
+from service.core.optuna_compat import rdb_models as om
 from service.core.optuna_storage import get_storage
 from service.core.states import StudyState, TrialState, WorkerState
-from service.studies.spec import load_spec
+from service.scheduling.grid import grid_point, grid_size
+from service.studies.spec import StudySpec, load_spec
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +47,33 @@ log = logging.getLogger(__name__)
 class Claim:
     """A budget slot taken by a worker: its `hpo_trials` record, the study, the slot's
     1-based index in the study (seeds the sampler), and the parameters it must run with
-    when it is an enqueued configuration or a re-run."""
+    when it is an enqueued configuration, a grid point or a re-run."""
 
     record_id: int
     study_id: int
     claim_index: int
     fixed_params: dict[str, Any] | None
     retry_of: int | None = None  # the Optuna trial id this claim re-runs
+    claimed_at: datetime | None = None  # naive UTC: the trial's start
+
+
+class _Refused(Exception):
+    """Raised inside a claim's transaction to roll it back."""
+
+
+def _open(now: datetime) -> Any:
+    """The conditions under which a study takes a new trial, as SQL on `hpo_studies`."""
+    return and_(
+        Study.status == StudyState.RUNNING,
+        Study.slots_used < Study.n_trials,
+        or_(Study.max_parallel_trials.is_(None), Study.n_running < Study.max_parallel_trials),
+        or_(Study.deadline_at.is_(None), Study.deadline_at > now),
+    )
 
 
 def expire_deadlines(url: str) -> None:
-    """Studies past their timeout start no new trials; running ones finish."""
+    """Mark studies past their timeout completed (running trials finish). Claims check the
+    deadline themselves; this only brings the status up to date."""
     now = utcnow()
     with session_scope(url) as session:
         session.execute(
@@ -55,18 +85,12 @@ def expire_deadlines(url: str) -> None:
 
 
 def candidate_studies(url: str, only: Sequence[str] | None = None) -> list[int]:
-    """Running studies with budget left and below their max_parallel_trials: the highest
-    priority first, then the one with the fewest running trials (fair sharing). `only`
-    restricts them to these study names (or ids)."""
+    """Studies that take a new trial now (running, budget left, below max_parallel_trials,
+    before their deadline): the highest priority first, then the one with the fewest
+    running trials (fair sharing). `only` restricts them to these study names (or ids)."""
     query = (
         select(Study.id)
-        .where(Study.status == StudyState.RUNNING, Study.slots_used < Study.n_trials)
-        .where(
-            or_(
-                Study.max_parallel_trials.is_(None),
-                Study.n_running < Study.max_parallel_trials,
-            )
-        )
+        .where(_open(utcnow()))
         .order_by(Study.priority.desc(), Study.n_running, Study.id)
     )
     if only is not None:
@@ -78,77 +102,115 @@ def candidate_studies(url: str, only: Sequence[str] | None = None) -> list[int]:
 
 def claim_slot(url: str, study_id: int, worker_id: int | None) -> Claim | None:
     """Take one budget slot of the study for `worker_id` (None: no worker, e.g. a test), in
-    one conditional UPDATE, with the next enqueued configuration if there is one. None when
-    the study is not running, its budget is used up or max_parallel_trials are running."""
-    with session_scope(url) as session:
-        claim_index = session.scalar(
-            update(Study)
-            .where(
-                Study.id == study_id,
-                Study.status == StudyState.RUNNING,
-                Study.slots_used < Study.n_trials,
-                or_(
-                    Study.max_parallel_trials.is_(None),
-                    Study.n_running < Study.max_parallel_trials,
-                ),
+    one conditional UPDATE, with the next enqueued configuration if there is one (else, in a
+    grid study, the next grid point). None when the study takes no new trial: not running,
+    budget used up, max_parallel_trials running, past its deadline, or its grid used up."""
+    now = utcnow()
+    try:
+        with session_scope(url) as session:
+            claimed = session.execute(
+                update(Study)
+                .where(Study.id == study_id, _open(now))
+                .values(
+                    slots_used=Study.slots_used + 1,
+                    n_claims=Study.n_claims + 1,
+                    n_running=Study.n_running + 1,
+                    updated_at=now,
+                )
+                .returning(Study.n_claims, Study.spec, Study.optuna_study_id)
+            ).first()
+            if claimed is None:
+                return None
+            claim_index, stored_spec, optuna_study_id = claimed
+            # The study row is now locked by this transaction (a write lock on SQLite, a row
+            # lock on PostgreSQL): no other claim of this study can interleave until commit.
+            # Re-runs of trials whose worker died come first (position -1).
+            enqueued = session.scalars(
+                select(EnqueuedConfig)
+                .where(EnqueuedConfig.study_id == study_id, EnqueuedConfig.claimed.is_(False))
+                .order_by(EnqueuedConfig.position, EnqueuedConfig.id)
+                .limit(1)
+            ).first()
+            if enqueued is not None:
+                enqueued.claimed = True
+            else:
+                spec = load_spec(stored_spec)
+                if spec.sampler.name == "grid":
+                    enqueued = _next_grid_point(session, study_id, spec, optuna_study_id)
+                    if enqueued is None:
+                        raise _Refused  # every point was handed out: roll the slot back
+            record = TrialRecord(
+                study_id=study_id,
+                claim_index=claim_index,
+                worker_id=worker_id,
+                enqueued_id=None if enqueued is None else enqueued.id,
+                retry_of=None if enqueued is None else enqueued.retry_of,
+                retry_number=0 if enqueued is None else enqueued.retry_number,
+                state=TrialState.CLAIMED,
+                started_at=now,
             )
-            .values(
-                slots_used=Study.slots_used + 1,
-                n_claims=Study.n_claims + 1,
-                n_running=Study.n_running + 1,
-                updated_at=utcnow(),
+            session.add(record)
+            session.flush()
+            return Claim(
+                record_id=record.id,
+                study_id=study_id,
+                claim_index=claim_index,
+                fixed_params=None if enqueued is None else dict(enqueued.params),
+                retry_of=None if enqueued is None else enqueued.retry_of,
+                claimed_at=now,
             )
-            .returning(Study.n_claims)
+    except _Refused:
+        return None
+
+
+def _grid_cursor(session: Session, study_id: int, spec: StudySpec) -> int:
+    """How many grid points the study has handed out: grid points are enqueued rows at
+    positions after the spec's own enqueued configurations (0 .. len-1); re-runs sit at -1."""
+    first = len(spec.enqueue)
+    tops = [
+        session.scalar(
+            select(func.max(EnqueuedConfig.position)).where(
+                EnqueuedConfig.study_id == study_id, EnqueuedConfig.claimed.is_(flag)
+            )
         )
-        if claim_index is None:
-            return None
-        # The study row is now locked by this transaction (a write lock on SQLite, a row lock
-        # on PostgreSQL): no other claim of this study can interleave until commit. Re-runs
-        # of trials whose worker died come first (position -1).
-        enqueued = session.scalars(
-            select(EnqueuedConfig)
-            .where(EnqueuedConfig.study_id == study_id, EnqueuedConfig.claimed.is_(False))
-            .order_by(EnqueuedConfig.position, EnqueuedConfig.id)
-            .limit(1)
-        ).first()
-        if enqueued is not None:
-            enqueued.claimed = True
-        record = TrialRecord(
-            study_id=study_id,
-            claim_index=claim_index,
-            worker_id=worker_id,
-            enqueued_id=None if enqueued is None else enqueued.id,
-            retry_of=None if enqueued is None else enqueued.retry_of,
-            retry_number=0 if enqueued is None else enqueued.retry_number,
-            state=TrialState.CLAIMED,
-            started_at=utcnow(),
-        )
-        session.add(record)
-        session.flush()
-        return Claim(
-            record_id=record.id,
-            study_id=study_id,
-            claim_index=claim_index,
-            fixed_params=None if enqueued is None else dict(enqueued.params),
-            retry_of=None if enqueued is None else enqueued.retry_of,
-        )
+        for flag in (True, False)  # two seeks of the (study, claimed, position) index
+    ]
+    top = max((p for p in tops if p is not None), default=-1)
+    return max(top + 1, first) - first
+
+
+def _next_grid_point(
+    session: Session, study_id: int, spec: StudySpec, optuna_study_id: int
+) -> EnqueuedConfig | None:
+    """The study's next grid point as a claimed enqueued row; None once all were handed out.
+    Runs in the claim's transaction, which holds the study's row lock."""
+    size = grid_size(spec)
+    assert size is not None
+    index = _grid_cursor(session, study_id, spec)
+    if index >= size:
+        return None
+    seed = spec.sampler.seed if spec.sampler.seed is not None else optuna_study_id
+    row = EnqueuedConfig(
+        study_id=study_id,
+        position=len(spec.enqueue) + index,
+        params=grid_point(spec, index, seed),
+        claimed=True,
+    )
+    session.add(row)
+    session.flush()
+    return row
 
 
 def attach_trial(url: str, record_id: int, optuna_trial_id: int, number: int) -> bool:
-    """Link the claim to its Optuna trial. False if the record was finished meanwhile (its
-    worker was declared dead before the link existed): the caller must not train it, or
-    the study would run one trial more than its budget."""
+    """Link the claim to its Optuna trial. False, and no link, if the claim was released
+    meanwhile (its worker was declared dead before the link existed): the caller must not
+    train it, or the study would run one trial more than its budget, and should close the
+    trial with `orphans.close_unclaimed_trial`."""
     with session_scope(url) as session:
-        session.execute(
-            update(TrialRecord)
-            .where(TrialRecord.id == record_id)
-            .values(optuna_trial_id=optuna_trial_id, number=number)
-        )
-        # A record the reaper already finished keeps its final state.
         result = session.execute(
             update(TrialRecord)
             .where(TrialRecord.id == record_id, TrialRecord.finished_at.is_(None))
-            .values(state=TrialState.RUNNING)
+            .values(optuna_trial_id=optuna_trial_id, number=number, state=TrialState.RUNNING)
         )
         return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
@@ -161,25 +223,19 @@ def finish_record(
     error: str | None = None,
     test_accuracy: float | None = None,
     retry_params: dict[str, Any] | None = None,
-    unattached_only: bool = False,
 ) -> bool:
-    """Mark a claimed trial finished; on failure give its slot back. Returns False if it was
+    """Mark a claimed trial finished with `state`, which must be its Optuna trial's final
+    state; on failure give its slot back and count the failure. Returns False if it was
     already finished (e.g. by the reaper), so that a slot is never given back twice.
 
     `retry_params`: the failure was not the trial's fault (its worker died or stopped), so
     it is enqueued again with these parameters, up to the spec's `budget.max_retries`
-    times, in the same transaction: exactly one re-run per failure.
-
-    `unattached_only`: finish it only if it has no Optuna trial yet (the reaper read it so;
-    if its worker attached one since, the reaper must fail that trial in Optuna first)."""
+    times, in the same transaction: exactly one re-run per failure."""
     now = utcnow()
-    condition = [TrialRecord.id == record_id, TrialRecord.finished_at.is_(None)]
-    if unattached_only:
-        condition.append(TrialRecord.optuna_trial_id.is_(None))
     with session_scope(url) as session:
         result = session.execute(
             update(TrialRecord)
-            .where(*condition)
+            .where(TrialRecord.id == record_id, TrialRecord.finished_at.is_(None))
             .values(state=state, error=error, test_accuracy=test_accuracy, finished_at=now)
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
@@ -190,9 +246,45 @@ def finish_record(
         if state == TrialState.FAIL:
             values.update(slots_used=Study.slots_used - 1, n_failed=Study.n_failed + 1)
         session.execute(update(Study).where(Study.id == record.study_id).values(**values))
-        if state == TrialState.FAIL and retry_params is not None:
+        if state == TrialState.FAIL and retry_params:
             enqueue_retry(session, record, retry_params)
-        _settle_status(session, record.study_id)
+        settle_status(session, record.study_id)
+    return True
+
+
+def release_claim(url: str, record_id: int, reason: str) -> bool:
+    """Give back a claim whose worker died before creating its Optuna trial: its slot, and
+    its enqueued configuration (or grid point, or re-run) goes back to the queue as it was.
+    Nothing ran, so no failure is counted. The record ends `fail` with `reason` (it is not
+    listed as a trial: it has no Optuna trial). False if the claim had been attached to an
+    Optuna trial meanwhile, or finished."""
+    now = utcnow()
+    with session_scope(url) as session:
+        result = session.execute(
+            update(TrialRecord)
+            .where(
+                TrialRecord.id == record_id,
+                TrialRecord.finished_at.is_(None),
+                TrialRecord.optuna_trial_id.is_(None),
+            )
+            .values(state=TrialState.FAIL, error=reason, finished_at=now)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            return False
+        record = session.get(TrialRecord, record_id)
+        assert record is not None
+        session.execute(
+            update(Study)
+            .where(Study.id == record.study_id)
+            .values(n_running=Study.n_running - 1, slots_used=Study.slots_used - 1, updated_at=now)
+        )
+        if record.enqueued_id is not None:
+            session.execute(
+                update(EnqueuedConfig)
+                .where(EnqueuedConfig.id == record.enqueued_id)
+                .values(claimed=False)
+            )
+        settle_status(session, record.study_id)
     return True
 
 
@@ -218,9 +310,13 @@ def enqueue_retry(session: Session, record: TrialRecord, params: dict[str, Any])
     return True
 
 
-def _settle_status(session: Session, study_id: int) -> None:
-    """completed once the budget is finished; failed past max_failed_trials."""
-    study = session.get(Study, study_id, with_for_update=True)
+def settle_status(session: Session, study_id: int) -> None:
+    """Bring a running study's status up to date, in the caller's transaction (the one that
+    finished or released a trial): `completed` once the budget is finished, the deadline
+    passed, or the grid is used up with nothing running or queued; `failed` past
+    `max_failed_trials`."""
+    # populate_existing: the counters the caller's UPDATE just changed.
+    study = session.get(Study, study_id, with_for_update=True, populate_existing=True)
     if study is None or study.status != StudyState.RUNNING:
         return
     done = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -229,11 +325,13 @@ def _settle_status(session: Session, study_id: int) -> None:
         .select_from(TrialRecord)
         .where(TrialRecord.study_id == study_id, TrialRecord.state.in_(done))
     )
-    max_failed = load_spec(study.spec).budget.max_failed_trials
+    spec = load_spec(study.spec)
+    max_failed = spec.budget.max_failed_trials
     if max_failed is None:
         max_failed = study.n_trials
     now = utcnow()
-    if (finished or 0) >= study.n_trials:
+    past_deadline = study.deadline_at is not None and study.deadline_at <= now
+    if (finished or 0) >= study.n_trials or past_deadline or _grid_done(session, study, spec):
         study.status, study.finished_at, study.updated_at = StudyState.COMPLETED, now, now
     elif study.n_failed > max_failed:
         last = session.scalar(
@@ -244,6 +342,19 @@ def _settle_status(session: Session, study_id: int) -> None:
         )
         study.status, study.finished_at, study.updated_at = StudyState.FAILED, now, now
         study.error = f"{study.n_failed} trials failed (more than {max_failed}); last: {last}"
+
+
+def _grid_done(session: Session, study: Study, spec: StudySpec) -> bool:
+    """A grid study with every point handed out, none queued again and none running."""
+    size = grid_size(spec)
+    if size is None or study.n_running > 0:
+        return False
+    queued = session.scalar(
+        select(EnqueuedConfig.id)
+        .where(EnqueuedConfig.study_id == study.id, EnqueuedConfig.claimed.is_(False))
+        .limit(1)
+    )
+    return queued is None and _grid_cursor(session, study.id, spec) >= size
 
 
 def reap_dead_workers(url: str, grace_seconds: float) -> int:
@@ -272,20 +383,21 @@ def reap_worker(url: str, worker_id: int, reason: str) -> None:
 
 
 def fail_orphans(url: str, worker_id: int, reason: str) -> None:
-    """Finish the unfinished trial records of a worker that is not training them."""
+    """Finish the unfinished claims of a worker that is not training them (dead, stopped,
+    or it lost the database): each is released if its Optuna trial was never created, else
+    that trial is failed in Optuna and the record follows (re-run with its parameters)."""
     with session_scope(url) as session:
         orphans = session.execute(
             select(TrialRecord.id, TrialRecord.optuna_trial_id).where(
-                and_(TrialRecord.worker_id == worker_id, TrialRecord.finished_at.is_(None))
+                TrialRecord.worker_id == worker_id, TrialRecord.finished_at.is_(None)
             )
         ).all()
-    storage = get_storage(url)
     for record_id, optuna_trial_id in orphans:
         if optuna_trial_id is None:
-            if finish_record(url, record_id, TrialState.FAIL, error=reason, unattached_only=True):
-                log.warning(
-                    "trial record %s of worker %s -> fail (%s)", record_id, worker_id, reason
-                )
+            optuna_trial_id = link_created_trial(url, record_id)
+        if optuna_trial_id is None:
+            if release_claim(url, record_id, reason):
+                log.warning("claim %s of worker %s released (%s)", record_id, worker_id, reason)
                 continue
             # Its worker attached an Optuna trial since we looked (or it finished).
             with session_scope(url) as session:
@@ -296,13 +408,50 @@ def fail_orphans(url: str, worker_id: int, reason: str) -> None:
                 )
             if optuna_trial_id is None:
                 continue
-        state = TrialState.FAIL
-        error: str | None = reason
-        try:
-            storage.set_trial_state_values(optuna_trial_id, optuna.trial.TrialState.FAIL)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            # It finished in Optuna but the worker died before recording it here.
-            state, error = TrialState(storage.get_trial(optuna_trial_id).state.name.lower()), None
-        params = storage.get_trial(optuna_trial_id).params
-        finish_record(url, record_id, state, error=error, retry_params=params)
+        state = fail_attached(url, record_id, optuna_trial_id, reason)
         log.warning("trial record %s of worker %s -> %s (%s)", record_id, worker_id, state, reason)
+
+
+def link_created_trial(url: str, record_id: int) -> int | None:
+    """The Optuna trial created for the unattached claim `record_id` (found by its
+    `CLAIM_ATTR`), linked to the claim now; None if none was created."""
+    T, A = om.TrialModel, om.TrialSystemAttributeModel
+    with session_scope(url) as session:
+        optuna_study_id = session.scalar(
+            select(Study.optuna_study_id)
+            .join(TrialRecord, TrialRecord.study_id == Study.id)
+            .where(TrialRecord.id == record_id)
+        )
+        found = session.execute(
+            select(T.trial_id, T.number)
+            .join(A, and_(A.trial_id == T.trial_id, A.key == CLAIM_ATTR))
+            .where(T.study_id == optuna_study_id, A.value_json == json.dumps(record_id))
+        ).first()
+        if found is None:
+            return None
+        session.execute(
+            update(TrialRecord)
+            .where(TrialRecord.id == record_id, TrialRecord.optuna_trial_id.is_(None))
+            .values(optuna_trial_id=found.trial_id, number=found.number)
+        )
+        return int(found.trial_id)
+
+
+def fail_attached(url: str, record_id: int, optuna_trial_id: int, reason: str) -> TrialState:
+    """Fail the claim's Optuna trial, then its record, re-running its parameters (the
+    failure was its worker's, not its own); the state recorded. If Optuna already had the
+    trial finished (its worker died between telling Optuna and recording it), the record
+    takes Optuna's state and keeps its slot."""
+    storage = get_storage(url)
+    state = TrialState.FAIL
+    error: str | None = reason
+    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # read below
+        storage.set_trial_state_values(optuna_trial_id, optuna.trial.TrialState.FAIL)
+    trial = storage.get_trial(optuna_trial_id)
+    if trial.state != optuna.trial.TrialState.FAIL:
+        state, error = TrialState(trial.state.name.lower()), None
+    # What the trial was to run: the claim's fixed parameters (an enqueued configuration, a
+    # grid point, a re-run), then whatever its sampler had suggested.
+    params = {**trial.system_attrs.get("fixed_params", {}), **trial.params}
+    finish_record(url, record_id, state, error=error, retry_params=params or None)
+    return state

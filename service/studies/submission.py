@@ -7,6 +7,8 @@ shape), or `TooManyRequests` for the owner's quota.
 
 from __future__ import annotations
 
+import math
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -18,6 +20,7 @@ from service.core.states import StudyState
 from service.datasets import service as dataset_service
 from service.datasets.locations import DataPlaces
 from service.datasets.splits import check_split
+from service.studies.search.space import grid_values
 from service.studies.spec import StudySpec
 from trainer.data import DATASET_NAMES
 
@@ -46,6 +49,22 @@ def check_caps(spec: StudySpec, settings: Settings) -> None:
             if value > cap
         ]
     )
+
+
+def check_grid_budget(spec: StudySpec) -> None:
+    """A grid study runs each point at most once, so its budget is at most the grid's size;
+    raises `InvalidInput` at `budget.n_trials`."""
+    if spec.sampler.name != "grid":
+        return
+    points = math.prod(len(values) for values in grid_values(spec).values())
+    if spec.budget.n_trials > points:
+        raise InvalidInput(
+            f"the grid has {points} points and runs each once, so n_trials must be <= "
+            f"{points}, got {spec.budget.n_trials}",
+            field="budget.n_trials",
+            kind="less_than_equal",
+            value=spec.budget.n_trials,
+        )
 
 
 def check_dataset(session: Session, spec: StudySpec) -> None:
@@ -97,6 +116,7 @@ def check_submission(
     """Every check of a submission that the studies package can make, in the order a
     client fixes them; `trials.service.check_init_from` checks the trial it starts from."""
     check_caps(spec, settings)
+    check_grid_budget(spec)
     check_dataset(session, spec)
     DataPlaces.of(settings).folder(spec.dataset)  # dataset.path inside a data root
     check_quota(session, settings, principal)

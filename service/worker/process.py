@@ -26,23 +26,18 @@ from service.analysis import learning_curves
 from service.core.db.retry import retry_db
 from service.core.settings import Settings
 from service.datasets.locations import DataPlaces
-from service.scheduling.claims import (
-    Claim,
-    candidate_studies,
-    claim_slot,
-    expire_deadlines,
-    fail_orphans,
-    reap_dead_workers,
-)
+from service.scheduling.claims import Claim, candidate_studies, claim_slot, fail_orphans
+from service.scheduling.orphans import sweep
 from service.scheduling.workers import heartbeat, record_stop, register_worker
 from service.worker.data import DatasetCache
+from service.worker.faults import crash_point
 from service.worker.gpus import gpu_info
 from service.worker.trial import STORAGE_ERRORS, Interrupted, TrialRunner
 
 log = logging.getLogger("hpo.worker")
 
 MAX_BACKOFF_S = 30.0  # longest wait between retries while the database is unreachable
-REAP_EVERY_S = 10.0  # how often a worker looks for dead peers
+SWEEP_EVERY_S = 10.0  # how often a worker looks for dead peers and orphaned trials
 HARD_EXIT_MARGIN_S = 10.0  # past the stop deadline + this, the process cleans up and exits
 
 
@@ -65,7 +60,7 @@ class WorkerProcess:
         self.stopping = threading.Event()
         self.worker_id: int | None = None
         self.data = DatasetCache(self.url, self.device, DataPlaces.of(settings))
-        self._last_reap = 0.0
+        self._last_sweep: float | None = None  # monotonic time of the last sweep
         # Set when a trial's end could not be recorded; its record is failed once the
         # database is back.
         self._lost_trial = False
@@ -108,6 +103,7 @@ class WorkerProcess:
         backoff = self.settings.worker_poll_seconds
         while not self.stopping.is_set() and (max_trials is None or ran < max_trials):
             try:
+                self._sweep_if_due()
                 # Learning-curve jobs (service.analysis.learning_curves) before new trials.
                 if learning_curves.run_next_job(
                     self.url, self.worker_id, self.data.get, self.stopping
@@ -160,17 +156,24 @@ class WorkerProcess:
             except Exception as e:  # the database is down: try again next beat
                 log.warning("heartbeat failed: %s", e.__class__.__name__)
 
+    def _sweep_if_due(self) -> None:
+        """Every SWEEP_EVERY_S (and first over every study, when the worker starts): reap
+        silent peers, expire deadlines, close orphaned Optuna trials."""
+        now = time.monotonic()
+        if self._last_sweep is not None and now - self._last_sweep < SWEEP_EVERY_S:
+            return
+        first = self._last_sweep is None
+        sweep(self.url, self.settings.worker_grace_seconds, every_study=first)
+        self._last_sweep = now
+
     def _next_claim(self, worker_id: int) -> Claim | None:
         if self._lost_trial:
             fail_orphans(self.url, worker_id, "the worker lost the database during the trial")
             self._lost_trial = False
-        if time.monotonic() - self._last_reap > REAP_EVERY_S:
-            self._last_reap = time.monotonic()
-            reap_dead_workers(self.url, self.settings.worker_grace_seconds)
-            expire_deadlines(self.url)
         for study_id in candidate_studies(self.url, self.only):
             claim = claim_slot(self.url, study_id, worker_id)
             if claim is not None:
+                crash_point("after_claim")
                 return claim
         return None
 

@@ -24,7 +24,8 @@ from service.core.db.retry import retry_db
 from service.core.optuna_compat import create_running_trial, trial_id_of
 from service.core.optuna_storage import get_storage
 from service.core.states import TrialState
-from service.scheduling.claims import Claim, attach_trial, finish_record
+from service.scheduling.claims import Claim, attach_trial, finish_record, link_created_trial
+from service.scheduling.orphans import close_unclaimed_trial
 from service.scheduling.workers import set_current_trial
 from service.studies.model_families import builder_for
 from service.studies.search.factories import build_pruner, build_sampler
@@ -36,6 +37,7 @@ from service.trials.transfer import prepare_from
 from service.trials.warnings import record_warnings
 from service.worker.curves import write_epoch
 from service.worker.data import DatasetCache
+from service.worker.faults import crash_point
 from service.worker.oom import fit_with_oom_retry, free_gpu_memory, record_oom_retry
 from trainer import DivergedError, EpochMetrics, FitResult, TensorData, TrainConfig, evaluate, fit
 from trainer.diagnosis import EarlyVerdict
@@ -89,6 +91,7 @@ class EpochReport:
         if m.epoch not in self.reported:  # a re-run after OOM repeats reported epochs
             retry_db(partial(self.trial.report, m.values[self.metric], m.epoch), "report")
             self.reported.add(m.epoch)
+            crash_point("mid_train")
         if (reason := self.verdict.update(m.values)) is not None:
             set_reason = partial(self.trial.set_user_attr, PRUNED_BY_DIAGNOSIS, reason)
             retry_db(set_reason, "verdict")
@@ -125,38 +128,55 @@ class TrialRunner:
         if started is None or not self.attach(claim, started):
             return
         try:
-            outcome = self.train(claim, started)
-            self.finish(claim, started, outcome)
-        except Exception as e:
-            self.fail(claim, started, e)
+            try:
+                outcome = self.train(claim, started)
+            except Exception as e:
+                self.fail(claim, started, e)
+            else:
+                # Not inside the `try` above: once Optuna has the trial's final state,
+                # nothing raised later may turn it into a failure.
+                self.finish(claim, started, outcome)
         finally:
             self.clean_up(started)
 
     def start(self, claim: Claim) -> Started | None:
-        """Load the study and ask Optuna for the trial (an enqueued configuration or a
-        re-run is created RUNNING with its parameters). None if that failed: the claim is
-        finished FAIL with the reason."""
+        """Load the study and create the claim's Optuna trial, RUNNING, tagged with the
+        claim (with its parameters when it is an enqueued configuration, a grid point or a
+        re-run; else its sampler suggests them, as after `ask`). None if that failed: the
+        trial, if it was created, and the claim are finished FAIL with the reason."""
         try:
             with session_scope(self.url) as session:
                 spec = load_spec(get_study_row(session, claim.study_id).spec)
+            sampler = build_sampler(spec, claim.claim_index)
+            if spec.sampler.name == "grid":
+                # The claim handed out this trial's grid point (scheduling.grid), so every
+                # parameter is fixed; GridSampler's own bookkeeping (a point per process,
+                # Study.stop() when it believes the grid used up) must stay out of it.
+                sampler = optuna.samplers.RandomSampler(seed=claim.claim_index)
             study = optuna.load_study(
                 study_name=f"hpo:{spec.name}",
                 storage=get_storage(self.url),
-                sampler=build_sampler(spec, claim.claim_index),
+                sampler=sampler,
                 pruner=build_pruner(spec.pruner, spec.objective.max_epochs),
             )
-            if claim.fixed_params:
-                # Created RUNNING directly (not WAITING + pop) so no other worker can take it.
-                trial = create_running_trial(study, claim.fixed_params)
-            else:
-                trial = study.ask()
+            # Created RUNNING directly, tagged with the claim in the same transaction: no
+            # moment exists in which the trial is RUNNING and its claim cannot find it.
+            trial = create_running_trial(
+                study, claim.record_id, claim.fixed_params, started_at=claim.claimed_at
+            )
         except STORAGE_ERRORS:
             raise  # the run loop backs off; the claim is failed once the database is back
         except Exception as e:
             log.exception("could not start a trial for study %s", claim.study_id)
             reason = f"{type(e).__name__}: {e}"
+            # The trial may exist (a sampler's before_trial raised): fail it too, so that
+            # Optuna's states and our records agree.
+            trial_id = link_created_trial(self.url, claim.record_id)
+            if trial_id is not None:
+                get_storage(self.url).set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
             finish_record(self.url, claim.record_id, TrialState.FAIL, error=reason)
             return None
+        crash_point("after_create")
         return Started(spec, study, trial, trial_id_of(trial))
 
     def attach(self, claim: Claim, started: Started) -> bool:
@@ -170,8 +190,17 @@ class TrialRunner:
             log.warning(
                 "study %s: claim %d was reaped; not training it", started.spec.name, claim.record_id
             )
-            self._tell(started, None, TrialState.FAIL)
+            close = partial(
+                close_unclaimed_trial,
+                self.url,
+                started.trial_id,
+                claim.study_id,
+                claim.record_id,
+                "its claim was released before the trial started",
+            )
+            retry_db(close, "close")
             return False
+        crash_point("after_attach")
         retry_db(
             partial(set_current_trial, self.url, self.worker_id, started.trial_id), "current trial"
         )
@@ -210,21 +239,36 @@ class TrialRunner:
         return Outcome(TrialState.COMPLETE, result.value(spec.objective.metric), test_acc)
 
     def finish(self, claim: Claim, started: Started, outcome: Outcome) -> None:
-        """Tell Optuna the outcome, then finish the claim's record."""
-        self._tell(started, outcome.value, outcome.state)
+        """Tell Optuna the outcome, then finish the claim's record with the state Optuna
+        stored (which is final: whatever Optuna raises after storing it changes nothing).
+        If Optuna could not store it, the trial fails with that error."""
+        crash_point("before_tell")
+        try:
+            state = self._tell(started, outcome.value, outcome.state)
+        except STORAGE_ERRORS:
+            raise
+        except Exception as e:
+            self.fail(claim, started, e)
+            return
+        crash_point("after_tell")
+        error = None
+        if state != outcome.state:  # e.g. Optuna stores a non-finite value as a failure
+            error = f"Optuna recorded the trial {state} (value {outcome.value})"
         record = partial(
             finish_record,
             self.url,
             claim.record_id,
-            outcome.state,
+            state,
+            error=error,
             test_accuracy=outcome.test_accuracy,
         )
         retry_db(record, "finish")
+        crash_point("after_finish")
         log.info(
             "study %s: trial %d %s %s",
             started.spec.name,
             started.trial.number,
-            outcome.state.name,
+            state.name,
             outcome.value,
         )
 
@@ -234,16 +278,22 @@ class TrialRunner:
         if not isinstance(e, QUIET_FAILURES):
             log.exception("study %s: trial %d failed", started.spec.name, started.trial.number)
         retry_params = started.trial.params if isinstance(e, Interrupted) else None
+        state = TrialState.FAIL
+        error: str | None = f"{type(e).__name__}: {e}"
         try:
-            self._tell(started, None, TrialState.FAIL)
+            state = self._tell(started, None, TrialState.FAIL)
         except Exception:
+            # The orphan sweep fails it in Optuna later; our record is FAIL (and counted).
             log.exception("could not mark trial %d failed in Optuna", started.trial.number)
+        if state != TrialState.FAIL:  # Optuna had its final state before the error
+            log.warning("trial %d stays %s in Optuna despite: %s", started.trial.number, state, e)
+            error, retry_params = None, None
         record = partial(
             finish_record,
             self.url,
             claim.record_id,
-            TrialState.FAIL,
-            error=f"{type(e).__name__}: {e}",
+            state,
+            error=error,
             retry_params=retry_params,
         )
         retry_db(record, "finish")
@@ -258,7 +308,10 @@ class TrialRunner:
             log.warning("could not clear the current trial: %s", type(e).__name__)
         free_gpu_memory(self.device)
 
-    def _tell(self, started: Started, value: float | None, state: TrialState) -> None:
+    def _tell(self, started: Started, value: float | None, state: TrialState) -> TrialState:
+        """Tell Optuna `state` (and `value`); the state Optuna stored, which differs when
+        the trial had been finished already (e.g. failed by the reaper) or Optuna refused
+        the value. Raises what Optuna raised only if the trial is not finished after it."""
         # skip_if_finished: a retry after a lost connection may find it already told.
         tell = partial(
             started.study.tell,
@@ -267,7 +320,27 @@ class TrialRunner:
             state=optuna.trial.TrialState[state.name],
             skip_if_finished=True,
         )
-        retry_db(tell, "tell")
+        try:
+            frozen = retry_db(tell, "tell")
+        except STORAGE_ERRORS:
+            raise
+        except Exception as e:
+            # Optuna stores the state in a `finally` after the sampler's `after_trial`, so an
+            # error there (GridSampler's Study.stop() outside optimize(), a plug-in's bug)
+            # arrives after the result is final: the stored state is the truth.
+            read = partial(get_storage(self.url).get_trial, started.trial_id)
+            frozen = retry_db(read, "read trial")
+            if not frozen.state.is_finished():
+                raise
+            log.warning(
+                "study %s: trial %d is %s; Optuna raised after storing it (ignored): %s: %s",
+                started.spec.name,
+                started.trial.number,
+                frozen.state.name,
+                type(e).__name__,
+                e,
+            )
+        return TrialState(frozen.state.name.lower())
 
     def _fit(
         self,
