@@ -417,6 +417,21 @@ def test_bad_settings_are_one_line(args: list[str], env: dict[str, str], stderr:
     assert_one_line(hpo(*args, env=env), 1, stderr)
 
 
+def test_serve_on_a_port_in_use_ends_with_one_error_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        db = f"sqlite:///{tmp_path / 'hpo.db'}"
+        out = hpo("serve", "--workers", "0", "--port", str(port), "--database-url", db)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "address already in use" in out.stderr  # uvicorn's own log line says why
+    assert (
+        out.stderr.splitlines()[-1]
+        == f"error: could not serve on 127.0.0.1:{port} (see the log above)"
+    )
+
+
 def set_revision(url: str, revision: str) -> None:
     with get_engine(url).begin() as conn:
         conn.execute(text("UPDATE hpo_alembic_version SET version_num = :r"), {"r": revision})

@@ -10,6 +10,7 @@ import uvicorn
 
 from service.app.auth import check_at_startup
 from service.app.main import create_app
+from service.cli.options import CommandError
 from service.core.settings import Settings
 from service.worker.supervisor import LocalWorkers
 
@@ -24,7 +25,8 @@ def exit_code(signum: int) -> int:
 
 def serve(settings: Settings) -> int:
     """Serve the API until SIGTERM or SIGINT, then stop the local workers; the exit code
-    (`exit_code` of the signal). A second signal while the workers stop kills them."""
+    (`exit_code` of the signal). A second signal while the workers stop kills them.
+    Raises `CommandError` when uvicorn cannot start (the port is taken, ...)."""
     check_at_startup(settings)  # refuses to serve with auth on and no token
 
     workers = LocalWorkers(settings)
@@ -59,8 +61,10 @@ def serve(settings: Settings) -> int:
         )
         uvicorn.Server(config).run()
     except SystemExit as e:
-        if not received:
-            raise  # uvicorn could not bind, or the like: its own exit status
+        if not received:  # uvicorn could not start (it logged why): a failed command
+            raise CommandError(
+                f"could not serve on {settings.host}:{settings.port} (see the log above)"
+            ) from e
         return int(e.code or 0)
     finally:
         workers.stop()
