@@ -23,6 +23,7 @@ from service.core.db.engine import session_scope
 from service.core.db.migrate import upgrade
 from service.core.db.models import CurvePoint, EnqueuedConfig, TrialRecord, Worker
 from service.core.optuna_storage import get_storage
+from service.core.processes import process_alive, process_start
 from service.studies.service import create_study, get_study_row
 from service.studies.spec import StudySpec
 from tests.conftest import one_database, tiny_spec
@@ -42,15 +43,28 @@ class Workers:
     """`hpo worker ARGS` as its own process (a pool parent or one worker)."""
 
     def __init__(
-        self, tmp: Path, db_url: str, *args: str, name: str = "worker", grace_s: float = 60
+        self,
+        tmp: Path,
+        db_url: str,
+        *args: str,
+        name: str = "worker",
+        grace_s: float = 60,
+        env: dict[str, str] | None = None,
+        detached: bool = False,
     ) -> None:
         self.log_path = tmp / f"{name}.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [*hpo_command(), "worker", "--database-url", db_url, "--threads", "1", *args],
-            env={**os.environ, **WORKER_ENV, "HPO_WORKER_GRACE_SECONDS": str(grace_s)},
+            env={
+                **os.environ,
+                **WORKER_ENV,
+                "HPO_WORKER_GRACE_SECONDS": str(grace_s),
+                **(env or {}),
+            },
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            start_new_session=detached,  # Ctrl-C in the test's terminal does not reach it
         )
 
     def log(self) -> str:
@@ -269,6 +283,93 @@ def test_sigterm_past_the_deadline_interrupts_a_long_epoch(tmp_path: Path) -> No
     with session_scope(url) as session:
         row = get_study_row(session, study_id)
     assert (row.slots_used, row.n_running) == (0, 0)
+
+
+def worker_statuses(url: str) -> dict[int, str]:
+    with session_scope(url) as session:
+        return {pid: status for pid, status in session.execute(select(Worker.pid, Worker.status))}
+
+
+def test_killing_serve_stops_its_workers_and_a_restart_stops_stale_ones(
+    tmp_path: Path, shared_database_url: str
+) -> None:
+    """Issue 17 §7: SIGKILL of `hpo serve` left its two workers running, and a restarted
+    `hpo serve --workers 2` then showed four running workers."""
+    url = shared_database_url
+    upgrade(url)
+    # Workers left by a supervisor that died and could not take them along: started here
+    # without a lifeline, in their own session, naming a supervisor process that is gone.
+    gone = subprocess.Popen(["sleep", "60"])
+    supervisor = f"{gone.pid}:{process_start(gone.pid)}"
+    gone.kill()
+    gone.wait()
+    stale = [
+        Workers(
+            tmp_path,
+            url,
+            "--device",
+            "cpu",
+            name=f"stale{i}",
+            env={"HPO_SUPERVISOR": supervisor},
+            detached=True,
+        )
+        for i in range(2)
+    ]
+    svc: Service | None = None
+    try:
+        wait_for(lambda: len(live_workers(url)) == 2, STARTUP_S, "2 stale workers")
+        stale_pids = {w.proc.pid for w in stale}
+
+        svc = Service(tmp_path, workers=2, db_url=url)
+        # Serving means the sweep is over: the stale workers stopped cleanly before the
+        # new ones started.
+        assert [w.proc.poll() for w in stale] == [0, 0], [w.log() for w in stale]
+        assert {worker_statuses(url)[pid] for pid in stale_pids} == {"stopped"}
+
+        client = svc.client
+
+        def two_new_running() -> list[dict[str, Any]] | None:
+            running: list[dict[str, Any]] = client.get(
+                "/api/workers", params={"status": "running"}
+            ).json()
+            return running if len(running) == 2 else None
+
+        running = wait_for(two_new_running, STARTUP_S, "2 new workers")
+        pids = {w["pid"] for w in running}
+        assert not pids & stale_pids
+        starts = {pid: process_start(pid) for pid in pids}
+
+        svc.proc.kill()  # SIGKILL: nothing of `hpo serve` runs any more
+        svc.proc.wait(timeout=60)
+        wait_for(
+            lambda: not any(process_alive(pid, start) for pid, start in starts.items()),
+            120,
+            "the killed service's workers to exit",
+        )
+        # They were stopped, not killed: each recorded its own stop.
+        assert {worker_statuses(url)[pid] for pid in pids} == {"stopped"}
+        assert "Traceback" not in svc.log()
+    finally:
+        for w in stale:
+            w.stop()
+        if svc is not None:
+            svc.stop()
+
+
+def test_ctrl_c_of_serve_exits_130_after_stopping_its_workers(tmp_path: Path) -> None:
+    """Issue 12 §5: Ctrl-C printed a KeyboardInterrupt traceback after the clean shutdown."""
+    svc = Service(tmp_path, workers=1)
+    try:
+        wait_for(lambda: len(live_workers(svc.db_url)) == 1, STARTUP_S, "the worker")
+        (pid,) = worker_statuses(svc.db_url)
+        svc.proc.send_signal(signal.SIGINT)
+        assert svc.proc.wait(timeout=120) == 130, svc.log()
+    finally:
+        svc.stop()
+    assert worker_statuses(svc.db_url) == {pid: "stopped"}
+    log = svc.log()
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log, log
+    assert "Application shutdown complete" in log
 
 
 def pg_restart_command() -> list[str] | None:

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from service.cli.db import check_database, database_errors
 from service.cli.options import (
     CommandError,
     Subparsers,
@@ -66,8 +67,10 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     from service.access.tokens import TokenError, create_token
     from service.core.db.engine import session_scope
 
+    url = settings_of(args).database_url
+    check_database(url)
     try:
-        with session_scope(settings_of(args).database_url) as session:
+        with database_errors(url), session_scope(url) as session:
             info, token = create_token(session, args.name, args.role)
     except TokenError as e:
         raise CommandError(str(e)) from e
@@ -84,7 +87,9 @@ def cmd_token_list(args: argparse.Namespace) -> int:
     from service.access.tokens import list_tokens
     from service.core.db.engine import session_scope
 
-    with session_scope(settings_of(args).database_url) as session:
+    url = settings_of(args).database_url
+    check_database(url)
+    with database_errors(url), session_scope(url) as session:
         tokens = list_tokens(session)
     for t in tokens:
         state = "active" if t.revoked_at is None else f"revoked {t.revoked_at:%Y-%m-%d %H:%M}"
@@ -97,8 +102,10 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
     from service.access.tokens import TokenError, revoke_tokens
     from service.core.db.engine import session_scope
 
+    url = settings_of(args).database_url
+    check_database(url)
     try:
-        with session_scope(settings_of(args).database_url) as session:
+        with database_errors(url), session_scope(url) as session:
             revoked = revoke_tokens(session, args.token_ref)
     except TokenError as e:
         raise CommandError(str(e)) from e

@@ -20,24 +20,36 @@ Json = dict[str, Any]
 
 
 class ApiError(Exception):
-    """The service could not be reached or answered 4xx/5xx. The message is
-    `"<status>: <the server's detail>"` (validation errors one line per field), or
-    `"cannot reach the service at <url>: <reason>"`."""
+    """The service could not be reached or answered 4xx/5xx. The message is one line:
+    `"<status>: <the server's detail>"` (validation errors as `field: message`, joined
+    by `; `), or `"cannot reach the service at <url>: <reason>"`."""
+
+
+AUTH_HINT = "give a token with --token or HPO_TOKEN"
 
 
 def error_message(response: httpx.Response) -> str:
-    """`"<status>: <detail>"` for an error response; a 422's detail list becomes
-    `invalid request:` and one `  field.path: message` line per error."""
+    """`"<status>: <detail>"` for an error response, on one line; a 422's detail list
+    becomes `invalid request: field.path: message; ...`. A body that is not the API's
+    JSON (a proxy's error page) is summarized by its status, never printed."""
     try:
-        detail = response.json().get("detail", response.text)
-    except ValueError:
-        detail = response.text
-    if isinstance(detail, list):  # validation errors: one line each, naming the field
-        detail = "\n".join(
-            f"  {'.'.join(str(p) for p in d.get('loc', [])[1:])}: {d.get('msg')}" for d in detail
-        )
-        detail = "invalid request:\n" + detail
-    return f"{response.status_code}: {detail}"
+        detail = response.json().get("detail", response.reason_phrase)
+    except (ValueError, AttributeError):  # not JSON, or JSON but not an object
+        detail = f"{response.reason_phrase} (not an answer of the hpo API)"
+    if isinstance(detail, list):  # validation errors: each names its field
+        detail = "invalid request: " + "; ".join(_validation_error(d) for d in detail)
+    message = f"{response.status_code}: {detail}"
+    if response.status_code == 401:
+        message += f" ({AUTH_HINT})"
+    return " ".join(str(message).split())
+
+
+def _validation_error(error: Any) -> str:
+    if not isinstance(error, dict):
+        return str(error)
+    loc = [str(p) for p in error.get("loc", [])]
+    field = ".".join(loc[1:] if loc[:1] in (["body"], ["query"], ["path"]) else loc)
+    return f"{field}: {error.get('msg')}" if field else str(error.get("msg"))
 
 
 class ApiClient:
@@ -48,7 +60,10 @@ class ApiClient:
     def __init__(self, url: str, token: str | None = None, timeout: float = 30.0) -> None:
         self.url = url
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=url, timeout=timeout, headers=headers)
+        try:
+            self._http = httpx.Client(base_url=url, timeout=timeout, headers=headers)
+        except (httpx.InvalidURL, ValueError) as e:  # ValueError: a token httpx cannot send
+            raise ApiError(f"cannot use the service URL {url!r} or token: {e}") from e
 
     def __enter__(self) -> ApiClient:
         return self
@@ -72,19 +87,29 @@ class ApiClient:
         response of a status below 400."""
         try:
             response = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as e:
-            raise ApiError(f"cannot reach the service at {self.url}: {e}") from e
+        except (httpx.HTTPError, httpx.InvalidURL) as e:
+            reason = " ".join(str(e).split()) or e.__class__.__name__
+            raise ApiError(f"cannot reach the service at {self.url}: {reason}") from e
         if response.status_code >= 400:
             raise ApiError(error_message(response))
         return response
 
+    def _json(self, response: httpx.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError as e:
+            raise ApiError(
+                f"{response.url} answered {response.status_code} with a body that is not "
+                "JSON: is --url the hpo service?"
+            ) from e
+
     def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
         """GET `path`; its parsed JSON body."""
-        return self.request("GET", path, params=params).json()
+        return self._json(self.request("GET", path, params=params))
 
     def post(self, path: str, **kwargs: Any) -> Any:
         """POST `path` with `json=`, or `data=` and `files=` (a form); its parsed JSON body."""
-        return self.request("POST", path, **kwargs).json()
+        return self._json(self.request("POST", path, **kwargs))
 
     def delete(self, path: str) -> None:
         """DELETE `path` (the API answers 204, no body)."""

@@ -1,8 +1,16 @@
-"""`hpo`: serve, worker, db upgrade, and REST client commands (submit, studies, best, ...)."""
+"""`hpo`: serve, worker, db upgrade, and REST client commands (submit, studies, best, ...).
+
+Exit codes: 0 done; 1 the command failed (one line `error: ...` on stderr: the service or
+the database unreachable or refusing, an unknown study, a bad file, ...; `watch` also when
+the study failed); 2 a usage error; 130 interrupted by Ctrl-C (`hpo serve` after stopping
+its workers); 141 its output was closed early (`hpo trials x | head`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 
 from service.cli import access, db, diagnosis, processes, studies, trials, workers
@@ -12,25 +20,54 @@ from service.cli.options import CommandError
 # In the order `hpo --help` lists their commands.
 GROUPS = (processes, db, studies, workers, trials, diagnosis, access)
 
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130, as a shell reports a command Ctrl-C stopped
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # 141, as for a command a closed pipe stopped
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The `hpo` parser: one subcommand per command; each sets `func(args) -> exit code`."""
-    p = argparse.ArgumentParser(prog="hpo", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="hpo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="command", required=True)
     for group in GROUPS:
         group.add_commands(sub)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run one command; its exit code, or 1 with `error: ...` on stderr when it failed."""
+def one_line(message: str) -> str:
+    """`message` on one line: its lines joined with `; `."""
+    return "; ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Parse and run one command; its exit code, or 1 with `error: ...` on stderr."""
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
     except (ApiError, CommandError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        print(f"error: {one_line(str(e))}", file=sys.stderr)
+        return EXIT_ERROR
     return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command (see `run`); Ctrl-C exits 130 with `interrupted` on stderr, and a
+    closed standard output (a pipe into `head`) exits 141 quietly: no traceback either way."""
+    try:
+        try:
+            return run(argv)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Python flushes stdout again at exit: point it at /dev/null so that it cannot fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

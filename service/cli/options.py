@@ -54,6 +54,8 @@ def client_of(args: argparse.Namespace) -> ApiClient:
 
 def settings_of(args: argparse.Namespace) -> Settings:
     """`Settings` from the environment, overridden by the options the command was given."""
+    from pydantic import ValidationError
+
     from service.core.settings import Settings  # pydantic-settings: only for the commands
 
     overrides = {
@@ -72,12 +74,22 @@ def settings_of(args: argparse.Namespace) -> Settings:
         }.items()
         if v is not None
     }
-    return Settings(**overrides)
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])} (HPO_{str(err['loc'][0]).upper()} or its "
+            f"option): {err['msg']}"
+            for err in e.errors()
+        )
+        raise CommandError(f"invalid setting {problems}") from e
 
 
 def configure_logging(level: str) -> None:
-    """Log lines with time, level and logger at `level`; Optuna's chatter only from warnings."""
+    """Log lines with time, level and logger at `level`; Optuna's and Alembic's chatter only
+    from warnings."""
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("optuna").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -10,35 +10,70 @@ import argparse
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
+from service.cli.db import check_database, database_errors, require_current_schema
 from service.cli.options import (
+    CommandError,
     Subparsers,
     add_database_options,
     configure_logging,
     settings_of,
 )
 
+if TYPE_CHECKING:
+    from service.core.settings import Settings
+
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Migrate (unless `--no-migrate`), then serve the API beside the local workers."""
-    from service.cli.serve import serve
-    from service.core.db.migrate import upgrade
-
+    """Migrate (unless `--no-migrate`: then check the schema), then serve the API beside
+    the local workers until SIGTERM (exit 0) or Ctrl-C (exit 130)."""
     settings = settings_of(args)
     configure_logging(settings.log_level)
-    if not args.no_migrate:
-        upgrade(settings.database_url)
-    serve(settings)
-    return 0
+    url = settings.database_url
+    with database_errors(url):
+        if args.no_migrate:
+            require_current_schema(url)
+        else:
+            from service.core.db.migrate import upgrade
+
+            upgrade(url)
+        from service.cli.serve import serve  # uvicorn, the app, torch: once the rest is fine
+
+        return serve(settings)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """One worker process in this process, or a pool of them, one per GPU slot. Exits 2 on
-    a bad `--gpus`."""
-    from service.worker.pool import node_slots, run_pool
+    a bad `--gpus`, 1 (one line) on a database that is not migrated."""
+    from service.worker.lifeline import hold_on
 
+    hold_on()  # first: a worker of a supervisor that dies now must stop too
     settings = settings_of(args)
     configure_logging(settings.log_level)
+    check_schema_unless_unreachable(settings.database_url)
+    with database_errors(settings.database_url):
+        return run_workers(args, settings)
+
+
+def check_schema_unless_unreachable(url: str) -> None:
+    """`CommandError` when the database answers but is not migrated to this version. One
+    that cannot be reached yet is not an error here: a worker waits for its database."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    try:
+        with database_errors(url):
+            require_current_schema(url)
+    except CommandError as e:
+        if not isinstance(e.__cause__, OperationalError | InterfaceError):
+            raise
+        logging.getLogger("hpo.worker").warning("%s; waiting for it", e)
+
+
+def run_workers(args: argparse.Namespace, settings: Settings) -> int:
+    """The worker (or the pool) `hpo worker`'s options describe, until it stops."""
+    from service.worker.pool import node_slots, run_pool
+
     studies = [x.strip() for x in args.studies.split(",") if x.strip()] if args.studies else None
     try:
         slots = node_slots(args.gpus, args.trials_per_gpu, settings.device)
@@ -68,10 +103,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_worker_health(args: argparse.Namespace) -> int:
     """Exit 0 when a worker on this host has a fresh heartbeat, else 1."""
+    settings = settings_of(args)
+    check_database(settings.database_url)
     from service.scheduling.workers import local_workers_alive
 
-    settings = settings_of(args)
-    alive = local_workers_alive(settings.database_url, settings.worker_grace_seconds)
+    with database_errors(settings.database_url):
+        alive = local_workers_alive(settings.database_url, settings.worker_grace_seconds)
     print(f"{alive} worker(s) alive on this host")
     return 0 if alive > 0 else 1
 

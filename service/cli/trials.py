@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from service.cli.diagnosis import print_trial_diagnosis
-from service.cli.options import Subparsers, add_client_command, client_of
+from service.cli.options import CommandError, Subparsers, add_client_command, client_of
 
 
 def cmd_trial(args: argparse.Namespace) -> int:
@@ -25,7 +25,10 @@ def cmd_model(args: argparse.Namespace) -> int:
     with client_of(args) as api:
         content = api.model(args.trial_id)
     out = Path(args.output or f"trial-{args.trial_id}-model.pt")
-    out.write_bytes(content)
+    try:
+        out.write_bytes(content)
+    except OSError as e:
+        raise CommandError(f"cannot write {out}: {e}") from e
     print(f"trial {args.trial_id}: model saved to {out} ({len(content)} bytes)")
     return 0
 

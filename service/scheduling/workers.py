@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import func, select, update
@@ -13,6 +14,12 @@ from sqlalchemy.orm import Session
 from service import __version__
 from service.core.db.engine import session_scope
 from service.core.db.models import Worker, utcnow
+from service.core.processes import (
+    in_this_scope,
+    process_alive,
+    process_start,
+    supervisor_from_env,
+)
 from service.core.states import WorkerState
 from service.scheduling.claims import fail_orphans
 from service.studies.schemas import WorkerInfo
@@ -21,12 +28,17 @@ from service.studies.schemas import WorkerInfo
 def register_worker(
     url: str, *, device: str, gpu_name: str | None, gpu_memory_mb: int | None
 ) -> int:
-    """Add this process (host, pid, version) as a running worker on `device`; its id."""
+    """Add this process (host, pid and its start, version) as a running worker on `device`,
+    with the supervisor that started it (from `HPO_SUPERVISOR`, if any); its id."""
     now = utcnow()
+    supervisor = supervisor_from_env()
     with session_scope(url) as session:
         worker = Worker(
             host=socket.gethostname(),
             pid=os.getpid(),
+            process_start=process_start(os.getpid()),
+            supervisor_pid=supervisor[0] if supervisor else None,
+            supervisor_start=supervisor[1] if supervisor else None,
             device=device,
             gpu_name=gpu_name,
             gpu_memory_mb=gpu_memory_mb,
@@ -123,3 +135,46 @@ def local_workers_alive(url: str, grace_seconds: float) -> int:
             )
         )
     return int(n or 0)
+
+
+@dataclass(frozen=True)
+class OrphanedWorker:
+    """A worker record of this host whose supervisor has died: `alive` when its process
+    (`pid`, `process_start`) still runs."""
+
+    id: int
+    pid: int
+    process_start: str
+    alive: bool
+
+
+def orphaned_local_workers(url: str) -> list[OrphanedWorker]:
+    """Workers of this host still marked running that a supervisor started and whose
+    supervisor process is gone (exited, killed, or its pid now names another process).
+
+    Only records this process can judge are considered: a start time recorded in this
+    boot and pid namespace (a worker of another container with the same host name, or of
+    a previous boot, is left to the heartbeat reaper)."""
+    with session_scope(url) as session:
+        rows = session.execute(
+            select(
+                Worker.id,
+                Worker.pid,
+                Worker.process_start,
+                Worker.supervisor_pid,
+                Worker.supervisor_start,
+            ).where(
+                Worker.host == socket.gethostname(),
+                Worker.status == WorkerState.RUNNING,
+                Worker.supervisor_pid.is_not(None),
+            )
+        ).all()
+    orphans = []
+    for r in rows:
+        if not in_this_scope(r.process_start) or process_alive(
+            r.supervisor_pid, r.supervisor_start
+        ):
+            continue
+        alive = process_alive(r.pid, r.process_start)
+        orphans.append(OrphanedWorker(r.id, r.pid, r.process_start, alive))
+    return orphans

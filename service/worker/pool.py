@@ -22,6 +22,8 @@ log = logging.getLogger("hpo.worker")
 
 
 def node_slots(gpus: str | None, trials_per_gpu: int, device: str | None) -> list[Slot]:
+    """The worker slots `hpo worker --gpus/--trials-per-gpu/--device` asks for on this node;
+    raises ValueError on a `--gpus` this node cannot satisfy."""
     count = torch.cuda.device_count() if device != "cpu" else 0
     if gpus is None and device is not None:
         # An explicit device without --gpus: this process is the worker (the children of a
@@ -41,17 +43,20 @@ def run_pool(
     worker_args: list[str] | None = None,
 ) -> int:
     """Supervise one worker process per slot until SIGTERM/SIGINT, or until every child
-    exited 0 (with --until-idle or --max-trials); returns 0."""
+    exited 0 (with --until-idle or --max-trials). Returns 0, or 130 when stopped by
+    SIGINT (Ctrl-C); a second signal while the children stop kills them."""
     signalled: list[int] = []
+    workers = LocalWorkers(settings, slots, studies=studies, worker_args=worker_args)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         # No locks in a signal handler (Event.set could deadlock with the main thread's
         # own wait): just record it.
         signalled.append(signum)
+        if len(signalled) > 1:
+            workers.hurry = True
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    workers = LocalWorkers(settings, slots, studies=studies, worker_args=worker_args)
     workers.start()
     described = ", ".join(
         f"{s.device}" + (f" (GPU {s.visible_devices})" if s.visible_devices else "") for s in slots
@@ -62,4 +67,4 @@ def run_pool(
     if signalled:
         log.info("signal %d: stopping %d worker process(es)", signalled[0], len(slots))
     workers.stop()
-    return 0
+    return 128 + signal.SIGINT if signalled[:1] == [signal.SIGINT] else 0

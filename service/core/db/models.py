@@ -128,6 +128,13 @@ class Worker(Base):
     current_trial_id: Mapped[int | None] = mapped_column(Integer, default=None)
     started_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
+    # Which incarnation of `pid` this is (`scheduling.workers.process_start`: start ticks,
+    # boot and pid namespace), and the same for the supervisor that started it (NULL: none),
+    # so a restarted supervisor can stop the workers its dead predecessor left without ever
+    # signalling a recycled pid.
+    process_start: Mapped[str | None] = mapped_column(String(128), default=None)
+    supervisor_pid: Mapped[int | None] = mapped_column(Integer, default=None)
+    supervisor_start: Mapped[str | None] = mapped_column(String(128), default=None)
 
 
 class EnqueuedConfig(Base):
