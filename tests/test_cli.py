@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 from alembic import command
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
 from service.access.tokens import create_token
@@ -38,7 +39,7 @@ from tests.test_e2e import hpo_command
 
 UNREACHABLE = "http://127.0.0.1:1"  # nothing listens on port 1
 DB_DOWN = "postgresql+psycopg://hpo:secret@127.0.0.1:1/hpo"  # refused at once
-HEAD = "0006"
+HEAD = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 
 
 def hpo(

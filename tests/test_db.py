@@ -84,3 +84,33 @@ def test_openapi_documents_the_routes(client: httpx.Client) -> None:
     ):
         assert path in spec["paths"], path
     assert client.get("/docs").status_code == 200
+
+
+def test_upgrading_to_0007_forgets_findings_of_the_old_fit_rules(empty_database_url: str) -> None:
+    """Stored findings are recomputed on read; rows of the old rules must not survive."""
+    upgrade(empty_database_url)
+    cfg = alembic_config(empty_database_url)
+    command.downgrade(cfg, "0006")
+    engine = create_engine(empty_database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO hpo_studies (id, name, spec, status, optuna_study_id, n_trials, "
+                    "slots_used, n_claims, n_failed, priority, n_running, created_at, "
+                    "updated_at) VALUES (1, 's', '{}', 'completed', 1, 1, 1, 1, 0, 0, 0, "
+                    "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO hpo_trial_diagnoses (trial_id, study_id, findings, computed_at) "
+                    """VALUES (7, 1, '[{"kind": "good_fit"}]', CURRENT_TIMESTAMP)"""
+                )
+            )
+        command.upgrade(cfg, "0007")
+        with engine.connect() as conn:
+            left = conn.execute(text("SELECT count(*) FROM hpo_trial_diagnoses")).scalar()
+        assert left == 0
+    finally:
+        engine.dispose()
