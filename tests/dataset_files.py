@@ -135,3 +135,31 @@ def npy_header(shape: tuple[int, ...], descr: str = "<f4") -> bytes:
         buf, {"descr": descr, "fortran_order": False, "shape": shape}
     )
     return buf.getvalue()
+
+
+@functools.cache
+def parquet_bomb(rows: int = 1_000_000, features: int = 250) -> bytes:
+    """A Parquet file of `features` float32 zero columns and an alternating 0/1 label, `rows`
+    rows in one row group, zstd: about 1 KB per MiB it decodes to (the default 10**6 rows x
+    250 features: 0.94 MB that decodes to 954 MiB). Built from one shared zero column, so
+    writing it takes a few MiB. Cached: it takes a second."""
+    zeros = pa.array(np.zeros(rows, np.float32))
+    columns = {f"f{i}": zeros for i in range(features)}
+    table = pa.table(columns | {"label": pa.array(np.arange(rows) % 2)})
+    buf = io.BytesIO()
+    parquet.write_table(table, buf, compression="zstd", row_group_size=rows)
+    return buf.getvalue()
+
+
+def parquet_text_bomb(rows: int, label_bytes: int) -> bytes:
+    """A Parquet file whose label column holds two texts of `label_bytes` bytes, alternating
+    over `rows` rows: a dictionary of two entries and 1-bit indices that expand to
+    rows x label_bytes bytes of text; the footer declares only the encoded size. One
+    float32 feature of zeros. Written from the dictionary (never expanded here) and without
+    Arrow's schema, so that a reader sees a plain text column."""
+    texts = pa.array(["a" * label_bytes, "b" * label_bytes])
+    labels = pa.DictionaryArray.from_arrays(pa.array(np.arange(rows, dtype=np.int32) % 2), texts)
+    table = pa.table({"f0": np.zeros(rows, np.float32), "label": labels})
+    buf = io.BytesIO()
+    parquet.write_table(table, buf, compression="zstd", store_schema=False)
+    return buf.getvalue()

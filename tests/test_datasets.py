@@ -3,6 +3,7 @@ content, workers training on them, deletion rules."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 from collections.abc import Callable, Iterator
@@ -11,9 +12,9 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pyarrow as pa
 import pytest
 from numpy.typing import NDArray
-from pyarrow import parquet as pq
 from sqlalchemy import func, select
 
 from service.core.db.engine import session_scope
@@ -31,7 +32,9 @@ from tests.dataset_files import (
     npz_bytes,
     npz_member,
     npz_of_members,
+    parquet_bomb,
     parquet_bytes,
+    parquet_text_bomb,
     small_xy,
     zip_bomb,
 )
@@ -254,6 +257,22 @@ BAD_FILES: dict[str, BadFile] = {
         "numeric",
     ),
     "garbage parquet": ("d.parquet", lambda: b"PAR1 not really", "label", 422, "file", "parquet"),
+    "nested parquet label": (
+        "d.parquet",
+        lambda: parquet_bytes({"f0": X[:, 0], "label": pa.array([[v] for v in Y.tolist()])}),
+        "label",
+        422,
+        "file",
+        "column 'label' has type list",
+    ),
+    "parquet label of bytes that are not text": (
+        "d.parquet",
+        lambda: parquet_bytes({"f0": X[:, 0], "label": pa.array([b"\xff" * (v + 1) for v in Y])}),
+        "label",
+        422,
+        "file",
+        "column 'label' holds bytes that are not UTF-8 text",
+    ),
     "unknown format": ("d.txt", lambda: b"hello", None, 422, "file", "unknown format"),
     "file over the request cap": (
         "d.npz",
@@ -490,19 +509,55 @@ def test_the_compression_ratio_applies_only_past_the_floor() -> None:
     assert dataclasses.replace(tight, max_compression_ratio=2000).max_inflated(len(bomb)) > MIB
 
 
-def test_parquet_is_counted_as_it_decodes() -> None:
-    # Run-length encoded zeros: the row groups declare a few KB, Arrow holds 8 bytes a value.
+def test_parquet_is_measured_from_its_footer_before_decoding() -> None:
+    # Run-length encoded zeros: a few KB of pages, yet Arrow holds 8 bytes a value. The
+    # footer's row counts times the column widths say so before any page is decoded.
     n = 60_000
     table = {f"f{i}": np.zeros(n) for i in range(4)} | {"label": np.arange(n) % 2}
     data = parquet_bytes(table)
-    meta = pq.ParquetFile(io.BytesIO(data)).metadata
-    declared = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
-    tight = dataclasses.replace(LIMITS, max_rows=n, ratio_floor=declared + 1)
-    assert declared < tight.max_inflated(len(data)) < 5 * n * 8
-    with pytest.raises(DatasetFileError, match="decodes to over"):
+    tight = dataclasses.replace(LIMITS, max_rows=n, ratio_floor=5 * n * 8)
+    with pytest.raises(DatasetFileError, match=r"declares \d+ bytes"):
         parse_dataset("d.parquet", data, "label", tight)
     roomy = dataclasses.replace(tight, ratio_floor=6 * n * 8)
     assert parse_dataset("d.parquet", data, "label", roomy).x.shape == (n, 4)
+
+
+def test_parquet_text_is_counted_expanded_before_it_expands() -> None:
+    # Two 10 KB labels alternating over 2000 rows: a 20 KB dictionary that expands to 20 MB.
+    data = parquet_text_bomb(2000, 10_000)
+    limits = dataclasses.replace(LIMITS, ratio_floor=MIB)
+    pool = pa.proxy_memory_pool(pa.default_memory_pool())
+    with pytest.raises(DatasetFileError, match="decodes to over"), arrow_pool(pool):
+        parse_dataset("d.parquet", data, "label", limits)
+    assert pool.max_memory() < 2 * MIB
+    roomy = dataclasses.replace(limits, ratio_floor=32 * MIB)
+    assert parse_dataset("d.parquet", data, "label", roomy).classes == ["a" * 10_000, "b" * 10_000]
+
+
+def test_parquet_whose_footer_lies_costs_at_most_a_batch_past_the_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As if the footer declared nothing (row counts that lie only make Arrow read fewer rows):
+    # what is decoded is counted batch by batch, so Arrow's pool holds at most the cap, the
+    # batch that crosses it and the reader's own buffers (about a batch more, measured).
+    monkeypatch.setattr(files, "_parquet_declared", lambda meta, schema: 0)
+    data = parquet_bomb(rows=100_000, features=250)  # 0.1 MB that decodes to 95 MiB
+    limits = dataclasses.replace(LIMITS, max_rows=10**6, max_features=500, ratio_floor=8 * MIB)
+    pool = pa.proxy_memory_pool(pa.default_memory_pool())
+    with pytest.raises(DatasetFileError, match="decodes to over"), arrow_pool(pool):
+        parse_dataset("d.parquet", data, "label", limits)
+    assert pool.max_memory() < 8 * MIB + 4 * files.PARQUET_BATCH_BYTES, pool.max_memory()
+
+
+@contextlib.contextmanager
+def arrow_pool(pool: Any) -> Iterator[None]:
+    """Arrow allocates from `pool` meanwhile (to measure what a read holds at its peak)."""
+    default = pa.default_memory_pool()
+    pa.set_memory_pool(pool)
+    try:
+        yield
+    finally:
+        pa.set_memory_pool(default)
 
 
 def wide_csv(n_columns: int, name_length: int, long_value: int = 0) -> bytes:

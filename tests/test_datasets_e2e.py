@@ -19,7 +19,7 @@ from service.core.db.engine import session_scope
 from service.core.db.migrate import upgrade
 from service.core.db.models import Worker
 from tests.conftest import unique
-from tests.dataset_files import MIB, signal_dataset, zip_bomb
+from tests.dataset_files import MIB, parquet_bomb, parquet_text_bomb, signal_dataset, zip_bomb
 from tests.test_e2e import Service
 
 pytestmark = pytest.mark.slow
@@ -98,23 +98,35 @@ def memory_mib(pid: int) -> dict[str, int]:
 def test_a_zip_bomb_under_the_caps_is_refused_before_it_inflates(served: Service) -> None:
     # Issue 17 §6: ~1 MiB that inflates to 954 MiB, under the default 1 GiB dataset cap and
     # 64 MiB request cap, was accepted after 10-17 s and took the API from 1.65 to 3.2 GiB.
-    honest = zip_bomb(954 * MIB)
-    lying = zip_bomb(954 * MIB, declared=MIB)  # the zip directory claims 1 MiB
-    assert len(honest) < 1.1 * MIB
+    # The Parquet ones were refused but took it up by 295 MiB (zeros) and 1.7 GiB (text),
+    # decoded before they were counted, and kept.
+    bombs = {
+        "the NPZ declares": ("bomb.npz", zip_bomb(954 * MIB), None),
+        "array 'X'": ("bomb.npz", zip_bomb(954 * MIB, declared=MIB), None),  # claims 1 MiB
+        # 250 float32 columns of 10**6 zeros: 0.94 MB of zstd pages that decode to 954 MiB.
+        "the Parquet file declares": ("bomb.parquet", parquet_bomb(), "label"),
+        # 10**4 labels of 100 KB, two distinct: 561 bytes, a footer that declares 200 KB.
+        "the Parquet file decodes to over": (
+            "bomb.parquet",
+            parquet_text_bomb(10_000, 100_000),
+            "label",
+        ),
+    }
+    assert all(len(bomb) < 1.1 * MIB for _, bomb, _ in bombs.values())
     pid = served.proc.pid  # `hpo serve` runs the API in its own process
     Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS: measure from here
     before = memory_mib(pid)
     answers = [
         served.client.post(
             "/api/datasets",
-            data={"name": unique("bomb")},
-            files={"file": ("bomb.npz", bomb)},
+            data={"name": unique("bomb")} | ({"target": target} if target else {}),
+            files={"file": (filename, bomb)},
         )
-        for bomb in (honest, lying)
+        for filename, bomb, target in bombs.values()
     ]
     after = memory_mib(pid)
 
-    for answer, words in zip(answers, ("the NPZ declares", "array 'X'"), strict=True):
+    for answer, words in zip(answers, bombs, strict=True):
         assert answer.status_code == 422, answer.text
         detail = answer.json()["detail"][0]
         assert detail["loc"] == ["body", "file"]

@@ -8,8 +8,9 @@ Compressed formats are bounded by what they really inflate to, never by what the
 (zip bombs): an upload may grow to at most `DatasetLimits.max_inflated` bytes, the dataset cap
 and, past the request cap, a compression ratio. An NPZ member's array header is read first and
 its size checked before its buffer is allocated; then exactly that many bytes are streamed
-into it, and a member that ends early or holds more fails. Parquet is read batch by batch,
-counting the bytes decoded so far.
+into it, and a member that ends early or holds more fails. A Parquet file's footer is
+checked first (rows x column widths: what Arrow will hold), then it is decoded in small
+batches, counting the bytes decoded so far (see `_read_parquet`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ MAX_X_DIMS = 4  # rows x (d | L | C x L | H x W | C x H x W)
 NPY_CHUNK = 1 << 20  # bytes inflated per read of an NPZ member
 CSV_BLOCK_BYTES = 1 << 20  # pyarrow's default block; files with longer lines get larger ones
 CSV_MAX_BLOCK_BYTES = 2**31 - 1  # pyarrow's block size is an int32
-PARQUET_BATCH_ROWS = 65_536  # rows decoded per Parquet batch
+PARQUET_BATCH_ROWS = 65_536  # rows decoded per Parquet batch, at most
+PARQUET_BATCH_BYTES = 4 << 20  # and about this many bytes decoded per batch
 
 
 @dataclass(frozen=True)
@@ -296,6 +298,16 @@ def _longest_line(data: bytes) -> int:
 
 
 def _read_parquet(data: bytes, limits: DatasetLimits) -> Any:
+    """The Parquet file as an Arrow table, never decoding much more than `limits` allow.
+
+    First from the footer alone, before any page is decoded: the row and column caps, the
+    column types (numbers, or text for the label; nested columns are refused) and the size
+    the columns decode to (`_parquet_declared`). Then the file is decoded in batches of about
+    `PARQUET_BATCH_BYTES`, counting what each really holds, so metadata that lies costs at
+    most one batch past the cap. Text columns are decoded as dictionaries and counted at
+    their expanded size before they are expanded. Arrow's memory pool gives what it freed
+    back to the system afterwards, whether the file was read or refused.
+    """
     import pyarrow as pa
     from pyarrow import parquet
 
@@ -310,24 +322,128 @@ def _read_parquet(data: bytes, limits: DatasetLimits) -> Any:
                 f"{meta.num_columns} columns; at most {limits.max_features} features and the "
                 "target are allowed (HPO_MAX_DATASET_FEATURES)",
             )
+        schema = pf.schema_arrow
+        for field in schema:
+            if _fixed_width(field.type) is None and not _expands(field.type):
+                raise DatasetFileError(
+                    "file",
+                    f"column {field.name!r} has type {field.type}; only columns of numbers "
+                    "(and a label column of text) are read",
+                )
         allowed = limits.max_inflated(len(data))
-        declared = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        declared = _parquet_declared(meta, schema)
         if declared > allowed:
             raise limits.inflation_refused("the Parquet file declares", declared, len(data))
-        # The metadata may lie: count what is really decoded, a batch at a time.
+        texts = [f.name for f in schema if _expands(f.type)]
+        row_bytes = sum(_fixed_width(f.type) or 4 for f in schema)  # 4: a dictionary index
+        rows = int(max(1, min(PARQUET_BATCH_ROWS, PARQUET_BATCH_BYTES // max(row_bytes, 1))))
+        # The metadata may lie: count what is really decoded, a bounded batch at a time.
         batches, decoded = [], 0
-        for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS):
-            decoded += batch.nbytes
+        reader = parquet.ParquetFile(io.BytesIO(data), read_dictionary=texts)
+        for batch in reader.iter_batches(batch_size=rows, use_threads=False):
+            decoded += sum(_decoded_bytes(column) for column in batch.columns)
             if decoded > allowed:
                 raise limits.inflation_refused(
                     "the Parquet file decodes to over", allowed, len(data)
                 )
             batches.append(batch)
-        return pa.Table.from_batches(batches, schema=pf.schema_arrow)
+        if not batches:
+            return schema.empty_table()
+        table = pa.Table.from_batches(batches).cast(schema)  # text expanded: counted above
+        return _binary_as_text(table)
     except DatasetFileError:
         raise
     except (pa.ArrowException, OSError, ValueError) as e:
         raise DatasetFileError("file", f"cannot read the Parquet file: {e}") from e
+    finally:
+        pa.default_memory_pool().release_unused()
+
+
+def _binary_as_text(table: Any) -> Any:
+    """`table` with its binary columns as UTF-8 text; DatasetFileError naming a column whose
+    bytes are not UTF-8 (a label of bytes would otherwise fail deep in Arrow)."""
+    import pyarrow as pa
+
+    for i, field in enumerate(table.schema):
+        if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
+            try:
+                table = table.set_column(i, field.name, table.column(i).cast(pa.large_string()))
+            except pa.ArrowInvalid as e:
+                raise DatasetFileError(
+                    "file", f"column {field.name!r} holds bytes that are not UTF-8 text"
+                ) from e
+    return table
+
+
+def _fixed_width(arrow_type: Any) -> float | None:
+    """Bytes per value of a fixed-width Arrow type (1/8 for booleans), None for the others
+    (text, nested, dictionaries)."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(arrow_type):
+        return None
+    if pa.types.is_null(arrow_type):
+        return 0.0
+    try:
+        return float(arrow_type.bit_width) / 8
+    except ValueError:
+        return None
+
+
+def _expands(arrow_type: Any) -> bool:
+    """Whether a column is read as a dictionary and counted at its expanded size: text and
+    binary columns, and columns the file stores as dictionaries of text or numbers."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(arrow_type):
+        value = arrow_type.value_type
+        return _expands(value) or _fixed_width(value) is not None
+    return any(
+        check(arrow_type)
+        for check in (
+            pa.types.is_string,
+            pa.types.is_large_string,
+            pa.types.is_string_view,
+            pa.types.is_binary,
+            pa.types.is_large_binary,
+            pa.types.is_binary_view,
+        )
+    )
+
+
+def _parquet_declared(meta: Any, schema: Any) -> int:
+    """Bytes the Parquet file's columns decode to as its footer tells them: per row group
+    and column, the larger of the encoded size (`total_uncompressed_size`, before any page
+    decoding: small for run-length encoded zeros) and the row count times the Arrow width
+    with a validity bitmap (text counted at its 4-byte dictionary index: its expanded size
+    is counted while decoding)."""
+    declared = 0.0
+    widths = [_fixed_width(field.type) for field in schema]
+    for i in range(meta.num_row_groups):
+        group = meta.row_group(i)
+        for j in range(group.num_columns):
+            width = widths[j] if j < len(widths) else None
+            arrow = group.num_rows * ((4 if width is None else width) + 1 / 8)
+            declared += max(group.column(j).total_uncompressed_size, arrow)
+    return math.ceil(declared)
+
+
+def _decoded_bytes(column: Any) -> int:
+    """Bytes an Arrow array of a decoded batch holds, a dictionary array counted as it will
+    be once expanded (its values per row, offsets, and the dictionary itself)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not pa.types.is_dictionary(column.type):
+        return int(column.nbytes)
+    dictionary = column.dictionary
+    width = _fixed_width(dictionary.type)
+    if width is not None:
+        values = len(column) * width
+    else:
+        lengths = pc.binary_length(dictionary)
+        values = (pc.sum(pc.take(lengths, column.indices)).as_py() or 0) + 8 * (len(column) + 1)
+    return int(column.nbytes + values)
 
 
 def _rows_over(n: int, limits: DatasetLimits) -> str:
