@@ -17,8 +17,8 @@ from __future__ import annotations
 import io
 import math
 import zipfile
-from dataclasses import dataclass
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import IO, Any
 
 import numpy as np
