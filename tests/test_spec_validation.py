@@ -9,11 +9,13 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from service.core.db.engine import session_scope
 from service.core.db.models import Study
 from service.core.optuna_storage import get_storage
+from service.studies.spec import StudySpec
 from tests.conftest import DIGITS_SPEC, unique
 
 Mutation = Callable[[dict[str, Any]], None]
@@ -141,7 +143,129 @@ def test_bad_spec_is_422_naming_the_field_and_writes_nothing(
 
     assert response.status_code == 422, response.text
     assert field in _error_text(response.json()), response.json()
+    # every problem is located at a field, never at the whole body
+    assert all(len(e["loc"]) > 1 for e in response.json()["detail"]), response.json()
     assert _count_studies(database_url) == before
+
+
+# (case id, mutation, the location of the error, words of its message). The spec's checks
+# across fields were all located at ["body"] and named the field only in their message.
+LOCATED: list[tuple[str, Mutation, list[Any], str]] = [
+    (
+        "step that does not divide the range",
+        _set("space.lr", {"type": "float", "low": 0.01, "high": 0.046, "step": 0.02}),
+        ["space", "lr", "step"],
+        "does not divide high - low = 0.036",
+    ),
+    (
+        "low >= high",
+        _set("space.lr", {"type": "float", "low": 0.1, "high": 0.01}),
+        ["space", "lr", "low"],
+        "must be < high",
+    ),
+    (
+        "log with low 0",
+        _set("space.weight_decay", {"type": "float", "low": 0.0, "high": 0.1, "log": True}),
+        ["space", "weight_decay", "low"],
+        "log=true needs low > 0",
+    ),
+    (
+        "log with step",
+        _set("space.lr", {"type": "float", "low": 0.01, "high": 0.1, "log": True, "step": 0.01}),
+        ["space", "lr", "step"],
+        "cannot be combined with log",
+    ),
+    (
+        "repeated choice",
+        _set("space.optimizer", {"type": "categorical", "choices": ["sgd", "adam", "sgd"]}),
+        ["space", "optimizer", "choices", 2],
+        "must not repeat",
+    ),
+    (
+        "choice outside the parameter's domain",
+        _set("space.batch_size", {"type": "categorical", "choices": [32, 0]}),
+        ["space", "batch_size", "choices", 1],
+        "",
+    ),
+    (
+        "type that does not fit the parameter",
+        _set("space.hidden_units", {"type": "float", "low": 8, "high": 64}),
+        ["space", "hidden_units", "type"],
+        "use int or categorical",
+    ),
+    (
+        "entry without a type",
+        _set("space.lr", {"low": 0.01, "high": 0.1}),
+        ["space", "lr", "type"],
+        "one of 'float', 'int', 'categorical'",
+    ),
+    (
+        "val + test >= 1",
+        _set("dataset.test_fraction", 0.8),
+        ["dataset", "val_fraction"],
+        "val_fraction + test_fraction must be < 1",
+    ),
+    (
+        "path of a tabular dataset",
+        _set("dataset.path", "/data/digits"),
+        ["dataset", "path"],
+        "only image datasets",
+    ),
+    (
+        "direction against the metric",
+        _set("objective.direction", "minimize"),
+        ["objective", "direction"],
+        "must be maximized",
+    ),
+    ("fixed out of domain", _set("fixed.dropout", 1.0), ["fixed", "dropout"], ""),
+    ("searched and fixed", _set("fixed.lr", 0.01), ["fixed", "lr"], "also in space"),
+    ("enqueue outside space", _set("enqueue", [{"lr": 5.0}]), ["enqueue", 0, "lr"], "outside"),
+    (
+        "enqueue of an unsearched parameter",
+        _set("enqueue", [{"lr": 0.01}, {"momentum": 0.9}]),
+        ["enqueue", 1, "momentum"],
+        "not in space",
+    ),
+    ("augment on tabular data", _set("fixed.augment", "shift"), ["fixed", "augment"], "image"),
+    (
+        "grid over a float without step",
+        _set("sampler", {"name": "grid"}),
+        ["space", "dropout", "step"],
+        "grid sampler needs a step",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "loc", "words"), [pytest.param(*c[1:], id=c[0]) for c in LOCATED]
+)
+def test_cross_field_errors_are_located_at_the_field_they_name(
+    mutate: Mutation, loc: list[Any], words: str
+) -> None:
+    """The spec validators' own checks answer like pydantic's field errors: at the field's
+    path in the body, with the reason alone as the message (no "Value error, " prefix)."""
+    spec = copy.deepcopy(DIGITS_SPEC)
+    mutate(spec)
+    with pytest.raises(ValidationError) as caught:
+        StudySpec.model_validate(spec)
+    errors = caught.value.errors()
+    assert any(list(e["loc"]) == loc and words in e["msg"] for e in errors), errors
+    assert not any(e["msg"].startswith("Value error") for e in errors), errors
+
+
+def test_a_located_error_reaches_the_client_at_its_field(client: httpx.Client) -> None:
+    spec = copy.deepcopy(DIGITS_SPEC)
+    spec["name"] = unique("located")
+    spec["space"]["lr"] = {"type": "float", "low": 0.01, "high": 0.046, "step": 0.02}
+    spec["enqueue"] = [{"lr": 0.5}]
+    response = client.post("/api/studies", json=spec)
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert [(e["loc"], e["type"]) for e in detail] == [
+        (["body", "space", "lr", "step"], "value_error"),
+        (["body", "enqueue", 0, "lr"], "value_error"),
+    ], detail
+    assert detail[1]["msg"] == "0.5 is outside space.lr" and detail[1]["input"] == 0.5
 
 
 def test_malformed_json_is_422_and_writes_nothing(client: httpx.Client, database_url: str) -> None:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel
+from pydantic_core import PydanticCustomError, ValidationError
 
 MAX_ECHO_DEPTH = 16  # deeper parts of an echoed input are elided
 MAX_ECHO_CHARS = 1000  # longer echoed strings are cut
@@ -44,6 +45,31 @@ def json_safe(value: Any, _depth: int = 0) -> Any:
     if isinstance(value, list | tuple | set | frozenset):
         return [json_safe(v, _depth + 1) for v in value]
     return json_safe(str(value))
+
+
+class FieldProblem(NamedTuple):
+    """One refusal by a validator that looks at several fields: `loc` is the path, relative to
+    the model validated, of the field to blame (``("space", "lr", "step")``,
+    ``("enqueue", 0, "lr")``), `msg` why, `input` the value refused."""
+
+    loc: tuple[str | int, ...]
+    msg: str
+    input: Any = None
+
+
+def located(title: str, problems: Sequence[FieldProblem]) -> ValidationError:
+    """pydantic's `ValidationError` with one ``value_error`` per problem at its own `loc`.
+
+    Raised from a model validator, pydantic puts the model's location in front of each loc
+    (so a 422 points at ``["body", "space", "lr", "step"]``, not at ``["body"]``), and the
+    message is the problem's own (no "Value error, " prefix). `title`: the model's name."""
+    return ValidationError.from_exception_data(
+        title,
+        [
+            {"type": PydanticCustomError("value_error", p.msg), "loc": p.loc, "input": p.input}
+            for p in problems
+        ],
+    )
 
 
 class ServiceError(Exception):

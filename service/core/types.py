@@ -51,6 +51,15 @@ def text_problem(value: str) -> str | None:
     return None
 
 
+def bounded_text_problem(value: str, max_length: int = MAX_TEXT_LENGTH) -> str | None:
+    """`text_problem`, after the length every string of a request is held to (`Strict`'s
+    `str_max_length`): for text that reaches storage outside a request schema (an upload's
+    class labels)."""
+    if len(value) > max_length:
+        return f"is {len(value)} characters long; at most {max_length} are allowed"
+    return text_problem(value)
+
+
 def check_text(value: str) -> str:
     """`value` unchanged; raises ValueError if `text_problem` refuses it."""
     if (problem := text_problem(value)) is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import math
 import zipfile
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -25,6 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from service.core.errors import DatasetFileError as DatasetFileError  # re-exported
+from service.core.types import bounded_text_problem
 
 FORMATS = ("npz", "csv", "parquet")
 MAX_X_DIMS = 4  # rows x (d | L | C x L | H x W | C x H x W)
@@ -237,7 +239,10 @@ def _read_table(
     elif pa.types.is_integer(label.type) or pa.types.is_boolean(label.type):
         y = label.to_numpy(zero_copy_only=False).astype(np.int64)
     else:
-        y = np.asarray(pc.cast(label, pa.string()).to_pylist(), dtype=str)
+        texts = pc.cast(label, pa.string()).to_pylist()
+        # Before numpy pads every label to the longest one's width.
+        check_classes(set(texts), limits)
+        y = np.asarray(texts, dtype=str)
     return x, y
 
 
@@ -496,14 +501,26 @@ def validate_arrays(
     classes, index, counts = np.unique(y, return_inverse=True, return_counts=True)
     if len(classes) < 2:
         raise DatasetFileError("file", f"y needs at least 2 classes, found {len(classes)}")
-    if len(classes) > limits.max_classes:
-        raise DatasetFileError(
-            "file", f"{len(classes)} classes, over the cap of {limits.max_classes}"
-        )
+    check_classes([str(c) for c in classes], limits)
     if counts.min() < 2:
         rare = [str(c) for c, k in zip(classes, counts, strict=True) if k < 2][:5]
         raise DatasetFileError("file", f"every class needs at least 2 rows; classes {rare} have 1")
     return x32, index.astype(np.int64).reshape(n), [str(c) for c in classes]
+
+
+def check_classes(classes: Collection[str], limits: DatasetLimits) -> None:
+    """The distinct class labels of an upload, as they are stored and shown: at most
+    `limits.max_classes` of them, each text every database stores and JSON encodes, of at
+    most `MAX_TEXT_LENGTH` characters (`core.types.bounded_text_problem`, the rule of every
+    string a request carries). Raises DatasetFileError at `file`."""
+    if len(classes) > limits.max_classes:
+        raise DatasetFileError(
+            "file", f"{len(classes)} classes, over the cap of {limits.max_classes}"
+        )
+    for label in sorted(classes):
+        if (problem := bounded_text_problem(label)) is not None:
+            shown = repr(label[:40]) + ("..." if len(label) > 40 else "")
+            raise DatasetFileError("file", f"the class label {shown} {problem}")
 
 
 def _labels(y: NDArray[Any]) -> NDArray[Any]:

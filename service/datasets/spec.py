@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from service.core.errors import FieldProblem, located
 from service.core.types import Seed, ShortName, Strict
 from trainer.data import DATASET_NAMES, is_image
 from trainer.images import IMAGE_DATASETS
@@ -37,17 +38,23 @@ class DatasetSpec(Strict):
     @model_validator(mode="after")
     def _check(self) -> DatasetSpec:
         # Other names are uploaded datasets, looked up in the database at submission.
+        # Each problem is located at the field it blames (core.errors.located).
+        errors: list[FieldProblem] = []
         builtin = self.name in DATASET_NAMES
         if builtin and self.shape == "image" and not is_image(self.name, self.shape):
-            raise ValueError(f"shape: {self.name!r} is tabular; only digits can be read as images")
+            why = f"{self.name!r} is tabular; only digits can be read as images"
+            errors.append(FieldProblem(("shape",), why, self.shape))
         if self.path is not None and self.name not in IMAGE_DATASETS:
-            raise ValueError(
-                f"path: only image datasets {list(IMAGE_DATASETS)} are read from files"
-            )
+            why = f"only image datasets {list(IMAGE_DATASETS)} are read from files"
+            errors.append(FieldProblem(("path",), why, self.path))
         if self.download and self.name not in IMAGE_DATASETS:
-            raise ValueError(f"download: only image datasets {list(IMAGE_DATASETS)} are fetched")
+            why = f"only image datasets {list(IMAGE_DATASETS)} are fetched"
+            errors.append(FieldProblem(("download",), why, self.download))
         # Only what no dataset could train on; whether the splits of this dataset's rows
         # hold every class is checked where its rows are known (datasets.splits).
         if self.val_fraction + self.test_fraction >= 1:
-            raise ValueError("val_fraction + test_fraction must be < 1, to leave rows for training")
+            why = "val_fraction + test_fraction must be < 1, to leave rows for training"
+            errors.append(FieldProblem(("val_fraction",), why, self.val_fraction))
+        if errors:
+            raise located("DatasetSpec", errors)
         return self

@@ -1,4 +1,13 @@
-"""The study spec users submit, validated by pydantic (a bad spec is a 422 naming the field)."""
+"""The study spec users submit, validated by pydantic (a bad spec is a 422 naming the field).
+
+Checks that read several fields (a range's ends, a step against its range, `fixed` against
+`space`, `enqueue` against `space`) run in the model validators and raise
+`core.errors.located` errors: each is located at the field it blames
+(``["body", "space", "lr", "step"]``), like pydantic's own field errors. The checks of a
+search-space entry run in `StudySpec`'s validator, so their location is the entry's path in
+the body (``space.lr.low``), without the union tag (``float``) pydantic adds to the
+locations of its own errors inside an entry.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from service.core.errors import FieldProblem, located
 from service.core.types import (
     INT64_MAX,
     INT64_MIN,
@@ -56,22 +66,14 @@ WHEN_HELP = (
 
 
 class FloatDist(Strict):
+    """A float range; `StudySpec` checks low < high, log and step (`_entry_problems`)."""
+
     type: Literal["float"]
     low: float
     high: float
     log: bool = False
     step: float | None = Field(None, gt=0)
     when: Condition | None = Field(None, description=WHEN_HELP)
-
-    @model_validator(mode="after")
-    def _check(self) -> FloatDist:
-        _check_range(self.low, self.high, self.log, self.step)
-        if self.step is not None and (self.high - self.low) / self.step > MAX_FLOAT_STEPS:
-            raise ValueError(
-                f"step ({self.step:g}) divides [low, high] into more than {MAX_FLOAT_STEPS:g} "
-                "points; use a larger step"
-            )
-        return self
 
     def contains(self, value: object) -> bool:
         """Whether a sampler could propose `value`: in [low, high] and, with a step, on its grid."""
@@ -84,17 +86,14 @@ class FloatDist(Strict):
 
 
 class IntDist(Strict):
+    """An int range; `StudySpec` checks low < high, log and step (`_entry_problems`)."""
+
     type: Literal["int"]
     low: Int64
     high: Int64
     log: bool = False
     step: int | None = Field(None, ge=1, le=INT64_MAX)
     when: Condition | None = Field(None, description=WHEN_HELP)
-
-    @model_validator(mode="after")
-    def _check(self) -> IntDist:
-        _check_range(self.low, self.high, self.log, self.step)
-        return self
 
     def contains(self, value: object) -> bool:
         """Whether a sampler could propose `value`: in [low, high] and on the step grid."""
@@ -107,31 +106,54 @@ class IntDist(Strict):
 
 
 class CategoricalDist(Strict):
+    """A list of choices; `StudySpec` checks that none repeats (`_entry_problems`)."""
+
     type: Literal["categorical"]
     choices: list[Scalar] = Field(min_length=1, max_length=MAX_CHOICES)
     when: Condition | None = Field(None, description=WHEN_HELP)
-
-    @model_validator(mode="after")
-    def _check(self) -> CategoricalDist:
-        if len(set(map(repr, self.choices))) != len(self.choices):
-            raise ValueError("choices must not repeat")
-        return self
 
     def contains(self, value: object) -> bool:
         return any(type(value) is type(c) and value == c for c in self.choices)
 
 
-def _check_range(low: float, high: float, log: bool, step: float | None) -> None:
+def _entry_problems(dist: FloatDist | IntDist | CategoricalDist) -> list[FieldProblem]:
+    """What is wrong with one search-space entry on its own, each at the entry's field it
+    blames (relative to the entry): low < high, log with low > 0 and no step, a step that
+    divides [low, high] into a bounded number of points, choices that do not repeat."""
+    if isinstance(dist, CategoricalDist):
+        seen: set[str] = set()
+        problems = []
+        for i, choice in enumerate(dist.choices):
+            if repr(choice) in seen:
+                problems.append(FieldProblem(("choices", i), "choices must not repeat", choice))
+            seen.add(repr(choice))
+        return problems
+    low, high = dist.low, dist.high
     if not (math.isfinite(low) and math.isfinite(high)):
-        raise ValueError("low and high must be finite")
+        return [FieldProblem(("low",), "low and high must be finite", low)]
     if low >= high:
-        raise ValueError(f"low ({low:g}) must be < high ({high:g})")
-    if log and low <= 0:
-        raise ValueError(f"log=true needs low > 0, got low={low:g}")
-    if log and step is not None:
-        raise ValueError("step cannot be combined with log=true")
+        return [FieldProblem(("low",), f"low ({low:g}) must be < high ({high:g})", low)]
+    if dist.log and low <= 0:
+        return [FieldProblem(("low",), f"log=true needs low > 0, got low={low:g}", low)]
+    if dist.step is None:
+        return []
+    if dist.log:
+        return [FieldProblem(("step",), "step cannot be combined with log=true", dist.step)]
+    if isinstance(dist, FloatDist) and (high - low) / dist.step > MAX_FLOAT_STEPS:
+        return [
+            FieldProblem(
+                ("step",),
+                f"step ({dist.step:g}) divides [low, high] into more than {MAX_FLOAT_STEPS:g} "
+                "points; use a larger step",
+                dist.step,
+            )
+        ]
+    if (e := step_error(low, high, dist.step)) is not None:
+        return [FieldProblem(("step",), e, dist.step)]
+    return []
 
 
+DIST_TYPES = ("float", "int", "categorical")
 Distribution = Annotated[FloatDist | IntDist | CategoricalDist, Field(discriminator="type")]
 
 
@@ -161,7 +183,8 @@ class ObjectiveSpec(Strict):
         if self.direction is None:
             self.direction = natural
         elif self.direction != natural:
-            raise ValueError(f"direction: {self.metric} must be {natural}d, not {self.direction}d")
+            message = f"{self.metric} must be {natural}d, not {self.direction}d"
+            raise located("ObjectiveSpec", [FieldProblem(("direction",), message, self.direction)])
         return self
 
 
@@ -240,46 +263,71 @@ class StudySpec(Strict):
         0, ge=-1000, le=1000, description="workers take trials of higher-priority studies first"
     )
 
+    @field_validator("space", mode="before")
+    @classmethod
+    def _typed(cls, space: Any) -> Any:
+        # pydantic's own words for an entry without its tag ("Unable to extract tag using
+        # discriminator 'type'") name neither the field nor what it may be.
+        if isinstance(space, dict):
+            untyped = [
+                FieldProblem(
+                    (name, "type"),
+                    f"Field required: the entry's type, one of {', '.join(map(repr, DIST_TYPES))}",
+                )
+                for name, entry in space.items()
+                if isinstance(entry, dict) and "type" not in entry
+            ]
+            if untyped:
+                raise located("StudySpec", untyped)
+        return space
+
     @model_validator(mode="after")
     def _check(self) -> StudySpec:
-        errors: list[str] = []
+        errors: list[FieldProblem] = []
         for name, dist in self.space.items():
-            errors += [f"space.{name}: {e}" for e in _space_errors(name, dist)]
-            if isinstance(dist, CategoricalDist) or dist.step is None:
-                continue
-            if (e := step_error(dist.low, dist.high, dist.step)) is not None:
-                errors.append(f"space.{name}.step: {e}")
+            errors += [
+                FieldProblem(("space", name, *e.loc), e.msg, e.input)
+                for e in (_space_errors(name, dist) or _entry_problems(dist))
+            ]
         for name, value in self.fixed.items():
             if name in self.space:
-                errors.append(f"fixed.{name}: is also in space; search it or fix it, not both")
+                why = "is also in space; search it or fix it, not both"
             elif name not in PARAMS:
-                errors.append(f"fixed.{name}: unknown parameter; known: {sorted(PARAMS)}")
+                why = f"unknown parameter; known: {sorted(PARAMS)}"
             elif (e := PARAMS[name].check(value)) is not None:
-                errors.append(f"fixed.{name}: {e}")
+                why = e
+            else:
+                continue
+            errors.append(FieldProblem(("fixed", name), why, value))
         for i, config in enumerate(self.enqueue):
             for name, value in config.items():
                 if name not in self.space:
-                    errors.append(f"enqueue[{i}].{name}: not in space (only searched params)")
+                    why = "not in space (only searched params)"
                 elif not self.space[name].contains(value):
-                    errors.append(f"enqueue[{i}].{name}: {value!r} is outside space.{name}")
+                    why = f"{value!r} is outside space.{name}"
+                else:
+                    continue
+                errors.append(FieldProblem(("enqueue", i, name), why, value))
         errors += condition_errors(self.space, self.fixed, self.sampler.name)
         errors += enqueue_condition_errors(self.space, self.fixed, self.enqueue)
         if self.sampler.name == "grid":
             for name, dist in self.space.items():
                 if isinstance(dist, FloatDist) and dist.step is None:
-                    errors.append(f"space.{name}: the grid sampler needs a step or choices")
+                    why = "the grid sampler needs a step or choices"
+                    errors.append(FieldProblem(("space", name, "step"), why))
             if not errors and (points := _grid_points(self.space)) > MAX_GRID_POINTS:
-                errors.append(
-                    f"space: the grid sampler would enumerate {points:.3g} points (at most "
+                why = (
+                    f"the grid sampler would enumerate {points:.3g} points (at most "
                     f"{MAX_GRID_POINTS}); use larger steps or fewer parameters"
                 )
+                errors.append(FieldProblem(("space",), why))
         errors += _augment_errors(self)
         if errors:
-            raise ValueError("; ".join(errors))
+            raise located("StudySpec", errors)
         return self
 
 
-def _augment_errors(spec: StudySpec) -> list[str]:
+def _augment_errors(spec: StudySpec) -> list[FieldProblem]:
     """Augmentation is for images only: refuse it for tabular data (TECHNIQUES.md §5)."""
     if is_image(spec.dataset.name, spec.dataset.shape):
         return []
@@ -288,9 +336,9 @@ def _augment_errors(spec: StudySpec) -> list[str]:
     )
     dist = spec.space.get("augment")
     if isinstance(dist, CategoricalDist) and any(c != "none" for c in dist.choices):
-        return [f"space.augment: {why}"]
-    if spec.fixed.get("augment", "none") != "none":
-        return [f"fixed.augment: {why}"]
+        return [FieldProblem(("space", "augment", "choices"), why, dist.choices)]
+    if (value := spec.fixed.get("augment", "none")) != "none":
+        return [FieldProblem(("fixed", "augment"), why, value)]
     return []
 
 
@@ -307,20 +355,26 @@ def _grid_points(space: dict[str, FloatDist | IntDist | CategoricalDist]) -> flo
     return total
 
 
-def _space_errors(name: str, dist: FloatDist | IntDist | CategoricalDist) -> list[str]:
+def _space_errors(name: str, dist: FloatDist | IntDist | CategoricalDist) -> list[FieldProblem]:
+    """Whether the entry fits its parameter's domain (in the registry), each problem located
+    relative to the entry."""
     param = PARAMS.get(name)
     if param is None:
-        return [f"unknown parameter; known: {sorted(PARAMS)}"]
+        return [FieldProblem((), f"unknown parameter; known: {sorted(PARAMS)}", name)]
     allowed = {"float": ("float", "categorical"), "int": ("int", "categorical")}.get(
         param.kind, ("categorical",)
     )
     if dist.type not in allowed:
-        return [f"type {dist.type!r} does not fit {param.domain()}; use {' or '.join(allowed)}"]
+        why = f"type {dist.type!r} does not fit {param.domain()}; use {' or '.join(allowed)}"
+        return [FieldProblem(("type",), why, dist.type)]
     if isinstance(dist, CategoricalDist):
-        values: list[object] = list(dist.choices)
-        return [f"choices: {e}" for v in values if (e := param.check(v)) is not None]
+        return [
+            FieldProblem(("choices", i), e, v)
+            for i, v in enumerate(dist.choices)
+            if (e := param.check(v)) is not None
+        ]
     return [
-        f"{end}: {e}"
+        FieldProblem((end,), e, v)
         for end, v in (("low", dist.low), ("high", dist.high))
         if (e := param.check(v)) is not None
     ]

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from service.core.errors import FieldProblem
 from trainer.params import PARAMS
 
 
@@ -43,26 +44,31 @@ def _describe(when: Mapping[str, Sequence[object]]) -> str:
 
 def condition_errors(
     space: Mapping[str, ConditionalDist], fixed: Mapping[str, object], sampler: str
-) -> list[str]:
-    """Why the `when` entries of a space are not valid; empty when they are."""
-    errors: list[str] = []
+) -> list[FieldProblem]:
+    """Why the `when` entries of a space are not valid, each at its place in the spec
+    (``space.<name>.when`` or ``space.<name>.when.<parent>``); empty when they are."""
+    errors: list[FieldProblem] = []
     order = list(space)
     for position, (name, dist) in enumerate(space.items()):
         when = dist.when
         if when is None:
             continue
-        field = f"space.{name}.when"
+        field = ("space", name, "when")
         if sampler == "grid":
             errors.append(
-                f"{field}: the grid sampler cannot search conditional parameters (its grid is "
-                "the Cartesian product of every parameter); use another sampler, or list the "
-                "combinations in enqueue"
+                FieldProblem(
+                    field,
+                    "the grid sampler cannot search conditional parameters (its grid is the "
+                    "Cartesian product of every parameter); use another sampler, or list the "
+                    "combinations in enqueue",
+                    when,
+                )
             )
         if not when:
-            errors.append(f"{field}: must name at least one parameter")
+            errors.append(FieldProblem(field, "must name at least one parameter", when))
         for parent, allowed in when.items():
             errors += [
-                f"{field}.{parent}: {e}"
+                FieldProblem((*field, parent), e, allowed)
                 for e in _parent_errors(name, position, parent, allowed, space, order, fixed)
             ]
     return errors
@@ -139,11 +145,11 @@ def enqueue_condition_errors(
     space: Mapping[str, ConditionalDist],
     fixed: Mapping[str, object],
     enqueue: Sequence[Mapping[str, object]],
-) -> list[str]:
+) -> list[FieldProblem]:
     """An enqueued configuration may not set a parameter whose condition it (or `fixed`)
-    already makes false; a condition on a parameter the entry leaves to the sampler is only
-    known when the trial runs."""
-    errors: list[str] = []
+    already makes false (a problem at ``enqueue.<i>.<name>``); a condition on a parameter the
+    entry leaves to the sampler is only known when the trial runs."""
+    errors: list[FieldProblem] = []
     for i, config in enumerate(enqueue):
         known = {**fixed, **config}
         for name in config:
@@ -154,7 +160,10 @@ def enqueue_condition_errors(
             if not condition_holds(decided, known):
                 values = ", ".join(f"{p}={known[p]!r}" for p in decided)
                 errors.append(
-                    f"enqueue[{i}].{name}: searched only when {_describe(dist.when)}, "
-                    f"but here {values}"
+                    FieldProblem(
+                        ("enqueue", i, name),
+                        f"searched only when {_describe(dist.when)}, but here {values}",
+                        config[name],
+                    )
                 )
     return errors
