@@ -572,15 +572,16 @@ def test_parquet_is_measured_from_its_footer_before_decoding() -> None:
 
 
 def test_parquet_text_is_counted_expanded_before_it_expands() -> None:
-    # Two 10 KB labels alternating over 2000 rows: a 20 KB dictionary that expands to 20 MB.
-    data = parquet_text_bomb(2000, 10_000)
+    # Two 4 KB labels (the longest a label may be) alternating over 2000 rows: an 8 KB
+    # dictionary that expands to 8 MB.
+    data = parquet_text_bomb(2000, 4_000)
     limits = dataclasses.replace(LIMITS, ratio_floor=MIB)
     pool = pa.proxy_memory_pool(pa.default_memory_pool())
     with pytest.raises(DatasetFileError, match="decodes to over"), arrow_pool(pool):
         parse_dataset("d.parquet", data, "label", limits)
     assert pool.max_memory() < 2 * MIB
     roomy = dataclasses.replace(limits, ratio_floor=32 * MIB)
-    assert parse_dataset("d.parquet", data, "label", roomy).classes == ["a" * 10_000, "b" * 10_000]
+    assert parse_dataset("d.parquet", data, "label", roomy).classes == ["a" * 4_000, "b" * 4_000]
 
 
 def test_parquet_whose_footer_lies_costs_at_most_a_batch_past_the_cap(

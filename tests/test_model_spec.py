@@ -81,4 +81,10 @@ def test_cnn_on_digits_images_with_model_params_is_accepted() -> None:
 def test_bad_model_specs_name_the_field(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError) as info:
         StudySpec.model_validate(_spec(**changes))
-    assert message in str(info.value)
+    # Each error sits at the field it names (issue 12): "field: reason" must match an error's
+    # location and its message.
+    field, _, reason = message.partition(": ")
+    if not reason or " " in field:  # no field named: the reason alone
+        field, reason = "", message
+    located = [(".".join(map(str, e["loc"])), e["msg"]) for e in info.value.errors()]
+    assert any(field in loc and reason in f"{loc}: {msg}" for loc, msg in located), located
