@@ -10,6 +10,7 @@ did not catch)."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import re
@@ -27,14 +28,26 @@ import pytest
 import uvicorn
 from alembic import command
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from service.access.tokens import create_token
 from service.app.main import create_app
+from service.cli.client import ApiClient
 from service.core.db.engine import get_engine, session_scope
 from service.core.db.migrate import alembic_config, upgrade
+from service.core.db.models import TrialRecord
 from service.core.settings import Settings
-from tests.conftest import PG_ENV, backends, free_port, migrated_database, postgres_database
+from service.studies.service import create_study
+from service.studies.spec import StudySpec
+from service.worker.process import WorkerProcess
+from tests.conftest import (
+    PG_ENV,
+    backends,
+    free_port,
+    migrated_database,
+    postgres_database,
+    tiny_spec,
+)
 from tests.test_e2e import hpo_command
 
 UNREACHABLE = "http://127.0.0.1:1"  # nothing listens on port 1
@@ -75,6 +88,9 @@ class Api:
     reader: str
     files: Path  # spec files and such
     not_hpo: str  # a web server that is not the service
+    database_url: str
+    study: str  # a completed study of one trial (with a model), by name
+    trial_id: int
 
 
 class NotHpo(http.server.BaseHTTPRequestHandler):
@@ -104,6 +120,12 @@ SPEC_FILES = {
         "name: cli-ok\ndataset: {name: moons}\nbudget: {n_trials: 1}\n"
         "space: {lr: {type: float, low: 0.001, high: 0.1}}\n"
     ),
+    "warned.yaml": (  # a `when` value the space never offers: accepted, with a warning
+        "name: cli-warned\ndataset: {name: moons}\nbudget: {n_trials: 1}\nspace:\n"
+        "  optimizer: {type: categorical, choices: [momentum, adam]}\n"
+        "  momentum: {type: float, low: 0.8, high: 0.95,"
+        " when: {optimizer: [momentum, nesterov]}}\n"
+    ),
 }
 
 
@@ -126,10 +148,23 @@ def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         files = tmp_path_factory.mktemp("cli-files")
         for name, content in SPEC_FILES.items():
             (files / name).write_text(content)
+        # One finished trial (well under a second), for the commands that print one.
+        with session_scope(url) as session:
+            spec = StudySpec.model_validate(tiny_spec("cli-done", n_trials=1))
+            study_id = create_study(session, spec).id
+        WorkerProcess(settings).run(until_idle=True, install_signals=False)
+        with session_scope(url) as session:
+            trial_id = session.scalars(
+                select(TrialRecord.id).where(TrialRecord.study_id == study_id)
+            ).one()
         deadline = time.monotonic() + 30
         while not server.started:
             assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
             time.sleep(0.02)
+        csv = "a,b,label\n" + "".join(f"{i},{i % 7},{i % 2}\n" for i in range(40))
+        (files / "data.csv").write_text(csv)
+        with ApiClient(f"http://127.0.0.1:{port}", admin) as client:
+            client.upload_dataset("cli-set", "data.csv", csv.encode(), "label")
         try:
             yield Api(
                 f"http://127.0.0.1:{port}",
@@ -137,6 +172,9 @@ def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
                 reader,
                 files,
                 f"http://127.0.0.1:{other.server_address[1]}",
+                url,
+                "cli-done",
+                trial_id,
             )
         finally:
             other.shutdown()
@@ -259,6 +297,24 @@ REST_CASES = {
         1,
         r"error: cannot read .*missing\.npz: .*",
     ),
+    "a model to a folder that does not exist": Rest(
+        lambda a: [*as_admin("model", str(a.trial_id))(a), "-o", "/nonexistent/dir/x.pt"],
+        1,
+        r"error: cannot write /nonexistent/dir/x\.pt: \[Errno 2\] No such file or directory: .*",
+    ),
+    "a model to a folder's name": Rest(
+        lambda a: [*as_admin("model", str(a.trial_id))(a), "-o", str(a.files)],
+        1,
+        r"error: cannot write .*: \[Errno 21\] Is a directory: .*",
+    ),
+    # an accepted spec the service warns about: each warning one line, exit 0
+    "a spec with a warning": Rest(
+        with_file("submit", "warned.yaml"),
+        0,
+        r"warning: space\.momentum\.when\.optimizer: 'nesterov' is not among the values "
+        r"space\.optimizer takes, so momentum is searched only when optimizer is one of "
+        r"\['momentum'\]",
+    ),
     "a query out of range": Rest(
         as_admin("trials", "1", "--limit", "100000"),
         1,
@@ -316,6 +372,72 @@ def test_output_closed_early_exits_141_quietly(api: Api) -> None:
         assert out.stderr == ""
 
 
+def printing_commands(a: Api, tmp: Path) -> dict[str, list[str]]:
+    """Every `hpo` command that prints to stdout, each run so that it succeeds."""
+    rest = ["--url", a.url, "--token", a.admin]
+    db = ["--database-url", a.database_url]
+    s, t = a.study, str(a.trial_id)
+    return {
+        "submit": ["submit", str(a.files / "ok.yaml"), "--name", f"cli-pipe-{tmp.name}", *rest],
+        "studies": ["studies", *rest],
+        "status": ["status", s, *rest],
+        "watch": ["watch", s, "--interval", "0.1", *rest],
+        "trials": ["trials", s, *rest],
+        "best": ["best", s, *rest],
+        "stop": ["stop", s, *rest],
+        "trial": ["trial", t, *rest],
+        "trial --diagnosis": ["trial", t, "--diagnosis", *rest],
+        "model": ["model", t, "-o", str(tmp / "model.pt"), *rest],
+        "report": ["report", s, *rest],
+        "report --json": ["report", s, "--json", *rest],
+        "workers": ["workers", *rest],
+        "dataset upload": [
+            "dataset",
+            "upload",
+            str(a.files / "data.csv"),
+            "--name",
+            f"pipe-{tmp.name}",
+            "--target",
+            "label",
+            *rest,
+        ],
+        "dataset list": ["dataset", "list", *rest],
+        "dataset show": ["dataset", "show", "cli-set", *rest],
+        "dataset delete": ["dataset", "delete", f"del-{tmp.name}", *rest],  # uploaded first
+        "token create": ["token", "create", "--name", f"pipe-{tmp.name}", "--role", "read", *db],
+        "token list": ["token", "list", *db],
+        "db upgrade": ["db", "upgrade", *db],
+        "worker-health": ["worker-health", *db],
+    }
+
+
+PRINTING = list(printing_commands(Api("", "", "", Path(), "", "", "", 0), Path()))
+
+
+@pytest.mark.parametrize("name", PRINTING)
+def test_every_printing_command_exits_141_quietly_when_its_output_is_closed(
+    api: Api, tmp_path: Path, name: str
+) -> None:
+    """`hpo trial 3 --diagnosis | head -5` printed a BrokenPipeError traceback: every
+    command's output goes through main()'s guard. Unbuffered, the write fails at the first
+    print, in the middle of the command (buffered, at main()'s final flush)."""
+    args = printing_commands(api, tmp_path)[name]
+    if name == "dataset delete":
+        with ApiClient(api.url, api.admin) as client:
+            content = (api.files / "data.csv").read_bytes()
+            client.upload_dataset(f"del-{tmp_path.name}", "data.csv", content, "label")
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        out = hpo(*args, env={"PYTHONUNBUFFERED": "1"}, stdout=write_end)
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in out.stderr, out.stderr
+    assert out.returncode == 141, out.stderr
+    # What a command says on stderr beside its output (the token's description) may stay.
+    assert "Error" not in out.stderr and "error" not in out.stderr, out.stderr
+
+
 # ---- the commands that open the database, on SQLite and PostgreSQL ------------------------
 
 
@@ -329,6 +451,7 @@ NOT_MIGRATED = r"error: the database at .* has no hpo tables yet: run `hpo db up
 DB_CASES = {
     "token create": Db(["token", "create", "--name", "first", "--role", "admin"], NOT_MIGRATED),
     "token list": Db(["token", "list"], NOT_MIGRATED),
+    "token revoke": Db(["token", "revoke", "first"], NOT_MIGRATED),
     "worker-health": Db(["worker-health"], NOT_MIGRATED),
     "serve --no-migrate": Db(["serve", "--no-migrate", "--workers", "0"], NOT_MIGRATED),
     "worker": Db(["worker", "--device", "cpu"], NOT_MIGRATED),
@@ -368,6 +491,8 @@ def test_a_missing_data_dir_is_one_line_and_creates_nothing(tmp_path: Path) -> N
     "args",
     [
         ["token", "create", "--name", "first", "--role", "admin"],
+        ["token", "list"],
+        ["token", "revoke", "first"],
         ["worker-health"],
         ["db", "upgrade"],
         ["serve", "--workers", "0"],
@@ -481,3 +606,136 @@ def test_python_m_is_the_same_program() -> None:
         timeout=60,
     )
     assert_one_line(out, 1, rf"error: cannot reach the service at {UNREACHABLE}: .*")
+
+
+# ---- Ctrl-C at any moment of a process's life: 130, quietly, nothing left running --------
+
+
+class Started:
+    """`hpo ARGS` as a terminal's foreground job (its own process group, which a Ctrl-C
+    signals as a whole), its stderr read as it comes. With PYTHONPROFILEIMPORTTIME each
+    import it (or a worker it starts) finishes is a line there: a hook into the phases of
+    its start-up. `trigger`: the texts that lines must contain, one after the other."""
+
+    def __init__(self, *args: str, trigger: tuple[str, ...]) -> None:
+        self.trigger = list(trigger)
+        self.lines: list[str] = []
+        self.triggered = threading.Event()
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("HPO_")}
+        self.proc = subprocess.Popen(
+            [*hpo_command(), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            env={**clean, "PYTHONPROFILEIMPORTTIME": "1", "HPO_WORKER_POLL_SECONDS": "0.2"},
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            if self.trigger and self.trigger[0] in line:
+                self.trigger.pop(0)
+                if not self.trigger:
+                    self.triggered.set()
+
+    def ctrl_c_when_triggered(self, timeout: float = 300) -> int:
+        """Wait for the trigger line, SIGINT the process group; the exit code."""
+        try:
+            assert self.triggered.wait(timeout), f"no {self.trigger!r}:\n{self.log()}"
+            os.killpg(self.proc.pid, signal.SIGINT)
+            try:
+                code = self.proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"still running after Ctrl-C:\n{self.log()}") from None
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self._reader.join(timeout=10)
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
+        return code
+
+    def log(self) -> str:
+        """stderr without the import-time lines."""
+        return "".join(x for x in self.lines if not x.startswith("import time:"))
+
+
+def processes_naming(text: str) -> list[str]:
+    """The command lines of the processes that mention `text` (a database file)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            args = cmdline.read_bytes().split(b"\0")
+            if any(text.encode() in a for a in args):
+                found.append(" ".join(a.decode(errors="replace") for a in args))
+    return found
+
+
+def worker_records(url: str) -> list[str]:
+    with session_scope(url) as session:
+        return list(session.scalars(text("SELECT status FROM hpo_workers")).all())
+
+
+# The moment of `hpo serve --workers 1`'s start-up the Ctrl-C lands in: the tester's 0.3 to
+# 1.5 s after the start, as the line on stderr that announces each phase.
+SERVE_PHASES = {
+    "loading the commands": (" httpx\n",),  # an import of main(): before, a traceback
+    "migrating": (" service.core.db.migrate\n",),  # imported; upgrade() runs next
+    # serve imported httpx long before: this is its worker, loading the commands
+    "starting its worker": ("serving http://", " httpx\n"),
+    "serving": (" started on cpu (pid ",),  # the worker has registered
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trigger", SERVE_PHASES.values(), ids=SERVE_PHASES.keys())
+def test_ctrl_c_stops_serve_at_any_moment_of_its_start(
+    tmp_path: Path, trigger: tuple[str, ...]
+) -> None:
+    """Ctrl-C during `hpo serve`'s start-up: it (and its worker) stop, exit 130, no
+    traceback from either (a worker still importing when the group's SIGINT came printed
+    one; before that, so did serve's own imports)."""
+    db = tmp_path / "hpo.db"
+    url = f"sqlite:///{db}"
+    args = ["serve", "--port", str(free_port()), "--workers", "1", "--device", "cpu"]
+    serve = Started(*args, "--database-url", url, "--log-level", "info", trigger=trigger)
+    assert serve.ctrl_c_when_triggered() == 130, serve.log()
+    log = serve.log()
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log, log
+    assert processes_naming(str(db)) == []  # its worker did not outlive it
+    if db.exists() and trigger == SERVE_PHASES["serving"]:
+        assert worker_records(url) == ["stopped"], log
+
+
+WORKER_PHASES = {
+    "one, importing torch": (1, (" torch\n",)),
+    "one, running": (1, (" started on cpu (pid ",)),
+    "a pool of two, running": (2, (" started on cpu (pid ",)),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("processes", "trigger"), WORKER_PHASES.values(), ids=WORKER_PHASES.keys())
+def test_ctrl_c_of_hpo_worker_exits_130_after_its_clean_stop(
+    tmp_path: Path, processes: int, trigger: tuple[str, ...]
+) -> None:
+    """A single `hpo worker` exited 0 on Ctrl-C, while `hpo serve` and a pool exit 130: it
+    stops as on SIGTERM (records its stop) and exits 130 too."""
+    db = tmp_path / "hpo.db"
+    url = f"sqlite:///{db}"
+    upgrade(url)
+    args = ["worker", "--device", "cpu", "--trials-per-gpu", str(processes)]
+    worker = Started(*args, "--database-url", url, "--log-level", "info", trigger=trigger)
+    assert worker.ctrl_c_when_triggered() == 130, worker.log()
+    log = worker.log()
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log, log
+    assert processes_naming(str(db)) == []
+    if trigger == WORKER_PHASES["one, running"][1]:
+        assert worker_records(url) == ["stopped"], log
+    elif processes == 2:  # the Ctrl-C may come before the second one registered
+        assert set(worker_records(url)) == {"stopped"}, log

@@ -8,17 +8,13 @@ its workers); 141 its output was closed early (`hpo trials x | head`).
 
 from __future__ import annotations
 
+# Only the standard library here: the command groups (httpx, YAML, ...) are imported inside
+# main()'s guard, so that a Ctrl-C while they load, the first second of any `hpo`, also
+# exits 130 quietly (a KeyboardInterrupt raised by an import up here would print a traceback).
 import argparse
 import os
 import signal
 import sys
-
-from service.cli import access, db, diagnosis, processes, studies, trials, workers
-from service.cli.client import ApiError
-from service.cli.options import CommandError
-
-# In the order `hpo --help` lists their commands.
-GROUPS = (processes, db, studies, workers, trials, diagnosis, access)
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130, as a shell reports a command Ctrl-C stopped
@@ -27,22 +23,23 @@ EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # 141, as for a command a closed pipe s
 
 def build_parser() -> argparse.ArgumentParser:
     """The `hpo` parser: one subcommand per command; each sets `func(args) -> exit code`."""
+    from service.cli import access, db, diagnosis, processes, studies, trials, workers
+
     p = argparse.ArgumentParser(
         prog="hpo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = p.add_subparsers(dest="command", required=True)
-    for group in GROUPS:
+    # In the order `hpo --help` lists their commands.
+    for group in (processes, db, studies, workers, trials, diagnosis, access):
         group.add_commands(sub)
     return p
 
 
-def one_line(message: str) -> str:
-    """`message` on one line: its lines joined with `; `."""
-    return "; ".join(line.strip() for line in message.splitlines() if line.strip())
-
-
 def run(argv: list[str] | None = None) -> int:
     """Parse and run one command; its exit code, or 1 with `error: ...` on stderr."""
+    from service.cli.client import ApiError
+    from service.cli.options import CommandError, one_line
+
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)

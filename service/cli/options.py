@@ -26,6 +26,11 @@ class CommandError(Exception):
     refuses); `hpo` prints `error: <message>` and exits 1, as for an `ApiError`."""
 
 
+def one_line(message: str) -> str:
+    """`message` on one line: its lines joined with `; `."""
+    return "; ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
 def add_client_command(
     sub: Subparsers, name: str, func: Command, help: str
 ) -> argparse.ArgumentParser:

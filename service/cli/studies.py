@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,13 @@ from typing import Any
 import yaml
 
 from service.cli.client import ApiClient, Json
-from service.cli.options import CommandError, Subparsers, add_client_command, client_of
+from service.cli.options import (
+    CommandError,
+    Subparsers,
+    add_client_command,
+    client_of,
+    one_line,
+)
 from service.core.states import StudyState
 
 FINAL = (StudyState.COMPLETED, StudyState.STOPPED, StudyState.FAILED)
@@ -112,13 +119,16 @@ def watch(api: ApiClient, study_id: int, interval: float) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    """Submit a YAML or JSON spec (`--name` overrides its name); `--watch` follows it."""
+    """Submit a YAML or JSON spec (`--name` overrides its name); `--watch` follows it. The
+    service's warnings about an accepted spec go to stderr, one `warning: ...` line each."""
     spec = load_spec_file(Path(args.file))
     if args.name:
         spec["name"] = args.name
     with client_of(args) as api:
         created = api.submit(spec)
         print(f"study {created['id']} {created['name']!r}: {created['status']}")
+        for warning in created.get("warnings") or []:
+            print(f"warning: {one_line(str(warning))}", file=sys.stderr)
         if args.watch:
             return watch(api, int(created["id"]), args.interval)
     return 0

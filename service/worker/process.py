@@ -5,7 +5,8 @@ writes wait and retry with back-off) and failing trials (the trial ends FAIL wit
 the worker goes on; out of GPU memory, the trial is re-run once with half the batch size).
 SIGTERM/SIGINT: it takes no new trial; the current one may finish within the stop deadline,
 past it the trial is interrupted, even mid-epoch, failed, and enqueued again with the same
-parameters; the worker marks itself stopped and exits 0.
+parameters; the worker marks itself stopped and exits 0 after SIGTERM, 130 after SIGINT
+(Ctrl-C, as a shell reports a command it stopped, and as `hpo serve` does).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ class WorkerProcess:
         install_signals: bool = True,
     ) -> int:
         """Run until stopped, `max_trials` trials ran, or (`until_idle`) no study has budget
-        left; returns the exit code."""
+        left; returns the exit code: 130 when a SIGINT stopped it, else 0."""
         if self.settings.torch_threads:
             torch.set_num_threads(self.settings.torch_threads)
         if install_signals:
@@ -132,7 +133,7 @@ class WorkerProcess:
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
             ran += 1
         self._shut_down(worker_id, beat)
-        return 0
+        return self.exit_code()
 
     def _shut_down(self, worker_id: int, beat: threading.Thread) -> None:
         self.stopping.set()
@@ -208,6 +209,11 @@ class WorkerProcess:
                 self.request_stop()
                 return
 
+    def exit_code(self) -> int:
+        """The process's exit status once stopped: 130 (128 + SIGINT) when Ctrl-C stopped
+        it, else 0 (SIGTERM, a stop request, or done)."""
+        return 128 + signal.SIGINT if self._signalled == signal.SIGINT else 0
+
     def request_stop(self) -> None:
         """Take no new trial; past the stop deadline (armed by the signal) the current one
         is interrupted."""
@@ -244,4 +250,4 @@ class WorkerProcess:
             assert self.worker_id is not None
             record_stop(self.url, self.worker_id, "the worker was stopped and its trial hung")
         finally:
-            os._exit(0)
+            os._exit(self.exit_code())

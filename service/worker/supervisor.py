@@ -2,7 +2,9 @@
 
 A worker process that dies is restarted (with back-off if it keeps dying), and its
 unfinished trial is failed at once so its slot goes back to the budget. One that exits 0
-(stopped, or done with --until-idle / --max-trials) is not restarted. `hpo worker --gpus`
+(stopped, or done with --until-idle / --max-trials) or 130 (stopped by SIGINT) is not
+restarted. Each worker runs in its own process group: Ctrl-C in a terminal signals the
+supervisor alone, which stops its workers with SIGTERM. `hpo worker --gpus`
 uses the same supervisor for its one-process-per-GPU-slot children.
 
 The workers die with the supervisor (`worker/lifeline.py`), even when it is killed with
@@ -39,6 +41,10 @@ STOP_MARGIN_S = 15.0  # past the workers' stop deadline + this, they are killed
 RESTART_BACKOFF_MAX_S = 30.0
 HEALTHY_RUN_S = 60.0  # a worker that ran this long before dying restarts without back-off
 POLL_S = 0.1  # while waiting for workers to exit
+# Exit codes of a worker that stopped on purpose, and is not restarted: 0 (SIGTERM, or out
+# of work with --until-idle / --max-trials) and 130 (SIGINT: someone Ctrl-C'd or `kill
+# -INT`ed it).
+STOPPED_CODES = (0, 128 + signal.SIGINT)
 
 
 def stop_orphaned_workers(settings: Settings) -> int:
@@ -139,6 +145,11 @@ class LocalWorkers:
             self._command(slot),
             env={**os.environ, **slot.env(), **self._lifeline.child_env()},
             pass_fds=self._lifeline.pass_fds,
+            # Its own process group: a Ctrl-C in the terminal reaches the supervisor only,
+            # which stops its workers with SIGTERM. A worker still importing (or one between
+            # the supervisor's signal and its own stop, which a restart could race) would
+            # otherwise get the SIGINT too, and print a KeyboardInterrupt traceback.
+            process_group=0,
         )
 
     def start(self) -> None:
@@ -172,8 +183,10 @@ class LocalWorkers:
                 code = proc.poll()
                 if code is None or self.stopping.is_set() or self.done[i]:
                     continue
-                if code == 0:  # stopped on purpose, or out of work with --until-idle
+                if code in STOPPED_CODES:  # stopped on purpose, or out of work
                     self.done[i] = True
+                    if code != 0:  # its stop may have cut its start short: tidy up
+                        self._reap(proc.pid, code)
                     continue
                 now = time.monotonic()
                 if self.next_start[i] == 0.0:
@@ -211,5 +224,6 @@ class LocalWorkers:
             time.sleep(POLL_S)
 
     def all_done(self) -> bool:
-        """Every worker exited 0 (stopped, or done with --until-idle / --max-trials)."""
+        """Every worker exited 0 (stopped, or done with --until-idle / --max-trials) or
+        130 (stopped by SIGINT)."""
         return all(self.done) and all(p.poll() is not None for p in self.procs)
