@@ -244,40 +244,6 @@ def pytest_sessionfinish() -> None:
         drop_postgres_database(os.environ[PG_ENV], _TEMPLATES.pop("postgresql"))
 
 
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """`make test`'s `--dist loadfile`, with the test files marked `slow` handed out first.
-
-    pytest-xdist hands out files with the most tests first, which puts the end-to-end
-    files (a few tests of a minute each) last: the run then ends with one process busy
-    with them while the other has nothing left. Longest first, the many small files fill
-    in at the end and both processes finish together."""
-    if config.getvalue("dist") != "loadfile":
-        return None
-    from xdist.scheduler import LoadFileScheduling  # type: ignore[import-untyped]
-
-    class SlowFilesFirst(LoadFileScheduling):  # type: ignore[misc]
-        ordered = False
-
-        def _assign_work_unit(self, node: Any) -> None:
-            if not self.ordered:  # the queue is complete by the first assignment
-                self.ordered = True
-                slow = [f for f in self.workqueue if is_slow_file(config.rootpath / f)]
-                for scope in reversed(slow):
-                    self.workqueue.move_to_end(scope, last=False)
-            super()._assign_work_unit(node)
-
-    return SlowFilesFirst(config, log)
-
-
-def is_slow_file(path: Path) -> bool:
-    """Whether a test file marks tests `slow` (the scheduler sees node ids, not markers)."""
-    try:
-        return "pytest.mark.slow" in path.read_text()
-    except OSError:
-        return False
-
-
 @functools.cache
 def tls_context() -> ssl.SSLContext:
     """One SSL context for every test client: httpx builds one per client otherwise, loading
