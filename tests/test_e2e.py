@@ -20,7 +20,7 @@ from sqlalchemy import select
 from service.core.db.engine import session_scope
 from service.core.db.models import EnqueuedConfig, Worker
 from service.studies.service import get_study, get_study_row
-from tests.conftest import DIGITS_SPEC, free_port, tiny_spec
+from tests.conftest import DIGITS_SPEC, free_port, http_client, tiny_spec
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +69,7 @@ class Service:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        self.client = httpx.Client(base_url=self.url, timeout=30)
+        self.client = http_client(self.url)
         deadline = time.monotonic() + 300  # imports crawl on a loaded machine
         while True:
             try:
@@ -90,7 +90,7 @@ class Service:
             study: dict[str, Any] = self.client.get(f"/api/studies/{study_id}").json()
             if study["status"] in ("completed", "failed") and study["counts"]["running"] == 0:
                 return study
-            time.sleep(0.5)
+            time.sleep(0.2)
         raise AssertionError(f"study {study_id} did not finish:\n{self.log()}")
 
     def trials(self, study_id: int) -> list[dict[str, Any]]:
@@ -173,8 +173,12 @@ def test_cli_submit_and_bad_spec(service2: Service, tmp_path: Path) -> None:
     assert "cli-bad" not in names
 
 
-def test_four_workers_forty_trials_ten_enqueued(tmp_path: Path, empty_database_url: str) -> None:
-    svc = Service(tmp_path, workers=4, db_url=empty_database_url)
+def test_four_workers_forty_trials_ten_enqueued(tmp_path: Path) -> None:
+    # `hpo serve`'s own setup: its local workers on a SQLite file. The same race on
+    # PostgreSQL: tests/test_workers_e2e.py's eight `hpo worker` processes on five budgets
+    # (PostgreSQL when HPO_TEST_DATABASE_URL is set), and tests/test_enqueue_concurrency.py
+    # for enqueued configurations claimed concurrently, on both databases.
+    svc = Service(tmp_path, workers=4)
     try:
         spec = tiny_spec("concurrency", n_trials=40)
         enqueued = [{"lr": round(0.001 * (i + 1), 4), "batch_size": 16} for i in range(10)]

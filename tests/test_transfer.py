@@ -20,8 +20,10 @@ from trainer.checkpoint import Checkpoint, load_checkpoint, rebuild_model
 from trainer.model import TrainerModel
 
 
-def run_worker(settings: Settings) -> None:
-    WorkerProcess(settings).run(until_idle=True, install_signals=False)
+def run_worker(settings: Settings, *study_ids: int) -> None:
+    """An in-process worker that runs these studies until they are done: only these, for the
+    shared database also holds other tests' studies, some left with budget."""
+    WorkerProcess(settings, [str(i) for i in study_ids]).run(until_idle=True, install_signals=False)
 
 
 def submit(client: httpx.Client, spec: dict[str, Any]) -> int:
@@ -48,7 +50,7 @@ def target_spec(name: str, trial_id: int, **init_from: Any) -> dict[str, Any]:
 
 def train_source(client: httpx.Client, settings: Settings) -> int:
     study_id = submit(client, source_spec(unique("source")))
-    run_worker(settings)
+    run_worker(settings, study_id)
     return int(client.get(f"/api/studies/{study_id}/best").json()["trial_id"])
 
 
@@ -96,7 +98,7 @@ def test_model_is_404_with_a_reason(client: httpx.Client, settings: Settings) ->
         budget={"n_trials": 1, "max_failed_trials": 0},
     )
     study_id = submit(client, failing)
-    run_worker(settings)
+    run_worker(settings, study_id)
     trial = client.get(f"/api/studies/{study_id}/trials").json()["items"][0]
     assert trial["state"] == "fail"
     response = client.get(f"/api/trials/{trial['trial_id']}/model")
@@ -113,7 +115,7 @@ def test_init_from_is_validated_at_submit(client: httpx.Client, settings: Settin
         budget={"n_trials": 1, "max_failed_trials": 0},
     )
     failed_study = submit(client, failing)
-    run_worker(settings)
+    run_worker(settings, failed_study)
     failed = client.get(f"/api/studies/{failed_study}/trials").json()["items"][0]["trial_id"]
 
     def shallow(spec: dict[str, Any]) -> None:
@@ -163,12 +165,12 @@ def test_frozen_transfer_keeps_the_reused_blocks_and_replaces_the_head(
     tuned = target_spec(unique("tuned"), source, freeze=False)
     tuned["space"]["lr"] = {"type": "float", "low": 1e-6, "high": 2e-6}
     tuned["fixed"]["optimizer"] = "sgd"
-    tuned = submit(client, tuned)
+    tuned_id = submit(client, tuned)
 
-    run_worker(settings)
+    run_worker(settings, frozen, tuned_id)
 
     a = download(client, source)
-    for study_id in (frozen, tuned):
+    for study_id in (frozen, tuned_id):
         assert client.get(f"/api/studies/{study_id}").json()["status"] == "completed"
     for t in client.get(f"/api/studies/{frozen}/trials").json()["items"]:
         b = download(client, t["trial_id"])
@@ -180,7 +182,7 @@ def test_frozen_transfer_keeps_the_reused_blocks_and_replaces_the_head(
         # Block 1 was not reused: it started from a fresh initialization and trained.
         difference = weight_of(fresh) - weight_of(block_weights(a, 1))
         assert float(difference.abs().mean()) > 0.05
-    for t in client.get(f"/api/studies/{tuned}/trials").json()["items"]:
+    for t in client.get(f"/api/studies/{tuned_id}/trials").json()["items"]:
         b = download(client, t["trial_id"])
         for i in (0, 1):
             for name, tensor in block_weights(b, i).items():
@@ -199,7 +201,7 @@ def test_a_shape_mismatch_fails_the_trial_with_the_reason(
     spec["budget"] = {"n_trials": 1, "max_failed_trials": 0}
     study_id = submit(client, spec)
 
-    run_worker(settings)
+    run_worker(settings, study_id)
 
     study = client.get(f"/api/studies/{study_id}").json()
     assert study["status"] == "failed"
@@ -241,7 +243,7 @@ def test_init_from_checks_the_family_and_the_depth_of_a_cnn(
     cnn["objective"]["max_epochs"] = 1
     cnn["fixed"] = {"conv_blocks": 1, "conv_channels": 4, "hidden_layers": 1, "hidden_units": 8}
     study_id = submit(client, cnn)
-    run_worker(settings)
+    run_worker(settings, study_id)
     source = client.get(f"/api/studies/{study_id}/best").json()["trial_id"]
     assert download(client, source).n_blocks == 2  # one conv block, one dense block
 
