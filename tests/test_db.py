@@ -1,5 +1,5 @@
 """Migrations: `hpo db upgrade` creates ours and Optuna's tables, idempotently, on both
-backends, and our migration downgrades cleanly."""
+backends, and our migration downgrades cleanly; the test fixtures' databases."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import sys
 import httpx
 from alembic import command
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, func, inspect, select, text
 
 from service.core.db.migrate import alembic_config, upgrade
+from service.core.db.models import LearningCurveJob, Study, Worker
 
 OURS = {
     "hpo_studies",
@@ -31,6 +32,22 @@ def tables(url: str) -> set[str]:
         return set(inspect(engine).get_table_names())
     finally:
         engine.dispose()
+
+
+def test_each_module_starts_on_a_migrated_database_of_its_own(database_url: str) -> None:
+    """What earlier modules left (studies with budget, queued learning-curve jobs, workers)
+    is not here for this module's in-process workers to run (tests/conftest.py)."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            ours = conn.execute(text("SELECT version_num FROM hpo_alembic_version")).scalar()
+            for model in (Study, LearningCurveJob, Worker):
+                assert conn.execute(select(func.count()).select_from(model)).scalar() == 0
+    finally:
+        engine.dispose()
+    head = ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
+    assert ours == head
+    assert tables(database_url) >= OURS | OPTUNAS
 
 
 def test_cli_db_upgrade_creates_both_schemas_and_is_idempotent(empty_database_url: str) -> None:
