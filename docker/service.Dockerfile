@@ -10,8 +10,7 @@ RUN pip install --no-cache-dir torch --index-url https://download.pytorch.org/wh
 COPY pyproject.toml README.md alembic.ini ./
 COPY service service
 COPY trainer trainer
-COPY alembic alembic
-# Editable install: `hpo db upgrade` reads the migrations from /app/alembic.
+# `hpo db upgrade` reads the migrations from the installed package.
 RUN pip install --no-cache-dir -e .
 
 EXPOSE 8000

@@ -9,7 +9,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 COPY pyproject.toml README.md alembic.ini ./
 COPY service service
 COPY trainer trainer
-COPY alembic alembic
 # torch comes with the base image; pip keeps it because it satisfies `torch>=2.2`.
 RUN pip install --no-cache-dir -e .
 

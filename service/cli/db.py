@@ -77,11 +77,11 @@ def known_revisions() -> tuple[str, list[str]]:
     import service
 
     # Where core/db/migrate.py finds them, without importing it (it imports Optuna).
-    scripts = Path(service.__file__).resolve().parents[1] / "alembic"
+    scripts = Path(service.__file__).resolve().parent / "core" / "db" / "migrations"
     if not (scripts / "env.py").exists():
         raise CommandError(
-            f"Alembic scripts not found at {scripts}; install the project from its source "
-            "tree (pip install -e .)"
+            f"Alembic scripts not found at {scripts}; the installed package is incomplete "
+            "(reinstall it)"
         )
     script = ScriptDirectory(str(scripts))
     head = script.get_current_head()

@@ -11,14 +11,15 @@ from alembic.config import Config
 from service.core.db.engine import ensure_sqlite_dir
 from service.core.optuna_storage import get_storage
 
-ALEMBIC_DIR = Path(__file__).resolve().parents[3] / "alembic"
+# Inside the package, so a wheel (not only an editable install) can migrate.
+ALEMBIC_DIR = Path(__file__).resolve().parent / "migrations"
 
 
 def alembic_config(url: str) -> Config:
     if not (ALEMBIC_DIR / "env.py").exists():
         raise RuntimeError(
-            f"Alembic scripts not found at {ALEMBIC_DIR}; install the project from its source "
-            "tree (pip install -e .)"
+            f"Alembic scripts not found at {ALEMBIC_DIR}; the installed package is incomplete "
+            "(reinstall it)"
         )
     cfg = Config()
     cfg.set_main_option("script_location", str(ALEMBIC_DIR))
