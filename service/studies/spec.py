@@ -39,6 +39,7 @@ from service.core.types import (
 )
 from service.datasets.spec import DatasetSpec
 from service.studies.model_families import check_family
+from service.studies.objectives import natural_direction
 from service.studies.search.conditions import condition_errors, enqueue_condition_errors
 from service.studies.search.steps import n_points, on_grid, step_error
 from trainer.config import TrainConfig
@@ -177,9 +178,7 @@ class ObjectiveSpec(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> ObjectiveSpec:
-        natural: Literal["maximize", "minimize"] = (
-            "maximize" if self.metric == "val_accuracy" else "minimize"
-        )
+        natural = natural_direction(self.metric)
         if self.direction is None:
             self.direction = natural
         elif self.direction != natural:
