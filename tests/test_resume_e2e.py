@@ -33,7 +33,8 @@ from service.core.db.models import (
 from service.core.optuna_storage import get_storage
 from service.studies.service import create_study
 from service.studies.spec import StudySpec
-from service.trials.service import get_curves
+from service.trials.schemas import TrialDetail
+from service.trials.service import get_trial
 from tests.conftest import tiny_spec, unique
 from tests.study_checks import check_quiet_study, start_worker, worker_settings
 from trainer.checkpoint import load_checkpoint
@@ -75,9 +76,9 @@ def checkpoints(url: str, trial_ids: list[int]) -> dict[int, dict[str, Any]]:
     return {trial_id: dict(meta) for trial_id, meta in rows}
 
 
-def curves(url: str, trial_id: int) -> dict[str, list[tuple[int, float]]]:
+def detail(url: str, trial_id: int) -> TrialDetail:
     with session_scope(url) as session:
-        return get_curves(session, trial_id)  # what GET /api/trials/{id}/curves reads
+        return get_trial(session, trial_id)  # what GET /api/trials/{id} answers
 
 
 def weights(url: str, trial_id: int) -> dict[str, torch.Tensor]:
@@ -117,9 +118,8 @@ def test_a_rerun_resumes_from_the_checkpoint_and_equals_an_uninterrupted_run(
     assert checkpoints(database_url, [killed.optuna_trial_id]) == {
         killed.optuna_trial_id: {"epoch": KILLED_AT - 1}
     }
-    assert {s for s, _ in curves(database_url, killed.optuna_trial_id)["val_loss"]} == set(
-        range(1, KILLED_AT + 1)
-    )
+    killed_curves = detail(database_url, killed.optuna_trial_id).curves
+    assert [s for s, _ in killed_curves["val_loss"]] == list(range(1, KILLED_AT + 1))
 
     wait_silent(database_url, killed.worker_id)
     fresh = start_worker(worker_settings(database_url, GRACE_S), [victim_name, reference_name])
@@ -133,13 +133,15 @@ def test_a_rerun_resumes_from_the_checkpoint_and_equals_an_uninterrupted_run(
     assert failed.id == killed.id and rerun.retry_of == killed.optuna_trial_id
     assert rerun.optuna_trial_id is not None and rerun.state == "complete"
     # It trained epochs 15..20 only: 6 epochs.
-    assert rerun.resumed_from_epoch == KILLED_AT - 1
+    shown = detail(database_url, rerun.optuna_trial_id)
+    assert shown.resumed_from_epoch == rerun.resumed_from_epoch == KILLED_AT - 1
     assert EPOCHS - rerun.resumed_from_epoch <= 6
 
     # Every epoch once, in its curves and in what Optuna was told.
-    resumed = curves(database_url, rerun.optuna_trial_id)
+    resumed = shown.curves
     for metric, points in resumed.items():
         assert [s for s, _ in points] == list(range(1, EPOCHS + 1)), metric
+    assert sorted(shown.intermediate_values) == list(range(1, EPOCHS + 1))
     optuna_rerun = picture.trials[1]
     assert sorted(optuna_rerun.intermediate_values) == list(range(1, EPOCHS + 1))
     # The epochs before the checkpoint were copied in one statement before training went
@@ -157,7 +159,7 @@ def test_a_rerun_resumes_from_the_checkpoint_and_equals_an_uninterrupted_run(
     # The same as an uninterrupted trial with the same seed (trial number 0) and params.
     (straight,) = records(database_url, reference_study)
     assert straight.optuna_trial_id is not None and straight.resumed_from_epoch is None
-    reference = curves(database_url, straight.optuna_trial_id)
+    reference = detail(database_url, straight.optuna_trial_id).curves
     assert resumed.keys() == reference.keys()
     for metric in resumed:
         if metric != "epoch_seconds":

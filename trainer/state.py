@@ -56,14 +56,18 @@ class TrainingState:
         return self.curves[metric][epoch - 1]
 
 
-def _cpu(tree: Any) -> Any:
-    """A copy of `tree` with every tensor detached, cloned and on the CPU."""
+def _cpu(tree: Any, *, clone: bool = True) -> Any:
+    """`tree` (dicts, lists, tuples) with every tensor detached and on the CPU; copied
+    (`clone`), or shared where it already was on the CPU."""
     if isinstance(tree, torch.Tensor):
-        return tree.detach().cpu().clone()
+        tensor = tree.detach()
+        if tensor.device.type != "cpu":
+            return tensor.cpu()  # a copy already
+        return tensor.clone() if clone else tensor
     if isinstance(tree, dict):
-        return {k: _cpu(v) for k, v in tree.items()}
+        return {k: _cpu(v, clone=clone) for k, v in tree.items()}
     if isinstance(tree, (list, tuple)):
-        return type(tree)(_cpu(v) for v in tree)
+        return type(tree)(_cpu(v, clone=clone) for v in tree)
     return tree
 
 
@@ -125,7 +129,9 @@ def restore_rng(rng: dict[str, Any], generator: torch.Generator) -> None:
 
 def state_bytes(state: TrainingState) -> bytes:
     """`state` as one `torch.save` file (tensors on the CPU)."""
-    payload = {"format": FORMAT, **_cpu(dataclasses.asdict(state))}
+    # Not dataclasses.asdict: it deep-copies every tensor.
+    fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+    payload = {"format": FORMAT, **_cpu(fields, clone=False)}
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     return buffer.getvalue()
