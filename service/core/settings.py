@@ -49,6 +49,11 @@ class Settings(BaseSettings):
         30.0, gt=0, description="study and dataset submissions per token (or client) per minute"
     )
     submit_burst: int = Field(10, ge=1, description="submissions allowed back to back")
+    bootstrap_token_file: Path | None = Field(
+        None,
+        description="a file holding an admin token (hpo_ + 43 characters) that `hpo serve` "
+        "stores at startup if no token has its hash (compose: a Docker secret)",
+    )
     max_running_studies_per_owner: int = Field(
         20, ge=1, description="running studies one token may own at a time"
     )
