@@ -41,13 +41,21 @@ def wants_json(args: argparse.Namespace) -> bool:
     return getattr(args, "output", "table") == "json"
 
 
+class PipeConsole(Console):
+    """rich's console, except that a closed output raises `BrokenPipeError` (rich exits 1
+    by default): `hpo`'s main() turns it into its quiet exit 141, as for any command."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
 def console() -> Console:
     """A console on the current stdout (looked up per call: tests swap it). Off a terminal:
-    no colours, no markup surprises, lines as wide as they need."""
+    no colours, and lines as wide as they need (up to 200 columns) instead of 80."""
     out = sys.stdout
     if out.isatty():
-        return Console(file=out, highlight=False)
-    return Console(file=out, highlight=False, color_system=None, width=200, soft_wrap=True)
+        return PipeConsole(file=out, highlight=False)
+    return PipeConsole(file=out, highlight=False, color_system=None, width=200, soft_wrap=True)
 
 
 def print_json(data: Any) -> None:
