@@ -413,8 +413,9 @@ def test_every_printing_command_gives_the_apis_json(secured: Secured, tmp_path: 
     x, y = small_xy()
     (tmp_path / "d.csv").write_bytes(csv_bytes(x, y))
     name = unique("cli-set")
-    uploaded = hpo_json(s, "dataset", "upload", str(tmp_path / "d.csv"), "--name", name,
-                        "--target", "label")  # fmt: skip
+    uploaded = hpo_json(
+        s, "dataset", "upload", str(tmp_path / "d.csv"), "--name", name, "--target", "label"
+    )
     assert uploaded["name"] == name and uploaded["n_rows"] == len(y)
     assert hpo_json(s, "dataset", "show", name) == uploaded
     assert uploaded in hpo_json(s, "dataset", "list")
@@ -442,8 +443,18 @@ def test_tables_by_default(secured: Secured) -> None:
 def test_token_commands_print_json_too(secured: Secured, tmp_path: Path) -> None:
     db = tmp_path / "hpo.db"
     assert hpo("db", "upgrade", "--database-url", f"sqlite:///{db}").returncode == 0
-    made = hpo("token", "create", "--name", "j", "--role", "read", "-o", "json",
-               "--database-url", f"sqlite:///{db}")  # fmt: skip
+    made = hpo(
+        "token",
+        "create",
+        "--name",
+        "j",
+        "--role",
+        "read",
+        "-o",
+        "json",
+        "--database-url",
+        f"sqlite:///{db}",
+    )
     assert made.returncode == 0, made.stderr
     token = json.loads(made.stdout)
     assert token["name"] == "j" and token["token"].startswith("hpo_")
