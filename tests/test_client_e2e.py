@@ -55,7 +55,7 @@ def test_the_example_runs_against_hpo_serve(served: Service, tmp_path: Path) -> 
     # `hpo serve`'s workers logged each epoch of each trial, in text
     log = served.log_path.read_text(errors="replace")
     epochs = re.findall(
-        rf"INFO hpo\.worker\.trial: study {name[1]} trial \d+ \(#(\d)\) epoch (\d)/2 "
+        rf"INFO hpo\.worker\.trial: study {name[1]}: trial (\d) \(id \d+\) epoch (\d)/2 "
         r"val_accuracy=[\d.e-]+ \([\d.]+ s\)",
         log,
     )
@@ -97,7 +97,7 @@ def test_a_real_worker_logs_each_epoch_as_json(tmp_path: Path) -> None:
     for x in epochs:
         assert x["level"] == "INFO" and x["study"] == name and x["trial_number"] == 0
         assert x["metric"] == "val_accuracy" and 0 <= x["value"] <= 1
-        assert x["epoch_seconds"] > 0 and x["message"].startswith(f"study {name} trial ")
+        assert x["epoch_seconds"] > 0 and x["message"].startswith(f"study {name}: trial 0 (id ")
 
 
 def access(method: str, path: str, status: int) -> logging.LogRecord:

@@ -16,17 +16,18 @@ log = logging.getLogger("hpo.worker.trial")
 def log_epoch(
     trial: optuna.Trial, trial_id: int, metric: str, m: EpochMetrics, max_epochs: int
 ) -> None:
-    """Log `study <name> trial <id> (#<number>) epoch <e>/<max> <metric>=<value> (<s> s)`."""
+    """Log `study <name>: trial <number> (id <id>) epoch <e>/<max> <metric>=<value> (<s> s)`
+    (the number, as the worker's other lines give it, and the id of `/api/trials/{id}`)."""
     if not log.isEnabledFor(logging.INFO):
         return
     study = trial.study.study_name.removeprefix("hpo:")
     value = m.values.get(metric)
     seconds = m.values.get("epoch_seconds")
     log.info(
-        "study %s trial %d (#%d) epoch %d/%d %s=%s (%s s)",
+        "study %s: trial %d (id %d) epoch %d/%d %s=%s (%s s)",
         study,
-        trial_id,
         trial.number,
+        trial_id,
         m.epoch,
         max_epochs,
         metric,
