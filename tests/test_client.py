@@ -8,6 +8,7 @@ log lines, the access log) is in tests/test_client_e2e.py."""
 
 from __future__ import annotations
 
+import http.server
 import itertools
 import json
 import os
@@ -461,3 +462,57 @@ def test_token_commands_print_json_too(secured: Secured, tmp_path: Path) -> None
     listed = hpo("token", "list", "-o", "json", "--database-url", f"sqlite:///{db}")
     assert [t["id"] for t in json.loads(listed.stdout)] == [token["id"]]
     assert "token" not in json.loads(listed.stdout)[0]
+
+
+FRONT = {
+    "trials": [
+        {"trial_id": 7, "number": 2, "values": [0.91, 1200.0], "params": {"lr": 0.01}},
+        {"trial_id": 9, "number": 4, "values": [0.88, 800.0], "params": {"lr": 0.03}},
+    ],
+    "objectives": [
+        {"metric": "val_accuracy", "direction": "maximize"},
+        {"metric": "n_parameters", "direction": "minimize"},
+    ],
+}
+
+
+class MultiObjective(http.server.BaseHTTPRequestHandler):
+    """A stand-in for a service with multi-objective studies (issue 15, not on this branch):
+    `/best` answers 409 pointing at `/pareto`, which answers the front."""
+
+    def do_GET(self) -> None:
+        if self.path.endswith("/best"):
+            status, body = 409, {"detail": "study 5 has 2 objectives: see /pareto"}
+        elif self.path.endswith("/pareto"):
+            status, body = 200, FRONT
+        else:
+            status, body = 404, {"detail": "not found"}
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+def test_best_of_a_multi_objective_study_prints_the_front() -> None:
+    stub = http.server.ThreadingHTTPServer(("127.0.0.1", 0), MultiObjective)
+    threading.Thread(target=stub.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{stub.server_address[1]}"
+    try:
+        with Client(url) as c:
+            with pytest.raises(ConflictError):
+                c.best(5)
+            assert c.pareto(5) == FRONT
+        as_json = hpo("best", "5", "--url", url, "-o", "json")
+        assert as_json.returncode == 0, as_json.stderr
+        assert json.loads(as_json.stdout) == FRONT
+        table = hpo("best", "5", "--url", url)
+        assert table.returncode == 0, table.stderr
+        assert "val_accuracy (maximize)" in table.stdout and "1200.0000" in table.stdout
+    finally:
+        stub.shutdown()
+        stub.server_close()
