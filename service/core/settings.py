@@ -35,6 +35,14 @@ class Settings(BaseSettings):
     )
     torch_threads: int | None = Field(None, ge=1, description="intra-op threads per worker")
     log_level: str = "info"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="log lines of serve and workers: text, or one JSON object each"
+    )
+    log_polling_requests: bool = Field(
+        False,
+        description="access-log the dashboard's and monitors' polling (GET of studies, "
+        "trials, workers, health, metrics); off: only the other requests and errors",
+    )
     # -- access (issue 7) -----------------------------------------------------------------
     auth: Literal["auto", "required", "off"] = Field(
         "auto", description="auto: required unless the service listens on a loopback address"

@@ -39,6 +39,7 @@ from service.worker.curves import write_epoch
 from service.worker.data import DatasetCache
 from service.worker.faults import crash_point
 from service.worker.oom import fit_with_oom_retry, free_gpu_memory, record_oom_retry
+from service.worker.progress import log_epoch
 from service.worker.resume import ResumePlan, plan_training
 from trainer import DivergedError, EpochMetrics, FitResult, TensorData, TrainConfig, evaluate, fit
 from trainer.diagnosis import EarlyVerdict
@@ -86,9 +87,11 @@ class EpochReport:
     metric: str  # the objective's metric, reported to Optuna
     verdict: EarlyVerdict  # stops hopeless trials: diverged, or vanishing and not learning
     reported: set[int] = field(default_factory=set)
+    max_epochs: int = 0  # for the log line
 
     def __call__(self, m: EpochMetrics) -> bool:
         write_epoch(self.url, self.trial_id, m)  # the epoch's one write
+        log_epoch(self.trial, self.trial_id, self.metric, m, self.max_epochs)
         if m.epoch not in self.reported:  # a re-run after OOM repeats reported epochs
             retry_db(partial(self.trial.report, m.values[self.metric], m.epoch), "report")
             self.reported.add(m.epoch)
@@ -220,6 +223,7 @@ class TrialRunner:
             started.trial_id,
             spec.objective.metric,
             EarlyVerdict(n_classes=data.n_classes),
+            max_epochs=config.max_epochs,
         )
         plan = plan_training(self.url, claim, started.trial_id, spec.checkpoint, config, report)
         config = plan.config  # a resumed trial keeps the seed of the run it continues
