@@ -85,6 +85,7 @@ MAXIMAL_SPEC: dict[str, Any] = {
     },
     "enqueue": [{"lr": 0.01, "dropout": 0.2, "hidden_units": 16, "optimizer": "adam"}],
     "priority": 1,
+    "notify": {"webhook": "https://hooks.example.com/hpo", "events": ["completed", "failed"]},
 }
 NOT_IN_MAXIMAL = {("init_from",), ("dataset", "path"), ("dataset", "download")}
 

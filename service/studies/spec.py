@@ -38,6 +38,7 @@ from service.core.types import (
     check_text,
 )
 from service.datasets.spec import DatasetSpec
+from service.integrations.notify import NotifySpec
 from service.studies.model_families import check_family
 from service.studies.objectives import natural_direction
 from service.studies.search.conditions import condition_errors, enqueue_condition_errors
@@ -260,6 +261,9 @@ class StudySpec(Strict):
     )
     priority: int = Field(
         0, ge=-1000, le=1000, description="workers take trials of higher-priority studies first"
+    )
+    notify: NotifySpec | None = Field(
+        None, description="a webhook that receives the study's events (signed JSON POSTs)"
     )
 
     @field_validator("space", mode="before")
