@@ -11,6 +11,7 @@ import json
 import multiprocessing
 import os
 import time
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -19,18 +20,20 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 from service.core.db.engine import session_scope
+from service.core.db.models import Study, utcnow
 from service.core.db.outbox import WebhookDelivery
 from service.core.optuna_storage import get_storage
 from service.core.settings import Settings
 from service.core.states import TrialState
 from service.integrations.config import IntegrationSettings
 from service.integrations.dispatch import drain_once
-from service.scheduling.claims import claim_slot, finish_record
+from service.integrations.notify import record_trial_result
+from service.scheduling.claims import claim_slot, expire_deadlines, finish_record
 from service.studies.service import create_study, stop_study
 from service.studies.spec import StudySpec
 from tests.conftest import tiny_spec, unique
 from tests.study_checks import worker_settings
-from tests.webhook_receiver import Received, Receiver, webhook_receiver
+from tests.webhook_receiver import Received, webhook_receiver
 
 SECRET = "s3cret-for-tests"
 QUICK: dict[str, Any] = {
@@ -221,10 +224,39 @@ def test_a_real_worker_delivers_each_improvement_and_the_completion_once(
             best = t.value
             expected.append({"number": t.number, "value": t.value, "params": t.params})
     improved = [p for p in payloads if p["event"] == "best_improved"]
-    assert [
-        {k: p["trial"][k] for k in ("number", "value", "params")} for p in improved
-    ] == expected
+    assert [{k: p["trial"][k] for k in ("number", "value", "params")} for p in improved] == expected
     assert improved[0]["previous_best"] is None
     assert [p["previous_best"] for p in improved[1:]] == [e["value"] for e in expected[:-1]]
     assert len(payloads) == len(expected) + 1
     assert {(r.state, r.attempts) for r in rows(database_url, study_id)} == {("delivered", 1)}
+
+
+def test_a_deadline_completes_the_study_with_one_event_and_a_repeated_result_is_not_doubled(
+    database_url: str,
+) -> None:
+    """The sweep's deadline expiry records `completed` in its UPDATE's transaction (once:
+    a second sweep finds the study no longer running); the worker's best check, called
+    again for the same trial (a retry after a lost commit), records nothing more."""
+    raw = tiny_spec(unique("deadline"), notify={"webhook": "http://127.0.0.1:9/unused"})
+    raw["budget"] = {"n_trials": 3, "timeout_seconds": 3600}
+    study_id = submit(database_url, raw)
+    first, again = (
+        record_trial_result(
+            database_url, study_id, trial_id=1, number=0, value=0.5, params={}, maximize=True
+        )
+        for _ in range(2)
+    )
+    assert first and not again
+    assert not record_trial_result(
+        database_url, study_id, trial_id=2, number=1, value=0.5, params={}, maximize=True
+    )  # not better
+    with session_scope(database_url) as session:
+        study = session.get(Study, study_id)
+        assert study is not None
+        study.deadline_at = utcnow() - timedelta(seconds=1)
+    expire_deadlines(database_url)
+    expire_deadlines(database_url)
+    assert [(r.event, r.trial_number) for r in rows(database_url, study_id)] == [
+        ("best_improved", 0),
+        ("completed", None),
+    ]
