@@ -12,11 +12,12 @@ trial finished with a better objective value than every earlier trial of the stu
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -25,6 +26,8 @@ from service.core.db.engine import session_scope
 from service.core.db.models import Study, utcnow
 from service.core.db.outbox import WebhookDelivery
 from service.core.types import Strict
+
+log = logging.getLogger("hpo.webhooks")
 
 Event = Literal["completed", "failed", "stopped", "best_improved"]
 EVENTS: tuple[Event, ...] = ("completed", "failed", "stopped", "best_improved")
@@ -66,9 +69,17 @@ class NotifySpec(Strict):
 
 
 def notify_of(spec: dict[str, Any]) -> NotifySpec | None:
-    """The stored spec's `notify`, or None (validated at submission, so trusted here)."""
+    """The stored spec's `notify`, or None. It was validated at submission; should it not
+    validate now (a spec stored by another version), it is ignored and logged: an event
+    must never break the transaction that changes a study's status."""
     raw = spec.get("notify")
-    return None if raw is None else NotifySpec.model_validate(raw)
+    if raw is None:
+        return None
+    try:
+        return NotifySpec.model_validate(raw)
+    except ValidationError as e:
+        log.warning("ignoring a stored notify spec that does not validate: %s", e)
+        return None
 
 
 def _stamp(moment: datetime) -> str:

@@ -38,8 +38,11 @@ def deliver_due(url: str, settings: IntegrationSettings) -> int:
     receiver's failure (that is recorded on the row and retried later)."""
     delivered = 0
     secret = settings.webhook_secret
+    keys = claim_due(url, WebhookDelivery)
+    if not keys:
+        return 0
     with httpx.Client(timeout=settings.webhook_timeout_seconds) as client:
-        for key in claim_due(url, WebhookDelivery):
+        for key in keys:
             with session_scope(url) as session:
                 row = session.get(WebhookDelivery, key)
                 assert row is not None
