@@ -17,7 +17,7 @@ from service.core.db.retry import retry_db
 from service.core.optuna_storage import get_storage
 from service.integrations.config import IntegrationSettings
 from service.integrations.mlflow_export import record_export
-from service.integrations.notify import record_trial_result
+from service.integrations.notify import notify_of, record_trial_result
 
 log = logging.getLogger("hpo.outbox")
 
@@ -28,10 +28,19 @@ def _study_id(url: str, name: str) -> int | None:
 
 
 def _record_best(url: str, study_name: str, trial_id: int, maximize: bool) -> None:
-    study_id = _study_id(url, study_name)
+    with session_scope(url) as session:
+        found = session.execute(
+            select(Study.id, Study.spec).where(Study.name == study_name)
+        ).first()
+    if found is None:
+        return
+    study_id, spec = found
+    notify = notify_of(spec)
+    if notify is None or "best_improved" not in notify.events:
+        return  # one read: no lock, no read of the trial
     frozen = get_storage(url).get_trial(trial_id)
     values = frozen.values  # one value: a multi-objective study has no single best
-    if study_id is None or frozen.state.name != "COMPLETE" or values is None or len(values) != 1:
+    if frozen.state.name != "COMPLETE" or values is None or len(values) != 1:
         return
     value = values[0]
     if math.isfinite(value):
