@@ -38,6 +38,7 @@ from service.core.types import (
     check_text,
 )
 from service.datasets.spec import DatasetSpec
+from service.integrations.notify import NotifySpec
 from service.studies.checkpointing import CheckpointSpec
 from service.studies.model_families import check_family
 from service.studies.objectives import natural_direction
@@ -264,6 +265,9 @@ class StudySpec(Strict):
     )
     checkpoint: CheckpointSpec = Field(
         CheckpointSpec(), description="how often a trial saves its state for a re-run to resume"
+    )
+    notify: NotifySpec | None = Field(
+        None, description="a webhook that receives the study's events (signed JSON POSTs)"
     )
 
     @field_validator("space", mode="before")

@@ -24,6 +24,7 @@ from service.core.db.retry import retry_db
 from service.core.optuna_compat import create_running_trial, trial_id_of
 from service.core.optuna_storage import get_storage
 from service.core.states import TrialState
+from service.integrations.trials import trial_ended, trial_told
 from service.scheduling.claims import Claim, attach_trial, finish_record, link_created_trial
 from service.scheduling.orphans import close_unclaimed_trial
 from service.scheduling.workers import set_current_trial
@@ -101,6 +102,10 @@ class EpochReport:
             retry_db(set_reason, "verdict")
             return True
         return retry_db(self.trial.should_prune, "should_prune")
+
+
+def _maximize(started: Started) -> bool:
+    return started.study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
 
 
 class TrialRunner:
@@ -259,6 +264,7 @@ class TrialRunner:
             self.fail(claim, started, e)
             return
         crash_point("after_tell")
+        trial_told(self.url, started.spec.name, started.trial_id, maximize=_maximize(started))
         error = None
         if state != outcome.state:  # e.g. Optuna stores a non-finite value as a failure
             error = f"Optuna recorded the trial {state} (value {outcome.value})"
@@ -310,6 +316,7 @@ class TrialRunner:
         """Record the ended trial's diagnosis, clear the worker's current trial and free the
         GPU memory the trial held."""
         record_diagnosis(self.url, started.trial_id)  # never raises
+        trial_ended(self.url, started.spec.name, started.trial_id)  # MLflow; never raises
         try:
             set_current_trial(self.url, self.worker_id, None)
         except SQLAlchemyError as e:
