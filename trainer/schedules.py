@@ -23,9 +23,13 @@ from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
 from trainer.config import TrainConfig
 
 
+# Curve metrics where larger is better; every other (losses, errors) is minimized.
+MAXIMIZED_METRICS = frozenset({"train_accuracy", "val_accuracy", "val_r2"})
+
+
 def metric_mode(metric: str) -> str:
-    """'min' for losses, 'max' for accuracies."""
-    return "min" if metric.endswith("loss") else "max"
+    """'max' for accuracies and R², 'min' for losses and errors (RMSE, MAE)."""
+    return "max" if metric in MAXIMIZED_METRICS else "min"
 
 
 def lr_factor(config: TrainConfig) -> Callable[[int], float] | None:
