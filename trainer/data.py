@@ -219,6 +219,8 @@ def flatten_splits(s: DataSplits) -> DataSplits:
 
 
 SplitName = Literal["training", "validation", "test"]
+# A regression split needs 2 rows: a mean and a spread (standardization, R²).
+MIN_REGRESSION_ROWS = 2
 
 
 class SplitError(ValueError):
@@ -239,21 +241,29 @@ def split_sizes(n: int, *, val_fraction: float, test_fraction: float) -> dict[Sp
 
 
 def split_size_problems(
-    n: int, n_classes: int, *, val_fraction: float, test_fraction: float
+    n: int,
+    n_classes: int,
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    task: Task = "classification",
 ) -> list[tuple[SplitName | None, str]]:
-    """Splits of n rows too small to hold one row of each of `n_classes` classes (a test
-    split of 0 rows, test_fraction 0, is no split and fine)."""
+    """Splits of n rows too small to hold one row of each of `n_classes` classes, or for
+    regression fewer than 2 rows (`n_classes` is then ignored); a test split of 0 rows,
+    test_fraction 0, is no split and fine."""
     if not 0 < val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
         return [(None, "val_fraction + test_fraction must leave rows for training")]
     sizes = split_sizes(n, val_fraction=val_fraction, test_fraction=test_fraction)
+    need = MIN_REGRESSION_ROWS if task == "regression" else n_classes
+    why = (
+        f"a regression split needs at least {need} rows"
+        if task == "regression"
+        else f"fewer than the {n_classes} classes, and every split needs each class"
+    )
     return [
-        (
-            split,
-            f"the {split} split would have {size} of the {n} rows, fewer than the "
-            f"{n_classes} classes, and every split needs each class",
-        )
+        (split, f"the {split} split would have {size} of the {n} rows, {why}")
         for split, size in sizes.items()
-        if size < n_classes and not (split == "test" and test_fraction == 0)
+        if size < need and not (split == "test" and test_fraction == 0)
     ]
 
 
@@ -317,7 +327,9 @@ def _random_split(
     n: int, *, val_fraction: float, test_fraction: float, seed: int
 ) -> tuple[IntArray, IntArray, IntArray]:
     """Unstratified train/val/test row indices (regression), sized as `split_sizes`."""
-    problems = split_size_problems(n, 2, val_fraction=val_fraction, test_fraction=test_fraction)
+    problems = split_size_problems(
+        n, 0, val_fraction=val_fraction, test_fraction=test_fraction, task="regression"
+    )
     if problems:
         raise SplitError(problems)
     rows = np.arange(n)

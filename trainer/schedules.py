@@ -21,15 +21,9 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
 
 from trainer.config import TrainConfig
+from trainer.curve_stats import metric_mode
 
-
-# Curve metrics where larger is better; every other (losses, errors) is minimized.
-MAXIMIZED_METRICS = frozenset({"train_accuracy", "val_accuracy", "val_r2"})
-
-
-def metric_mode(metric: str) -> str:
-    """'max' for accuracies and R², 'min' for losses and errors (RMSE, MAE)."""
-    return "max" if metric in MAXIMIZED_METRICS else "min"
+__all__ = ["EarlyStopping", "EpochSchedule", "lr_factor", "metric_mode"]
 
 
 def lr_factor(config: TrainConfig) -> Callable[[int], float] | None:

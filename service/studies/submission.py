@@ -20,6 +20,8 @@ from service.core.states import StudyState
 from service.datasets import service as dataset_service
 from service.datasets.locations import DataPlaces
 from service.datasets.splits import check_split
+from service.datasets.tasks import dataset_task
+from service.studies.objectives import task_problem
 from service.studies.search.space import grid_values
 from service.studies.spec import StudySpec
 from trainer.data import DATASET_NAMES
@@ -90,6 +92,16 @@ def check_dataset(session: Session, spec: StudySpec) -> None:
                 value="image",
             )
     check_split(session, spec.dataset)
+    check_objective_task(session, spec)
+
+
+def check_objective_task(session: Session, spec: StudySpec) -> None:
+    """The objective's metric exists for the dataset's task (an upload's task is known only
+    here); raises `InvalidInput` at `objective.metric` or `dataset.task`."""
+    task = dataset_task(session, spec.dataset)
+    metric = spec.objective.metric
+    if (why := task_problem(metric, task, spec.dataset.name)) is not None:
+        raise InvalidInput(why, field="objective.metric", value=metric)
 
 
 def check_quota(session: Session, settings: Settings, principal: Principal | None) -> None:
