@@ -19,9 +19,9 @@ from trainer.diagnosis import TrialRun, diagnose
 from trainer.fit_verdict import FIT_KINDS
 
 
-def reg_curves(train: list[float], val: list[float], val_r2_end: float | None = None) -> dict[
-    str, list[float]
-]:
+def reg_curves(
+    train: list[float], val: list[float], val_r2_end: float | None = None
+) -> dict[str, list[float]]:
     """Standardized-MSE curves; val_r2 = 1 - val MSE unless an end value is planted (the
     validation split's own variance differs a little from the training split's)."""
     out = {"train_loss": train, "val_loss": val}

@@ -104,6 +104,8 @@ def infer_task(y: NDArray[Any]) -> Task:
     if np.any(finite != np.round(finite)):
         return "regression"
     return "regression" if len(np.unique(finite)) > MAX_CLASS_VALUES else "classification"
+
+
 # Every dataset name a spec may use: the bundled ones, then image files from a local folder.
 DATASET_NAMES = (*BUILTIN, *IMAGE_DATASETS)
 
@@ -284,7 +286,9 @@ def split_indices(
     standardization or R² can be computed from).
     """
     if task == "regression":
-        return _random_split(len(y), val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+        return _random_split(
+            len(y), val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
+        )
     classes, counts = np.unique(y, return_counts=True)
     n_splits = 3 if test_fraction > 0 else 2
     problems = split_size_problems(

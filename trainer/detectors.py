@@ -131,13 +131,12 @@ def find_diverged(run: TrialRun, train: list[float], val: list[float]) -> Eviden
             return {"non_finite_metric": name, "diverged_at_epoch": bad[0] + 1}
     finite_train = finite(train)
     chance = chance_loss(run)
-    if finite_train and chance is not None:
-        if finite_train[-1] >= DIVERGE_CHANCE_MULTIPLE * chance:
-            return {
-                "final_train_loss": rounded(finite_train[-1]),
-                "chance_loss": rounded(chance),
-                "train_loss_over_chance": rounded(finite_train[-1] / chance),
-            }
+    if finite_train and chance is not None and finite_train[-1] >= DIVERGE_CHANCE_MULTIPLE * chance:
+        return {
+            "final_train_loss": rounded(finite_train[-1]),
+            "chance_loss": rounded(chance),
+            "train_loss_over_chance": rounded(finite_train[-1] / chance),
+        }
     if len(finite_train) >= 2:
         best = min(finite_train)
         growth = finite_train[-1] / best if best > 0 else math.inf

@@ -368,7 +368,9 @@ def _not_good(p: FitPicture) -> list[str]:
     if p.rise >= OVERFIT_RISE and p.rise_nats >= OVERFIT_MIN_RISE_NATS:
         why.append(f"validation loss turned up {_pct(p.rise)} from epoch {p.best + 1}")
     if p.train_error is None or p.val_error is None:
-        why.append("accuracy (or R²) was not recorded, so the fit cannot be confirmed in error terms")
+        why.append(
+            "accuracy (or R²) was not recorded, so the fit cannot be confirmed in error terms"
+        )
         return why
     if p.train_error > GOOD_FIT_MAX_TRAIN_ERROR * p.error_scale:
         why.append(

@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from trainer.config import TrainConfig
-from trainer.data import TensorData, Task
+from trainer.data import Task, TensorData
 from trainer.model import TrainerModel, build_model
 from trainer.optim import build_optimizer, clip_gradients, l1_penalty, weight_params
 from trainer.schedules import EarlyStopping, EpochSchedule, metric_mode

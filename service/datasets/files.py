@@ -564,8 +564,9 @@ def _labels(y: NDArray[Any]) -> NDArray[Any]:
 
 
 def canonical_npz(x: NDArray[np.float32], y: NDArray[Any]) -> bytes:
-    """X (float32) and y (int64 class indices, or float32 regression targets) as an NPZ whose bytes depend only on the arrays, so equal
-    content hashes to one stored copy (no timestamps: a fixed date in every zip entry)."""
+    """X (float32) and y (int64 class indices, or float32 regression targets) as an NPZ
+    whose bytes depend only on the arrays, so equal content hashes to one stored copy (no
+    timestamps: a fixed date in every zip entry)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, array in (("X", x), ("y", y)):
@@ -580,4 +581,6 @@ def read_canonical(blob: bytes) -> tuple[NDArray[np.float32], NDArray[Any]]:
     """X (float32) and y: int64 class indices, or float32 targets of a regression upload."""
     with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
         y = npz["y"]
-        return npz["X"].astype(np.float32), y.astype(np.float32 if y.dtype.kind == "f" else np.int64)
+        return npz["X"].astype(np.float32), y.astype(
+            np.float32 if y.dtype.kind == "f" else np.int64
+        )

@@ -12,8 +12,8 @@ import hashlib
 import os
 import re
 import tempfile
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray

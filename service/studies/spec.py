@@ -352,8 +352,10 @@ class StudySpec(Strict):
                 errors.append(FieldProblem(("space",), why))
         errors += _augment_errors(self)
         task = self.dataset.builtin_task
-        if task is not None and (why := task_problem(self.objective.metric, task, self.dataset.name)):
-            errors.append(FieldProblem(("objective", "metric"), why, self.objective.metric))
+        if task is not None:
+            metric = self.objective.metric
+            if (problem := task_problem(metric, task, self.dataset.name)) is not None:
+                errors.append(FieldProblem(("objective", "metric"), problem, metric))
         if errors:
             raise located("StudySpec", errors)
         return self
