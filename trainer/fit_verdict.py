@@ -369,7 +369,8 @@ def _not_good(p: FitPicture) -> list[str]:
         why.append(f"validation loss turned up {_pct(p.rise)} from epoch {p.best + 1}")
     if p.train_error is None or p.val_error is None:
         why.append(
-            "accuracy (or R²) was not recorded, so the fit cannot be confirmed in error terms"
+            "accuracy was not recorded (nor R², for regression), so the fit cannot be "
+            "confirmed in error terms"
         )
         return why
     if p.train_error > GOOD_FIT_MAX_TRAIN_ERROR * p.error_scale:
