@@ -92,7 +92,6 @@ def check_dataset(session: Session, spec: StudySpec) -> None:
                 value="image",
             )
     check_split(session, spec.dataset)
-    check_objective_task(session, spec)
 
 
 def check_objective_task(session: Session, spec: StudySpec) -> None:
@@ -136,5 +135,6 @@ def check_submission(
     check_caps(spec, settings)
     check_grid_budget(spec)
     check_dataset(session, spec)
+    check_objective_task(session, spec)
     DataPlaces.of(settings).folder(spec.dataset)  # dataset.path inside a data root
     check_quota(session, settings, principal)
