@@ -303,3 +303,22 @@ def test_integer_labels_can_be_regressed_on_when_the_spec_says_so(client: httpx.
     spec = _spec(dataset__name=words, dataset__task="regression")
     refused = client.post("/api/studies", json=spec)
     assert refused.status_code == 422 and '"dataset","task"' in refused.text, refused.text
+
+
+def test_the_cli_progress_line_names_the_metric_and_the_task() -> None:
+    from service.cli.studies import progress_line
+
+    counts = {"complete": 2, "pruned": 0, "fail": 0, "running": 0, "waiting": 0}
+    line = progress_line(
+        {
+            "id": 7,
+            "name": "d",
+            "status": "completed",
+            "n_trials": 2,
+            "counts": counts,
+            "best_value": 50.1,
+            "metric": "val_rmse",
+            "task": "regression",
+        }
+    )
+    assert line.endswith("best val_rmse 50.1000 (regression)"), line

@@ -93,13 +93,16 @@ def non_json_value(value: Any, where: str = "") -> str | None:
 
 
 def progress_line(s: Json) -> str:
-    """One line of a study's progress: status, finished/budget, counts by state, best."""
+    """One line of a study's progress: status, finished/budget, counts by state, best (its
+    metric, and the dataset's task)."""
     c = s["counts"]
     best = "-" if s["best_value"] is None else f"{s['best_value']:.4f}"
+    metric = f"{s['metric']} " if s.get("metric") else ""  # older services do not say
+    task = f" ({s['task']})" if s.get("task") else ""
     return (
         f"[{s['id']}] {s['name']}: {s['status']}  finished {c['complete'] + c['pruned']}"
         f"/{s['n_trials']} (complete {c['complete']}, pruned {c['pruned']}, "
-        f"failed {c['fail']}, running {c['running']})  best {best}"
+        f"failed {c['fail']}, running {c['running']})  best {metric}{best}{task}"
     )
 
 
