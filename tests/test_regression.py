@@ -322,3 +322,16 @@ def test_the_cli_progress_line_names_the_metric_and_the_task() -> None:
         }
     )
     assert line.endswith("best val_rmse 50.1000 (regression)"), line
+
+
+def test_a_learning_curve_over_data_size_reads_r2_for_regression() -> None:
+    from trainer.data_size import conclude, learning_curve
+
+    data = _diabetes()
+    config = TrainConfig(
+        hidden_layers=0, lr=0.03, optimizer="adam", max_epochs=3, monitor="val_rmse"
+    )
+    points = learning_curve(config, data, fractions=(0.5, 1.0))
+    assert [p.n_train for p in points] == [132, 264]
+    assert all(-1 < p.val_accuracy <= 1 for p in points)  # R², not accuracy
+    assert conclude(points, "val_rmse")["verdict"]
