@@ -335,3 +335,15 @@ def test_a_learning_curve_over_data_size_reads_r2_for_regression() -> None:
     assert [p.n_train for p in points] == [132, 264]
     assert all(-1 < p.val_accuracy <= 1 for p in points)  # R², not accuracy
     assert conclude(points, "val_rmse")["verdict"]
+
+
+def test_the_example_regression_spec_is_valid() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from service.studies.spec import StudySpec
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "diabetes.yaml"
+    spec = StudySpec.model_validate(yaml.safe_load(path.read_text()))
+    assert (spec.dataset.builtin_task, spec.objective.direction) == ("regression", "minimize")
