@@ -30,9 +30,14 @@ def cmd_dataset_upload(args: argparse.Namespace) -> int:
         info = api.upload_dataset(args.name, path.name, content, args.target)
     print(
         f"dataset {info['name']!r}: {info['n_rows']} rows, shape {info['shape']}, "
-        f"{info['n_classes']} classes, sha256 {info['sha256']}"
+        f"{_target(info)}, sha256 {info['sha256']}"
     )
     return 0
+
+
+def _target(info: dict[str, object]) -> str:
+    """`N classes`, or `regression` for a dataset of continuous targets."""
+    return "regression" if info.get("task") == "regression" else f"{info['n_classes']} classes"
 
 
 def cmd_dataset_list(args: argparse.Namespace) -> int:
@@ -42,7 +47,7 @@ def cmd_dataset_list(args: argparse.Namespace) -> int:
     for d in datasets:
         print(
             f"{d['name']:<24} {d['n_rows']:>8} rows  shape {d['shape']}  "
-            f"{d['n_classes']} classes  {d['source_format']}  {d['sha256'][:12]}"
+            f"{_target(d)}  {d['source_format']}  {d['sha256'][:12]}"
         )
     return 0
 
