@@ -87,7 +87,8 @@ class FitResult:
 EpochCallback = Callable[[EpochMetrics], bool | None]
 # Called with the freshly built model before the optimizer is made: load weights, freeze.
 PrepareModel = Callable[[TrainerModel], None]
-# A model family's builder: (config, input_shape without the batch dimension, n_classes).
+# A model family's builder: (config, input_shape without the batch dimension, n_classes);
+# n_classes is 1 for regression, whose one output is read as the standardized target.
 ModelBuilder = Callable[[TrainConfig, tuple[int, ...], int], TrainerModel]
 
 
