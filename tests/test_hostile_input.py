@@ -86,6 +86,7 @@ MAXIMAL_SPEC: dict[str, Any] = {
     },
     "enqueue": [{"lr": 0.01, "dropout": 0.2, "hidden_units": 16, "optimizer": "adam"}],
     "priority": 1,
+    "checkpoint": {"every_epochs": 5, "every_seconds": 120.0},
 }
 NOT_IN_MAXIMAL = {("init_from",), ("dataset", "path"), ("dataset", "download")}
 

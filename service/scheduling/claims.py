@@ -28,11 +28,19 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import optuna
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.core.db.engine import session_scope
-from service.core.db.models import EnqueuedConfig, Study, TrialRecord, Worker, utcnow
+from service.core.db.models import (
+    CHECKPOINT_KIND,
+    Artifact,
+    EnqueuedConfig,
+    Study,
+    TrialRecord,
+    Worker,
+    utcnow,
+)
 from service.core.optuna_compat import CLAIM_ATTR
 from service.core.optuna_compat import rdb_models as om
 from service.core.optuna_storage import get_storage
@@ -231,7 +239,9 @@ def finish_record(
 
     `retry_params`: the failure was not the trial's fault (its worker died or stopped), so
     it is enqueued again with these parameters, up to the spec's `budget.max_retries`
-    times, in the same transaction: exactly one re-run per failure. `test_metrics`: the test
+    times, in the same transaction: exactly one re-run per failure. A trial that ends
+    without a re-run loses its saved training state (`CHECKPOINT_KIND`), in the same
+    transaction; a re-run resumes from it (`worker.resume`). `test_metrics`: the test
     split's metrics by name (`trainer.evaluate_test`)."""
     now = utcnow()
     with session_scope(url) as session:
@@ -254,8 +264,15 @@ def finish_record(
         if state == TrialState.FAIL:
             values.update(slots_used=Study.slots_used - 1, n_failed=Study.n_failed + 1)
         session.execute(update(Study).where(Study.id == record.study_id).values(**values))
-        if state == TrialState.FAIL and retry_params:
-            enqueue_retry(session, record, retry_params)
+        retried = state == TrialState.FAIL and bool(retry_params)
+        retried = retried and enqueue_retry(session, record, retry_params or {})
+        if not retried and record.optuna_trial_id is not None:
+            # Its saved training state is only for a re-run to resume from.
+            session.execute(
+                delete(Artifact).where(
+                    Artifact.trial_id == record.optuna_trial_id, Artifact.kind == CHECKPOINT_KIND
+                )
+            )
         settle_status(session, record.study_id)
     return True
 

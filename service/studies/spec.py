@@ -38,6 +38,7 @@ from service.core.types import (
     check_text,
 )
 from service.datasets.spec import DatasetSpec
+from service.studies.checkpointing import CheckpointSpec
 from service.studies.model_families import check_family
 from service.studies.objectives import (
     DEFAULT_METRIC,
@@ -272,6 +273,9 @@ class StudySpec(Strict):
     )
     priority: int = Field(
         0, ge=-1000, le=1000, description="workers take trials of higher-priority studies first"
+    )
+    checkpoint: CheckpointSpec = Field(
+        CheckpointSpec(), description="how often a trial saves its state for a re-run to resume"
     )
 
     @model_validator(mode="before")

@@ -107,7 +107,7 @@ class WorkerProcess:
                 self._sweep_if_due()
                 # Learning-curve jobs (service.analysis.learning_curves) before new trials.
                 if learning_curves.run_next_job(
-                    self.url, self.worker_id, self.data.get, self.stopping
+                    self.url, self.worker_id, self.data.get, self.stopping, self.only
                 ):
                     continue
                 if until_idle and not candidate_studies(self.url, self.only):

@@ -39,6 +39,7 @@ from service.worker.curves import write_epoch
 from service.worker.data import DatasetCache
 from service.worker.faults import crash_point
 from service.worker.oom import fit_with_oom_retry, free_gpu_memory, record_oom_retry
+from service.worker.resume import ResumePlan, plan_training
 from trainer import (
     DivergedError,
     EpochMetrics,
@@ -99,7 +100,7 @@ class EpochReport:
         if m.epoch not in self.reported:  # a re-run after OOM repeats reported epochs
             retry_db(partial(self.trial.report, m.values[self.metric], m.epoch), "report")
             self.reported.add(m.epoch)
-            crash_point("mid_train")
+            crash_point("mid_train", epoch=m.epoch)
         if (reason := self.verdict.update(m.values)) is not None:
             set_reason = partial(self.trial.set_user_attr, PRUNED_BY_DIAGNOSIS, reason)
             retry_db(set_reason, "verdict")
@@ -228,12 +229,15 @@ class TrialRunner:
             spec.objective.metric,
             EarlyVerdict(n_classes=data.n_classes, task=data.task),
         )
+        plan = plan_training(self.url, claim, started.trial_id, spec.checkpoint, config, report)
+        config = plan.config  # a resumed trial keeps the seed of the run it continues
         fit_once = partial(
             self._fit,
             data=data,
             on_epoch=report,
             prepare=None if spec.init_from is None else prepare_from(self.url, spec.init_from),
             builder=builder_for(spec.model.family),
+            plan=plan,
         )
         on_retry = partial(record_oom_retry, self.url, claim.record_id, trial, started.trial_id)
         result = fit_with_oom_retry(fit_once, config, device=self.device, on_retry=on_retry)
@@ -357,8 +361,20 @@ class TrialRunner:
         on_epoch: EpochReport,
         prepare: PrepareModel | None,
         builder: ModelBuilder | None,
+        plan: ResumePlan,
     ) -> FitResult:
+        resume, saver = plan.take(), plan.checkpointer
         with self.interruptible():  # from here the stop deadline may interrupt the trial
             if builder is None:  # a shipped family: the trainer builds it
-                return fit(config, data, on_epoch, prepare_model=prepare)
-            return fit(config, data, on_epoch, prepare_model=prepare, model_builder=builder)
+                return fit(
+                    config, data, on_epoch, prepare_model=prepare, checkpoint=saver, resume=resume
+                )
+            return fit(
+                config,
+                data,
+                on_epoch,
+                prepare_model=prepare,
+                model_builder=builder,
+                checkpoint=saver,
+                resume=resume,
+            )

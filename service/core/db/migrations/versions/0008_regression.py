@@ -1,7 +1,7 @@
 """regression: a dataset's task, and a trial's test metrics of any task
 
 Revision ID: 0008_regression
-Revises: 0007
+Revises: 0008_resume
 Create Date: 2026-11-30
 
 `hpo_datasets.task` (classification | regression; every earlier upload is classification)
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008_regression"
-down_revision = "0007"
+down_revision = "0008_resume"
 branch_labels = None
 depends_on = None
 
