@@ -51,6 +51,7 @@ MAXIMAL_SPEC: dict[str, Any] = {
         "n_samples": 100,
         "noise": 0.1,
         "shape": "flat",
+        "task": "classification",
     },
     "model": {"family": "mlp"},
     "objective": {"metric": "val_accuracy", "direction": "maximize", "max_epochs": 2},

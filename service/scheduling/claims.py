@@ -235,6 +235,7 @@ def finish_record(
     error: str | None = None,
     test_accuracy: float | None = None,
     retry_params: dict[str, Any] | None = None,
+    test_metrics: dict[str, float] | None = None,
 ) -> bool:
     """Mark a claimed trial finished with `state`, which must be its Optuna trial's final
     state; on failure give its slot back and count the failure. Returns False if it was
@@ -244,13 +245,20 @@ def finish_record(
     it is enqueued again with these parameters, up to the spec's `budget.max_retries`
     times, in the same transaction: exactly one re-run per failure. A trial that ends
     without a re-run loses its saved training state (`CHECKPOINT_KIND`), in the same
-    transaction; a re-run resumes from it (`worker.resume`)."""
+    transaction; a re-run resumes from it (`worker.resume`). `test_metrics`: the test
+    split's metrics by name (`trainer.evaluate_test`)."""
     now = utcnow()
     with session_scope(url) as session:
         result = session.execute(
             update(TrialRecord)
             .where(TrialRecord.id == record_id, TrialRecord.finished_at.is_(None))
-            .values(state=state, error=error, test_accuracy=test_accuracy, finished_at=now)
+            .values(
+                state=state,
+                error=error,
+                test_accuracy=test_accuracy,
+                test_metrics=test_metrics or None,
+                finished_at=now,
+            )
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
             return False

@@ -42,7 +42,15 @@ from service.worker.faults import crash_point
 from service.worker.oom import fit_with_oom_retry, free_gpu_memory, record_oom_retry
 from service.worker.progress import log_epoch
 from service.worker.resume import ResumePlan, plan_training
-from trainer import DivergedError, EpochMetrics, FitResult, TensorData, TrainConfig, evaluate, fit
+from trainer import (
+    DivergedError,
+    EpochMetrics,
+    FitResult,
+    TensorData,
+    TrainConfig,
+    evaluate_test,
+    fit,
+)
 from trainer.diagnosis import EarlyVerdict
 from trainer.loop import ModelBuilder, PrepareModel
 
@@ -75,7 +83,7 @@ class Outcome:
 
     state: TrialState
     value: float | None
-    test_accuracy: float | None  # None when the dataset has no test split
+    test_metrics: dict[str, float]  # trainer.evaluate_test: empty without a test split
 
 
 @dataclass
@@ -217,7 +225,7 @@ class TrialRunner:
         return True
 
     def train(self, claim: Claim, started: Started) -> Outcome:
-        """Suggest the parameters, train, save the model, measure test accuracy."""
+        """Suggest the parameters, train, save the model, measure the test metrics."""
         spec, trial = started.spec, started.trial
         config = train_config(spec, suggest_params(trial, spec), trial_number=trial.number)
         data = self.data.get(spec.dataset)
@@ -227,7 +235,7 @@ class TrialRunner:
             trial,
             started.trial_id,
             spec.objective.metric,
-            EarlyVerdict(n_classes=data.n_classes),
+            EarlyVerdict(n_classes=data.n_classes, task=data.task),
             max_epochs=config.max_epochs,
         )
         plan = plan_training(self.url, claim, started.trial_id, spec.checkpoint, config, report)
@@ -243,13 +251,11 @@ class TrialRunner:
         on_retry = partial(record_oom_retry, self.url, claim.record_id, trial, started.trial_id)
         result = fit_with_oom_retry(fit_once, config, device=self.device, on_retry=on_retry)
         save_trial_model(self.url, started.trial_id, result, config, spec, data)
-        test_acc = None
-        if data.x_test.shape[0] > 0:
-            test_acc = evaluate(result.model, data.x_test, data.y_test)[1]
+        tested = evaluate_test(result.model, data)
         if result.stopped_by_callback:
-            return Outcome(TrialState.PRUNED, None, test_acc)
+            return Outcome(TrialState.PRUNED, None, tested)
         # Under early stopping the model (and so the value) is the best epoch's.
-        return Outcome(TrialState.COMPLETE, result.value(spec.objective.metric), test_acc)
+        return Outcome(TrialState.COMPLETE, result.value(spec.objective.metric), tested)
 
     def finish(self, claim: Claim, started: Started, outcome: Outcome) -> None:
         """Tell Optuna the outcome, then finish the claim's record with the state Optuna
@@ -274,7 +280,8 @@ class TrialRunner:
             claim.record_id,
             state,
             error=error,
-            test_accuracy=outcome.test_accuracy,
+            test_accuracy=outcome.test_metrics.get("test_accuracy"),
+            test_metrics=outcome.test_metrics,
         )
         retry_db(record, "finish")
         crash_point("after_finish")
