@@ -16,6 +16,9 @@ Direction = Literal["maximize", "minimize"]
 NATURAL_DIRECTION: dict[str, Direction] = {
     "val_accuracy": "maximize",
     "val_loss": "minimize",
+    # measured once after training (multi-objective studies; service/worker/objectives.py)
+    "n_params": "minimize",  # trainable parameters of the trained model
+    "inference_ms": "minimize",  # median forward pass of one batch on the trial's device
 }
 
 

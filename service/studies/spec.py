@@ -39,11 +39,20 @@ from service.core.types import (
 )
 from service.datasets.spec import DatasetSpec
 from service.studies.model_families import check_family
+from service.studies.multi_objective import (
+    MAX_OBJECTIVES,
+    MIN_OBJECTIVES,
+    OBJECTIVES_HELP,
+    ObjectiveItem,
+    monitored_metric,
+    objectives_problems,
+)
 from service.studies.objectives import natural_direction
 from service.studies.search.conditions import condition_errors, enqueue_condition_errors
 from service.studies.search.steps import n_points, on_grid, step_error
 from trainer.config import TrainConfig
 from trainer.data import is_image
+from trainer.loop import CURVE_METRICS
 from trainer.params import PARAMS, ParamValue
 
 # Strict's config makes the floats finite and the strings valid text of bounded length.
@@ -188,9 +197,12 @@ class ObjectiveSpec(Strict):
 
 
 class SamplerSpec(Strict):
-    name: Literal["tpe", "random", "grid", "cmaes", "gp", "qmc"] = "tpe"
+    name: Literal["tpe", "random", "grid", "cmaes", "gp", "qmc", "nsga2", "nsga3"] = "tpe"
     seed: Seed | None = None
     n_startup_trials: int | None = Field(None, ge=0, le=MAX_COUNT, description="tpe and gp only")
+    population_size: int | None = Field(
+        None, ge=2, le=100_000, description="nsga2 and nsga3 only: trials per generation (50)"
+    )
 
 
 class PrunerSpec(Strict):
@@ -249,6 +261,9 @@ class StudySpec(Strict):
     dataset: DatasetSpec
     model: ModelSpec = ModelSpec()
     objective: ObjectiveSpec = ObjectiveSpec()
+    objectives: list[ObjectiveItem] | None = Field(
+        None, min_length=MIN_OBJECTIVES, max_length=MAX_OBJECTIVES, description=OBJECTIVES_HELP
+    )
     space: dict[Text, Distribution] = Field(default_factory=dict)
     fixed: dict[Text, Scalar] = Field(default_factory=dict)
     sampler: SamplerSpec = SamplerSpec()
@@ -321,9 +336,25 @@ class StudySpec(Strict):
                 )
                 errors.append(FieldProblem(("space",), why))
         errors += _augment_errors(self)
+        if self.objectives is not None:
+            errors += self._set_up_objectives(self.objectives)
         if errors:
             raise located("StudySpec", errors)
         return self
+
+    def _set_up_objectives(self, objectives: list[ObjectiveItem]) -> list[FieldProblem]:
+        """A multi-objective study (`multi_objective`): no pruner unless one was asked for
+        (refused), and early stopping monitors the first per-epoch objective unless
+        `objective.metric` was given."""
+        named = self.pruner.name if "name" in self.pruner.model_fields_set else None
+        problems = objectives_problems(objectives, self.sampler.name, named)
+        self.pruner = self.pruner.model_copy(update={"name": "none"})
+        metric = monitored_metric(objectives, CURVE_METRICS)
+        if "metric" not in self.objective.model_fields_set and metric is not None:
+            self.objective = ObjectiveSpec.model_validate(
+                {"metric": metric, "max_epochs": self.objective.max_epochs}
+            )
+        return problems
 
 
 def _augment_errors(spec: StudySpec) -> list[FieldProblem]:

@@ -38,6 +38,7 @@ from service.trials.warnings import record_warnings
 from service.worker.curves import write_epoch
 from service.worker.data import DatasetCache
 from service.worker.faults import crash_point
+from service.worker.objectives import reported_metric, trial_values
 from service.worker.oom import fit_with_oom_retry, free_gpu_memory, record_oom_retry
 from trainer import DivergedError, EpochMetrics, FitResult, TensorData, TrainConfig, evaluate, fit
 from trainer.diagnosis import EarlyVerdict
@@ -71,7 +72,7 @@ class Outcome:
     """How training ended: COMPLETE with the objective's value, or PRUNED (no value)."""
 
     state: TrialState
-    value: float | None
+    value: float | list[float] | None  # a multi-objective study's: one per objective
     test_accuracy: float | None  # None when the dataset has no test split
 
 
@@ -82,13 +83,15 @@ class EpochReport:
     url: str
     trial: optuna.Trial
     trial_id: int
-    metric: str  # the objective's metric, reported to Optuna
+    metric: str | None  # the objective's metric, reported to Optuna (None: multi-objective)
     verdict: EarlyVerdict  # stops hopeless trials: diverged, or vanishing and not learning
     reported: set[int] = field(default_factory=set)
 
     def __call__(self, m: EpochMetrics) -> bool:
         write_epoch(self.url, self.trial_id, m)  # the epoch's one write
-        if m.epoch not in self.reported:  # a re-run after OOM repeats reported epochs
+        if (
+            self.metric is not None and m.epoch not in self.reported
+        ):  # a re-run after OOM repeats reported epochs
             retry_db(partial(self.trial.report, m.values[self.metric], m.epoch), "report")
             self.reported.add(m.epoch)
             crash_point("mid_train")
@@ -96,7 +99,7 @@ class EpochReport:
             set_reason = partial(self.trial.set_user_attr, PRUNED_BY_DIAGNOSIS, reason)
             retry_db(set_reason, "verdict")
             return True
-        return retry_db(self.trial.should_prune, "should_prune")
+        return self.metric is not None and retry_db(self.trial.should_prune, "should_prune")
 
 
 class TrialRunner:
@@ -217,7 +220,7 @@ class TrialRunner:
             self.url,
             trial,
             started.trial_id,
-            spec.objective.metric,
+            reported_metric(spec),
             EarlyVerdict(n_classes=data.n_classes),
         )
         fit_once = partial(
@@ -236,7 +239,7 @@ class TrialRunner:
         if result.stopped_by_callback:
             return Outcome(TrialState.PRUNED, None, test_acc)
         # Under early stopping the model (and so the value) is the best epoch's.
-        return Outcome(TrialState.COMPLETE, result.value(spec.objective.metric), test_acc)
+        return Outcome(TrialState.COMPLETE, trial_values(spec, result, config, data), test_acc)
 
     def finish(self, claim: Claim, started: Started, outcome: Outcome) -> None:
         """Tell Optuna the outcome, then finish the claim's record with the state Optuna
@@ -308,7 +311,9 @@ class TrialRunner:
             log.warning("could not clear the current trial: %s", type(e).__name__)
         free_gpu_memory(self.device)
 
-    def _tell(self, started: Started, value: float | None, state: TrialState) -> TrialState:
+    def _tell(
+        self, started: Started, value: float | list[float] | None, state: TrialState
+    ) -> TrialState:
         """Tell Optuna `state` (and `value`); the state Optuna stored, which differs when
         the trial had been finished already (e.g. failed by the reaper) or Optuna refused
         the value. Raises what Optuna raised only if the trial is not finished after it."""
