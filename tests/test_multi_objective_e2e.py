@@ -106,6 +106,7 @@ def test_nsga2_on_digits_finds_a_front_of_at_least_three_non_dominated_trials(
     # no pruning, but the curves are still written, every epoch
     detail = svc.client.get(f"/api/trials/{trials[0]['trial_id']}").json()
     assert detail["intermediate_values"] == {}
+    assert detail["values"] == trials[0]["values"] and detail["value"] is None
     assert [s for s, _ in detail["curves"]["val_accuracy"]] == [1, 2, 3, 4]
 
 
