@@ -20,6 +20,7 @@ from tests.test_e2e import Service
 pytestmark = pytest.mark.slow
 
 CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 # Widths 4..128 give models of 310 to 9,610 parameters; a few epochs of Adam sort their
 # accuracies the same way, so the front holds several widths. The enqueued widths make that
@@ -165,6 +166,7 @@ def test_the_dashboard_draws_both_fronts_without_console_errors(
                 "new Set(document.getElementById('chart-history').data.map(t => t.yaxis)).size"
             )
             assert panels == n_objectives
-            page.screenshot(path=str(svc.log_path.parent / f"pareto-{key}.png"), full_page=True)
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / f"dashboard-pareto-{key}.png"), full_page=True)
         browser.close()
     assert errors == [], errors

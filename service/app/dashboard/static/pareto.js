@@ -37,10 +37,13 @@ const Pareto = (() => {
       traces.push(point(rest, "dominated", { size: 6, color: c.muted, opacity: 0.6 }));
       traces.push(point(best, "Pareto front", { size: 9, color: c.accent, line: { width: 1, color: c.fg } }));
       if (objs.length === 2 && best.length > 1) {
-        // The front's attainment line: a staircase through its points, in x order.
+        // The front's attainment line, the edge of what it dominates: a staircase through its
+        // points in x order, leaving each along x first when x is minimized, along y first when
+        // x is maximized.
         const sorted = [...best].sort((i, j) => hist.values[i][a] - hist.values[j][a]);
+        const shape = objs[a].direction === "minimize" ? "hv" : "vh";
         traces.push({ type: "scatter", mode: "lines", name: "front", showlegend: false, hoverinfo: "skip",
-          xaxis: "x" + axis, yaxis: "y" + axis, line: { shape: "hv", width: 1, color: c.accent },
+          xaxis: "x" + axis, yaxis: "y" + axis, line: { shape, width: 1, color: c.accent },
           x: sorted.map((i) => hist.values[i][a]), y: sorted.map((i) => hist.values[i][b]) });
       }
     });
