@@ -42,14 +42,14 @@ DIGITS_TWO_OBJECTIVES: dict[str, Any] = {
 
 MOONS_THREE_OBJECTIVES: dict[str, Any] = {
     "dataset": {"name": "moons", "n_samples": 200, "noise": 0.2},
-    "objective": {"max_epochs": 2},
+    "objective": {"max_epochs": 3},
     "objectives": [
         {"metric": "val_accuracy"},
         {"metric": "n_params"},
         {"metric": "inference_ms"},
     ],
-    "space": {"hidden_units": {"type": "categorical", "choices": [4, 16, 64]}},
-    "fixed": {"hidden_layers": 1},
+    "space": {"hidden_units": {"type": "categorical", "choices": [2, 4, 16, 64]}},
+    "fixed": {"hidden_layers": 1, "lr": 0.05, "optimizer": "adam"},
     "sampler": {"name": "tpe", "seed": 0, "n_startup_trials": 2},
     "budget": {"n_trials": 4},
 }

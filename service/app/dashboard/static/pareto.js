@@ -78,6 +78,7 @@ const Pareto = (() => {
       traces.push({ type: "scatter", mode: "lines", name: "best so far", x, y: bestY,
         xaxis: "x" + axis, yaxis: "y" + axis, line: { shape: "hv", color: c.ok } });
     });
+    document.getElementById(id).classList.add("tall");  // its height is the layout's
     return HPO.plot(id, traces, extra);
   }
 
