@@ -285,3 +285,26 @@ def test_cli_prints_a_trials_findings_and_the_report(
         assert f"{f['kind']} [{f['severity']}]" in out
     assert main(["report", name, "--url", server_url]) == 0
     assert "advice: 1 finished trial diagnosed:" in capsys.readouterr().out
+
+
+def test_a_worker_restricted_to_studies_takes_only_their_jobs(
+    client: httpx.Client, settings: Settings
+) -> None:
+    """`hpo worker --studies X` runs X's learning-curve jobs and no other study's."""
+    url = settings.database_url
+    mine = unique("lc-mine")
+    theirs_id = submit(client, tiny_spec(unique("lc-theirs"), n_trials=1))
+    mine_id = submit(client, tiny_spec(mine, n_trials=1))
+    run_worker(settings)
+    theirs_job = client.post(f"/api/studies/{theirs_id}/learning-curve").json()["id"]
+    mine_job = client.post(f"/api/studies/{mine_id}/learning-curve").json()["id"]
+    worker = _worker_row(url)
+
+    assert claim_job(url, worker, [mine]) is not None
+    with session_scope(url) as session:
+        assert session.get(LearningCurveJob, theirs_job).state == "queued"  # type: ignore[union-attr]
+        assert session.get(LearningCurveJob, mine_job).state == "running"  # type: ignore[union-attr]
+    other = _worker_row(url)  # (a worker asking again gives up its own running job)
+    assert claim_job(url, other, [str(mine_id)]) is None  # by id: only its job, taken
+    job = claim_job(url, other)  # unrestricted: the other study's job
+    assert job is not None and job.id == theirs_job

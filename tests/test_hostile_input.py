@@ -85,6 +85,8 @@ MAXIMAL_SPEC: dict[str, Any] = {
     },
     "enqueue": [{"lr": 0.01, "dropout": 0.2, "hidden_units": 16, "optimizer": "adam"}],
     "priority": 1,
+    "checkpoint": {"every_epochs": 5, "every_seconds": 120.0},
+    "notify": {"webhook": "https://hooks.example.com/hpo", "events": ["completed", "failed"]},
 }
 NOT_IN_MAXIMAL = {("init_from",), ("dataset", "path"), ("dataset", "download")}
 # The fields a single-objective spec cannot hold (a multi-objective one refuses a pruner):

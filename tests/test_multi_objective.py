@@ -21,7 +21,7 @@ from service.studies.pareto import non_dominated
 from service.studies.search.factories import build_sampler
 from service.studies.search.space import suggest_params
 from service.studies.spec import StudySpec
-from service.worker.objectives import inference_ms, n_params, reported_metric
+from service.worker.objectives import inference_ms, n_params, reports_to_optuna
 from tests.conftest import tiny_spec, unique
 
 
@@ -93,7 +93,7 @@ def test_a_multi_objective_spec_gets_no_pruner_and_monitors_its_first_curve_metr
     assert study["best_value"] is None and study["best"] is None
     stored = StudySpec.model_validate(study["spec"])  # the stored spec reloads as it was
     assert stored.pruner.name == "none" and stored.objective.metric == "val_loss"
-    assert reported_metric(stored) is None
+    assert not reports_to_optuna(stored)
     assert client.post(f"/api/studies/{study['id']}/stop").status_code == 200
 
 

@@ -8,6 +8,7 @@ telemetry of trainer.telemetry (per-layer names such as `grad_norm.0`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from trainer.data import TensorData
 from trainer.model import TrainerModel, build_model
 from trainer.optim import build_optimizer, clip_gradients, l1_penalty, weight_params
 from trainer.schedules import EarlyStopping, EpochSchedule, metric_mode
+from trainer.state import Checkpointer, TrainingState, capture_state, restore_state, resume_problem
 from trainer.telemetry import GradientTelemetry
 
 CURVE_METRICS = (
@@ -56,6 +58,7 @@ class FitResult:
     # The epoch whose weights `model` holds: the best one under early stopping, else the last.
     best_epoch: int = 0
     stopped_early: bool = False
+    resumed_from: int = 0  # the epoch of the state it resumed from; 0: trained from epoch 1
 
     def value(self, metric: str) -> float:
         """`metric` at `best_epoch`: the value that describes the returned model."""
@@ -136,6 +139,8 @@ def fit(
     *,
     prepare_model: PrepareModel | None = None,
     model_builder: ModelBuilder | None = None,
+    checkpoint: Checkpointer | None = None,
+    resume: TrainingState | None = None,
 ) -> FitResult:
     """Train a model per `config` on `data`; call `on_epoch` after every epoch.
 
@@ -144,11 +149,20 @@ def fit(
     the optimizer only gets the parameters that still require gradients.
 
     Per epoch: train -> evaluate -> report (`on_epoch`) -> schedule the next epoch's
-    learning rate -> early stopping. With early stopping on, the returned model holds the
-    weights of `best_epoch` (by `config.monitor`); otherwise those of the last epoch.
+    learning rate -> early stopping -> a checkpoint, when `checkpoint` says one is due.
+    With early stopping on, the returned model holds the weights of `best_epoch` (by
+    `config.monitor`); otherwise those of the last epoch.
+
+    `resume`: a state `checkpoint` saved (`trainer.state`) to continue from: training goes
+    on at epoch `resume.epoch + 1`, `on_epoch` is called for the new epochs only, and the
+    result's curves hold every epoch. Raises ValueError if `config` differs from the
+    state's in anything but `seed` and `max_epochs` (`trainer.state.resume_problem`).
     """
     if config.monitor not in CURVE_METRICS:
         raise ValueError(f"monitor must be one of {list(CURVE_METRICS)}, got {config.monitor!r}")
+    config_dict = dataclasses.asdict(config)
+    if resume is not None and (problem := resume_problem(resume, config_dict)) is not None:
+        raise ValueError(f"cannot resume: {problem}")
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     input_shape = tuple(data.x_train.shape[1:])
@@ -175,8 +189,21 @@ def fit(
             metric_mode(config.monitor),
         )
     result = FitResult(model=model, curves={m: [] for m in CURVE_METRICS})
+    if resume is not None:
+        restore_state(
+            resume,
+            model=model,
+            optimizer=optimizer,
+            schedule=schedule,
+            stopper=stopper,
+            generator=generator,
+        )
+        result.curves = {name: list(values) for name, values in resume.curves.items()}
+        result.epochs_run = result.best_epoch = result.resumed_from = resume.epoch
+    if checkpoint is not None:
+        checkpoint.start(result.resumed_from)
 
-    for epoch in range(1, config.max_epochs + 1):
+    for epoch in range(result.resumed_from + 1, config.max_epochs + 1):
         started = time.perf_counter()
         lr = float(optimizer.param_groups[0]["lr"])
         batch_loss = train_epoch(model, optimizer, data, config, generator, telemetry)
@@ -207,6 +234,18 @@ def fit(
             result.stopped_early = True
             break
         schedule.step(metric)
+        if checkpoint is not None and checkpoint.due(epoch):
+            state = capture_state(
+                epoch,
+                config_dict,
+                model=model,
+                optimizer=optimizer,
+                schedule=schedule,
+                stopper=stopper,
+                curves=result.curves,
+                generator=generator,
+            )
+            checkpoint.save(state)
     if stopper is not None and stopper.best_epoch:
         stopper.restore(model)
         result.best_epoch = stopper.best_epoch

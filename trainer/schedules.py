@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -68,6 +69,18 @@ class EpochSchedule:
         elif self._plateau is not None:
             self._plateau.step(metric)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The scheduler's state (epoch counter, or plateau best and bad-epoch count)."""
+        scheduler = self._lambda or self._plateau
+        return {} if scheduler is None else dict(scheduler.state_dict())
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from `state_dict()`'s result (the optimizer's learning rates are the
+        optimizer state's)."""
+        scheduler = self._lambda or self._plateau
+        if scheduler is not None and state:
+            scheduler.load_state_dict(state)
+
 
 class EarlyStopping:
     """Stop after `patience` epochs without an improvement larger than `min_delta`; keep a
@@ -93,6 +106,22 @@ class EarlyStopping:
             return False
         self.bad_epochs += 1
         return self.bad_epochs >= self.patience
+
+    def state_dict(self) -> dict[str, Any]:
+        """Best score and epoch, bad-epoch count and the best epoch's weights."""
+        return {
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+            "best_state": self.best_state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from `state_dict()`'s result."""
+        self.best = float(state["best"])
+        self.best_epoch = int(state["best_epoch"])
+        self.bad_epochs = int(state["bad_epochs"])
+        self.best_state = state["best_state"]
 
     def restore(self, model: nn.Module) -> None:
         if self.best_state is not None:

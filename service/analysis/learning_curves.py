@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -167,11 +167,13 @@ def run_next_job(
     worker_id: int | None,
     data_for: Callable[[DatasetSpec], TensorData],
     stopping: threading.Event,
+    only: Sequence[str] | None = None,
 ) -> bool:
-    """Run one queued learning-curve job if there is one; True if it ran one."""
+    """Run one queued learning-curve job (of the studies named in `only`, when given) if
+    there is one; True if it ran one."""
     if worker_id is None:
         return False
-    job = claim_job(url, worker_id)
+    job = claim_job(url, worker_id, only)
     if job is None:
         return False
     run_job(url, worker_id, job, data_for, stopping)

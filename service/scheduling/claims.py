@@ -28,15 +28,24 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import optuna
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.core.db.engine import session_scope
-from service.core.db.models import EnqueuedConfig, Study, TrialRecord, Worker, utcnow
+from service.core.db.models import (
+    CHECKPOINT_KIND,
+    Artifact,
+    EnqueuedConfig,
+    Study,
+    TrialRecord,
+    Worker,
+    utcnow,
+)
 from service.core.optuna_compat import CLAIM_ATTR
 from service.core.optuna_compat import rdb_models as om
 from service.core.optuna_storage import get_storage
 from service.core.states import StudyState, TrialState, WorkerState
+from service.integrations.notify import record_status_event
 from service.scheduling.grid import grid_point, grid_size
 from service.studies.spec import StudySpec, load_spec
 
@@ -76,12 +85,15 @@ def expire_deadlines(url: str) -> None:
     deadline themselves; this only brings the status up to date."""
     now = utcnow()
     with session_scope(url) as session:
-        session.execute(
+        expired = session.scalars(
             update(Study)
             .where(Study.status == StudyState.RUNNING, Study.deadline_at.is_not(None))
             .where(Study.deadline_at < now)
             .values(status=StudyState.COMPLETED, finished_at=now, updated_at=now)
-        )
+            .returning(Study.id)
+        ).all()
+        for study in session.scalars(select(Study).where(Study.id.in_(expired))):
+            record_status_event(session, study)  # its webhook event, if the spec asks
 
 
 def candidate_studies(url: str, only: Sequence[str] | None = None) -> list[int]:
@@ -230,7 +242,9 @@ def finish_record(
 
     `retry_params`: the failure was not the trial's fault (its worker died or stopped), so
     it is enqueued again with these parameters, up to the spec's `budget.max_retries`
-    times, in the same transaction: exactly one re-run per failure."""
+    times, in the same transaction: exactly one re-run per failure. A trial that ends
+    without a re-run loses its saved training state (`CHECKPOINT_KIND`), in the same
+    transaction; a re-run resumes from it (`worker.resume`)."""
     now = utcnow()
     with session_scope(url) as session:
         result = session.execute(
@@ -246,8 +260,15 @@ def finish_record(
         if state == TrialState.FAIL:
             values.update(slots_used=Study.slots_used - 1, n_failed=Study.n_failed + 1)
         session.execute(update(Study).where(Study.id == record.study_id).values(**values))
-        if state == TrialState.FAIL and retry_params:
-            enqueue_retry(session, record, retry_params)
+        retried = state == TrialState.FAIL and bool(retry_params)
+        retried = retried and enqueue_retry(session, record, retry_params or {})
+        if not retried and record.optuna_trial_id is not None:
+            # Its saved training state is only for a re-run to resume from.
+            session.execute(
+                delete(Artifact).where(
+                    Artifact.trial_id == record.optuna_trial_id, Artifact.kind == CHECKPOINT_KIND
+                )
+            )
         settle_status(session, record.study_id)
     return True
 
@@ -342,6 +363,9 @@ def settle_status(session: Session, study_id: int) -> None:
         )
         study.status, study.finished_at, study.updated_at = StudyState.FAILED, now, now
         study.error = f"{study.n_failed} trials failed (more than {max_failed}); last: {last}"
+    else:
+        return
+    record_status_event(session, study)  # its webhook event, if the spec asks
 
 
 def _grid_done(session: Session, study: Study, spec: StudySpec) -> bool:

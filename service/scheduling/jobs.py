@@ -10,13 +10,14 @@ service.analysis.learning_curves' business; this module only moves jobs between 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from service.core.db.engine import session_scope
-from service.core.db.models import LearningCurveJob, Worker, utcnow
+from service.core.db.models import LearningCurveJob, Study, Worker, utcnow
 from service.core.states import JobState, WorkerState
 
 log = logging.getLogger(__name__)
@@ -74,17 +75,25 @@ def requeue_orphans(url: str, worker_id: int) -> None:
     log.warning("learning-curve jobs %s went back to the queue: their worker is gone", ids)
 
 
-def claim_job(url: str, worker_id: int) -> LearningCurveJob | None:
+def claim_job(
+    url: str, worker_id: int, only: Sequence[str] | None = None
+) -> LearningCurveJob | None:
     """The oldest queued job, now running on `worker_id` (its attempts counted and its
-    points cleared), or None when no job is queued or other workers won them all."""
+    points cleared), or None when no job is queued or other workers won them all. `only`
+    restricts the jobs to those of these study names (or ids), like the worker's trials."""
     requeue_orphans(url, worker_id)
+    query = (
+        select(LearningCurveJob.id)
+        .where(LearningCurveJob.state == JobState.QUEUED)
+        .order_by(LearningCurveJob.id)
+        .limit(CLAIM_CANDIDATES)
+    )
+    if only is not None:
+        refs = [int(ref) for ref in only if ref.isdigit()]
+        studies = select(Study.id).where(or_(Study.name.in_(list(only)), Study.id.in_(refs)))
+        query = query.where(LearningCurveJob.study_id.in_(studies))
     with session_scope(url) as session:
-        ids = session.scalars(
-            select(LearningCurveJob.id)
-            .where(LearningCurveJob.state == JobState.QUEUED)
-            .order_by(LearningCurveJob.id)
-            .limit(CLAIM_CANDIDATES)
-        ).all()
+        ids = session.scalars(query).all()
     for job_id in ids:
         with session_scope(url) as session:
             claimed = session.execute(

@@ -16,6 +16,7 @@ from service.core.db.models import EnqueuedConfig, Study, TrialRecord, utcnow
 from service.core.errors import NotFound, StudyExists, StudyNotFound
 from service.core.optuna_storage import get_storage
 from service.core.states import StudyState
+from service.integrations.notify import record_status_event
 from service.studies.pareto import (
     SeveralObjectives,
     is_multi_objective,
@@ -227,4 +228,8 @@ def stop_study(session: Session, study_id: int) -> StudySummary:
     )
     if result.rowcount == 0 and session.get(Study, study_id) is None:  # type: ignore[attr-defined]
         raise StudyNotFound(study_id)
+    if result.rowcount == 1:  # type: ignore[attr-defined]
+        study = session.get(Study, study_id, populate_existing=True)
+        assert study is not None
+        record_status_event(session, study)  # its webhook event, if the spec asks
     return summaries(session, [get_study_row(session, study_id)])[0]

@@ -38,6 +38,8 @@ from service.core.types import (
     check_text,
 )
 from service.datasets.spec import DatasetSpec
+from service.integrations.notify import NotifySpec
+from service.studies.checkpointing import CheckpointSpec
 from service.studies.model_families import check_family
 from service.studies.multi_objective import (
     MAX_OBJECTIVES,
@@ -275,6 +277,12 @@ class StudySpec(Strict):
     )
     priority: int = Field(
         0, ge=-1000, le=1000, description="workers take trials of higher-priority studies first"
+    )
+    checkpoint: CheckpointSpec = Field(
+        CheckpointSpec(), description="how often a trial saves its state for a re-run to resume"
+    )
+    notify: NotifySpec | None = Field(
+        None, description="a webhook that receives the study's events (signed JSON POSTs)"
     )
 
     @field_validator("space", mode="before")

@@ -31,6 +31,10 @@ class TrialSummary(BaseModel):
     oom_batch_size: int | None = Field(
         None, description="out of GPU memory: the trial was re-run with this batch size"
     )
+    resumed_from_epoch: int | None = Field(
+        None,
+        description="a re-run that resumed from the saved state of this epoch of `retry_of`",
+    )
 
 
 class TrialPage(BaseModel):

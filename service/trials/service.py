@@ -47,6 +47,7 @@ def summarize_trial(
         retry_of=None if record is None else record.retry_of,
         retried_by=retried_by,
         oom_batch_size=None if record is None else record.oom_batch_size,
+        resumed_from_epoch=None if record is None else record.resumed_from_epoch,
     )
 
 

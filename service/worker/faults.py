@@ -22,9 +22,14 @@ POINTS = (
     "after_tell",  # Optuna has the final state; the claim is not finished
     "after_finish",  # the claim is finished; the clean-up (diagnosis, current trial) not done
 )
+# Besides these, `epoch:<n>` (e.g. `epoch:15`) kills it once epoch n is written and reported,
+# before that epoch's checkpoint is saved (tests/test_resume_e2e.py).
+EPOCH_PREFIX = "epoch:"
 
 
-def crash_point(point: str) -> None:
-    """SIGKILL this process if `HPO_FAULT_AT` names `point` (one of `POINTS`)."""
-    if os.environ.get(FAULT_ENV) == point:
+def crash_point(point: str, *, epoch: int | None = None) -> None:
+    """SIGKILL this process if `HPO_FAULT_AT` names `point` (one of `POINTS`), or, given the
+    `epoch` just reported, is `epoch:<epoch>`."""
+    armed = os.environ.get(FAULT_ENV)
+    if armed is not None and (armed == point or armed == f"{EPOCH_PREFIX}{epoch}"):
         os.kill(os.getpid(), signal.SIGKILL)

@@ -28,10 +28,10 @@ WARMUP_PASSES = 3
 TIMED_PASSES = 10
 
 
-def reported_metric(spec: StudySpec) -> str | None:
-    """The metric reported to Optuna after each epoch (for its pruner); None for a
-    multi-objective study: Optuna's `Trial.report` takes one objective only."""
-    return spec.objective.metric if spec.objectives is None else None
+def reports_to_optuna(spec: StudySpec) -> bool:
+    """Whether each epoch's objective value is reported to Optuna (for its pruner): not in a
+    multi-objective study, since Optuna's `Trial.report` takes one objective only."""
+    return spec.objectives is None
 
 
 def n_params(model: nn.Module) -> int:

@@ -18,7 +18,7 @@ import torch
 from sqlalchemy import delete, update
 
 from service.core.db.engine import session_scope
-from service.core.db.models import CurvePoint, TrialRecord
+from service.core.db.models import CHECKPOINT_KIND, Artifact, CurvePoint, TrialRecord
 from service.core.db.retry import retry_db
 from trainer import FitResult, TrainConfig
 
@@ -74,8 +74,12 @@ def _record(url: str, record_id: int, trial: optuna.Trial, trial_id: int, half: 
         session.execute(
             update(TrialRecord).where(TrialRecord.id == record_id).values(oom_batch_size=half)
         )
-        # The partial curves of the first attempt would clash with the re-run's.
+        # The partial curves of the first attempt would clash with the re-run's, and its
+        # saved state (full batch) is not the re-run's.
         session.execute(delete(CurvePoint).where(CurvePoint.trial_id == trial_id))
+        session.execute(
+            delete(Artifact).where(Artifact.trial_id == trial_id, Artifact.kind == CHECKPOINT_KIND)
+        )
     trial.set_user_attr("oom_batch_size", half)
 
 

@@ -24,6 +24,7 @@ from service.core.db.retry import retry_db
 from service.core.optuna_compat import create_running_trial, trial_id_of
 from service.core.optuna_storage import get_storage
 from service.core.states import TrialState
+from service.integrations.trials import trial_ended, trial_told
 from service.scheduling.claims import Claim, attach_trial, finish_record, link_created_trial
 from service.scheduling.orphans import close_unclaimed_trial
 from service.scheduling.workers import set_current_trial
@@ -38,8 +39,10 @@ from service.trials.warnings import record_warnings
 from service.worker.curves import write_epoch
 from service.worker.data import DatasetCache
 from service.worker.faults import crash_point
-from service.worker.objectives import reported_metric, trial_values
+from service.worker.objectives import reports_to_optuna, trial_values
 from service.worker.oom import fit_with_oom_retry, free_gpu_memory, record_oom_retry
+from service.worker.progress import log_epoch
+from service.worker.resume import ResumePlan, plan_training
 from trainer import DivergedError, EpochMetrics, FitResult, TensorData, TrainConfig, evaluate, fit
 from trainer.diagnosis import EarlyVerdict
 from trainer.loop import ModelBuilder, PrepareModel
@@ -83,23 +86,29 @@ class EpochReport:
     url: str
     trial: optuna.Trial
     trial_id: int
-    metric: str | None  # the objective's metric, reported to Optuna (None: multi-objective)
+    metric: str  # the objective's metric: logged, and reported to Optuna
     verdict: EarlyVerdict  # stops hopeless trials: diverged, or vanishing and not learning
     reported: set[int] = field(default_factory=set)
+    max_epochs: int = 0  # for the log line
+    to_optuna: bool = True  # False: multi-objective, Optuna neither takes reports nor prunes
 
     def __call__(self, m: EpochMetrics) -> bool:
         write_epoch(self.url, self.trial_id, m)  # the epoch's one write
-        if (
-            self.metric is not None and m.epoch not in self.reported
-        ):  # a re-run after OOM repeats reported epochs
+        log_epoch(self.trial, self.trial_id, self.metric, m, self.max_epochs)
+        # a re-run after OOM repeats reported epochs
+        if self.to_optuna and m.epoch not in self.reported:
             retry_db(partial(self.trial.report, m.values[self.metric], m.epoch), "report")
             self.reported.add(m.epoch)
-            crash_point("mid_train")
+            crash_point("mid_train", epoch=m.epoch)
         if (reason := self.verdict.update(m.values)) is not None:
             set_reason = partial(self.trial.set_user_attr, PRUNED_BY_DIAGNOSIS, reason)
             retry_db(set_reason, "verdict")
             return True
-        return self.metric is not None and retry_db(self.trial.should_prune, "should_prune")
+        return self.to_optuna and retry_db(self.trial.should_prune, "should_prune")
+
+
+def _maximize(started: Started) -> bool:
+    return started.study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
 
 
 class TrialRunner:
@@ -220,15 +229,20 @@ class TrialRunner:
             self.url,
             trial,
             started.trial_id,
-            reported_metric(spec),
+            spec.objective.metric,
             EarlyVerdict(n_classes=data.n_classes),
+            max_epochs=config.max_epochs,
+            to_optuna=reports_to_optuna(spec),
         )
+        plan = plan_training(self.url, claim, started.trial_id, spec.checkpoint, config, report)
+        config = plan.config  # a resumed trial keeps the seed of the run it continues
         fit_once = partial(
             self._fit,
             data=data,
             on_epoch=report,
             prepare=None if spec.init_from is None else prepare_from(self.url, spec.init_from),
             builder=builder_for(spec.model.family),
+            plan=plan,
         )
         on_retry = partial(record_oom_retry, self.url, claim.record_id, trial, started.trial_id)
         result = fit_with_oom_retry(fit_once, config, device=self.device, on_retry=on_retry)
@@ -254,6 +268,7 @@ class TrialRunner:
             self.fail(claim, started, e)
             return
         crash_point("after_tell")
+        trial_told(self.url, started.spec.name, started.trial_id, maximize=_maximize(started))
         error = None
         if state != outcome.state:  # e.g. Optuna stores a non-finite value as a failure
             error = f"Optuna recorded the trial {state} (value {outcome.value})"
@@ -305,6 +320,7 @@ class TrialRunner:
         """Record the ended trial's diagnosis, clear the worker's current trial and free the
         GPU memory the trial held."""
         record_diagnosis(self.url, started.trial_id)  # never raises
+        trial_ended(self.url, started.spec.name, started.trial_id)  # MLflow; never raises
         try:
             set_current_trial(self.url, self.worker_id, None)
         except SQLAlchemyError as e:
@@ -355,8 +371,20 @@ class TrialRunner:
         on_epoch: EpochReport,
         prepare: PrepareModel | None,
         builder: ModelBuilder | None,
+        plan: ResumePlan,
     ) -> FitResult:
+        resume, saver = plan.take(), plan.checkpointer
         with self.interruptible():  # from here the stop deadline may interrupt the trial
             if builder is None:  # a shipped family: the trainer builds it
-                return fit(config, data, on_epoch, prepare_model=prepare)
-            return fit(config, data, on_epoch, prepare_model=prepare, model_builder=builder)
+                return fit(
+                    config, data, on_epoch, prepare_model=prepare, checkpoint=saver, resume=resume
+                )
+            return fit(
+                config,
+                data,
+                on_epoch,
+                prepare_model=prepare,
+                model_builder=builder,
+                checkpoint=saver,
+                resume=resume,
+            )

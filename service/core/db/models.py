@@ -92,6 +92,9 @@ class TrialRecord(Base):
     retry_number: Mapped[int] = mapped_column(Integer, default=0)
     # The batch size the trial was re-run with after running out of GPU memory.
     oom_batch_size: Mapped[int | None] = mapped_column(Integer, default=None)
+    # A re-run that resumed from its retry_of's saved state: the epoch of that state (it
+    # trained the epochs after it). NULL: trained from epoch 1.
+    resumed_from_epoch: Mapped[int | None] = mapped_column(Integer, default=None)
 
     __table_args__ = (Index("ix_hpo_trials_study_state", "study_id", "state"),)
 
@@ -155,10 +158,15 @@ class EnqueuedConfig(Base):
     __table_args__ = (Index("ix_hpo_enqueued_study", "study_id", "claimed", "position"),)
 
 
+# `hpo_artifacts.kind` of a running trial's saved training state (trainer.state), which a
+# re-run of the trial resumes from; deleted when the trial ends without a re-run.
+CHECKPOINT_KIND = "checkpoint"
+
+
 class Artifact(Base):
     """A file a trial produced, stored in the database so that any worker or API process
     can read it knowing only the database URL. kind "model": a torch.save checkpoint
-    (trainer.checkpoint)."""
+    (trainer.checkpoint); kind `CHECKPOINT_KIND`: a running trial's training state."""
 
     __tablename__ = "hpo_artifacts"
 
