@@ -20,6 +20,7 @@ from service.analysis.chart_schemas import (
 from service.analysis.downsample import lttb
 from service.core.db.engine import database_url
 from service.core.errors import TrialNotFound
+from service.studies.pareto import complete_values, objectives_of
 from service.studies.queries import (
     curve_trials,
     curves_of,
@@ -35,16 +36,19 @@ def history(session: Session, study_id: int) -> StudyHistory:
     """Every trial of the study as columns (one value per trial); raises StudyNotFound."""
     study = get_study_row(session, study_id)
     h = study_history(session, study)
-    objective = load_spec(study.spec).objective
+    objectives = objectives_of(load_spec(study.spec))
+    complete = complete_values(session, study.optuna_study_id, len(objectives))
     return StudyHistory(
         study_id=study.id,
-        direction=str(objective.direction),
-        metric=objective.metric,
+        direction=objectives[0].direction,
+        metric=objectives[0].metric,
+        objectives=objectives,
         count=len(h.trial_id),
         trial_id=h.trial_id,
         number=h.number,
         state=h.state,
         value=h.value,
+        values=[c.values if (c := complete.get(t)) else None for t in h.trial_id],
         duration_seconds=h.duration_seconds,
         last_step=h.last_step,
         reason=h.reason,
@@ -58,9 +62,9 @@ def study_curves(
     """The `metric` curves (default: the objective's) of the `top` best trials, each
     downsampled to at most `max_points`; raises StudyNotFound."""
     study = get_study_row(session, study_id)
-    objective = load_spec(study.spec).objective
-    metric = metric or objective.metric
-    direction = str(objective.direction)
+    spec = load_spec(study.spec)
+    metric = metric or spec.objective.metric
+    direction = objectives_of(spec)[0].direction  # the order of `curve_trials`' best
     picked = curve_trials(session, study.optuna_study_id, direction, top)
     curves = curves_of(session, (t.trial_id for t in picked), [metric])
     counts = trial_counts(session, [study.optuna_study_id])[study.optuna_study_id]
@@ -133,7 +137,11 @@ def importances(session: Session, study_id: int) -> Importances:
         importances={},
     )
     if len(done) >= 2 and h.distributions:
-        scratch = optuna.create_study(direction=load_spec(study.spec).objective.direction)
+        # A multi-objective study's importances are those for its first objective.
+        first = objectives_of(load_spec(study.spec))[0]
+        scratch = optuna.create_study(
+            direction="maximize" if first.direction == "maximize" else "minimize"
+        )
         scratch.add_trials(
             create_trial(
                 params={p: col[i] for p, col in h.params.items() if col[i] is not None},

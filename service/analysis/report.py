@@ -18,6 +18,7 @@ from service.analysis.schemas import BoundaryHit, Finding, StudyReport
 from service.core.db.engine import database_url
 from service.core.optuna_compat import trial_id_of
 from service.core.optuna_storage import get_storage
+from service.studies.pareto import objectives_of
 from service.studies.service import best_trial, get_study_row
 from service.studies.spec import Distribution, FloatDist, IntDist, load_spec
 from trainer.params import PARAMS
@@ -100,7 +101,8 @@ def boundary_hits(
     `direction`) pile up against: the optimum may lie beyond them."""
     if len(done) < TOP_MIN:
         return []
-    ranked = sorted(done, key=lambda t: t.value, reverse=direction == "maximize")  # type: ignore[arg-type,return-value]
+    # values[0]: the objective, or a multi-objective study's first one
+    ranked = sorted(done, key=lambda t: t.values[0], reverse=direction == "maximize")
     top = ranked[: max(TOP_MIN, math.ceil(TOP_FRACTION * len(done)))]
     hits = []
     for param, dist in space.items():
@@ -199,11 +201,11 @@ def study_report(session: Session, study_id: int) -> StudyReport:
     trials = get_storage(database_url(session)).get_all_trials(
         study.optuna_study_id, deepcopy=False
     )
-    direction = str(spec.objective.direction)
+    direction = objectives_of(spec)[0].direction  # a multi-objective study's first
     done = [
         t
         for t in trials
-        if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)
+        if t.state == TrialState.COMPLETE and t.values and all(map(math.isfinite, t.values))
     ]
     imp, note = importances(session, study_id, len(done))
     hits = boundary_hits(spec.space, done, direction)

@@ -98,7 +98,10 @@ def _facts(url: str, trial_id: int) -> dict[str, Any]:
         }
     frozen = get_storage(url).get_trial(trial_id)
     facts["params"] = dict(frozen.params)
-    facts["value"] = frozen.value
+    # FrozenTrial.value raises for a multi-objective trial: `values` has one per objective
+    values = frozen.values
+    facts["value"] = values[0] if values is not None and len(values) == 1 else None
+    facts["values"] = values
     return facts
 
 

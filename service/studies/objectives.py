@@ -21,7 +21,14 @@ NATURAL_DIRECTION: dict[str, Direction] = {
     "val_rmse": "minimize",
     "val_mae": "minimize",
     "val_r2": "maximize",
+    # measured once after training (multi-objective studies; service/worker/objectives.py)
+    "n_params": "minimize",  # trainable parameters of the trained model
+    "inference_ms": "minimize",  # median forward pass of one batch on the trial's device
 }
+
+# Metrics measured once after training, not every epoch: objectives of multi-objective
+# studies only (early stopping and pruning need a value per epoch).
+AFTER_TRAINING = frozenset({"n_params", "inference_ms"})
 
 # metric name -> the only dataset task it exists for; a metric not listed fits every task.
 METRIC_TASK: dict[str, Task] = {

@@ -43,17 +43,40 @@ class BestTrial(BaseModel):
     )
 
 
+class ObjectiveOut(BaseModel):
+    metric: str
+    direction: str
+
+
+class ParetoTrial(BaseModel):
+    trial_id: int
+    number: int
+    values: list[float] = Field(description="one per objective, in `objectives` order")
+    params: dict[str, Any] = Field(description="the searched parameters' values")
+
+
+class ParetoFront(BaseModel):
+    objectives: list[ObjectiveOut]
+    trials: list[ParetoTrial] = Field(
+        description="the complete trials no other complete trial dominates, best first by "
+        "the first objective"
+    )
+
+
 class StudySummary(BaseModel):
     id: int
     name: str
     status: str
     n_trials: int
     counts: TrialCounts
-    best_value: float | None
-    direction: str
+    best_value: float | None = Field(description="single-objective studies only")
+    direction: str = Field(description="the objective's; a multi-objective study's first one")
     metric: str = Field("val_accuracy", description="the objective's metric")
     task: str = Field(
         "classification", description="the dataset's task: classification or regression"
+    )
+    objectives: list[ObjectiveOut] = Field(
+        default_factory=list, description="what the study optimizes: one, or 2-3 (a Pareto front)"
     )
     error: str | None
     created_at: UtcDatetime

@@ -17,16 +17,23 @@ from service.core.errors import NotFound, StudyExists, StudyNotFound
 from service.core.optuna_storage import get_storage
 from service.core.states import StudyState
 from service.integrations.notify import record_status_event
+from service.studies.pareto import (
+    SeveralObjectives,
+    is_multi_objective,
+    objectives_of,
+    optuna_directions,
+    pareto_front,
+)
 from service.studies.queries import best_trial_id, best_values, trial_counts
-from service.studies.schemas import BestTrial, StudyCreated, StudyDetail, StudySummary
+from service.studies.schemas import (
+    BestTrial,
+    ParetoFront,
+    StudyCreated,
+    StudyDetail,
+    StudySummary,
+)
 from service.studies.search.space import space_warnings
 from service.studies.spec import StudySpec, load_spec
-
-
-def optuna_direction(spec: StudySpec) -> optuna.study.StudyDirection:
-    if spec.objective.direction == "maximize":
-        return optuna.study.StudyDirection.MAXIMIZE
-    return optuna.study.StudyDirection.MINIMIZE
 
 
 def create_study(
@@ -43,7 +50,7 @@ def create_study(
     # Optuna's study first, committed on its own connection: on SQLite a transaction of ours
     # holding the write lock would block Optuna's insert until the busy timeout.
     try:
-        optuna_id = storage.create_new_study([optuna_direction(spec)], f"hpo:{spec.name}")
+        optuna_id = storage.create_new_study(optuna_directions(spec), f"hpo:{spec.name}")
     except optuna.exceptions.DuplicatedStudyError as e:
         raise StudyExists(spec.name) from e
     now = utcnow()
@@ -108,14 +115,16 @@ def trial_records(session: Session, study_id: int) -> dict[int, TrialRecord]:
 
 
 def _direction(spec: StudySpec) -> str:
-    direction = spec.objective.direction
-    assert direction is not None  # the spec's validator fills in the metric's natural one
-    return direction
+    # the spec's validators fill in each metric's natural direction
+    return objectives_of(spec)[0].direction
 
 
 def best_trial(session: Session, study: Study) -> BestTrial | None:
-    """The complete trial with the best finite value (ties: the earliest)."""
+    """The complete trial with the best finite value (ties: the earliest); None for a
+    multi-objective study, which has a front instead (`pareto`)."""
     spec = load_spec(study.spec)
+    if is_multi_objective(spec):
+        return None
     trial_id = best_trial_id(session, study.optuna_study_id, _direction(spec))
     if trial_id is None:
         return None
@@ -143,7 +152,8 @@ def summaries(session: Session, studies: Sequence[Study]) -> list[StudySummary]:
     specs = {s.id: load_spec(s.spec) for s in studies}
     directions = {s.id: _direction(specs[s.id]) for s in studies}
     counts = trial_counts(session, [s.optuna_study_id for s in studies])
-    best = best_values(session, {s.optuna_study_id: directions[s.id] for s in studies})
+    single = [s for s in studies if not is_multi_objective(specs[s.id])]
+    best = best_values(session, {s.optuna_study_id: directions[s.id] for s in single})
     return [
         StudySummary(
             id=s.id,
@@ -155,6 +165,7 @@ def summaries(session: Session, studies: Sequence[Study]) -> list[StudySummary]:
             direction=directions[s.id],
             metric=specs[s.id].objective.metric,
             task=specs[s.id].dataset.builtin_task or "classification",
+            objectives=objectives_of(specs[s.id]),
             error=s.error,
             created_at=s.created_at,
             finished_at=s.finished_at,
@@ -184,8 +195,18 @@ def get_study(session: Session, study_id: int) -> StudyDetail:
 
 
 def get_best(session: Session, study_id: int) -> BestTrial | None:
-    """The study's best trial, None before one completed; raises `StudyNotFound`."""
-    return best_trial(session, get_study_row(session, study_id))
+    """The study's best trial, None before one completed; raises `StudyNotFound`, or
+    `SeveralObjectives` (409) for a multi-objective study."""
+    study = get_study_row(session, study_id)
+    if is_multi_objective(load_spec(study.spec)):
+        raise SeveralObjectives(study_id)
+    return best_trial(session, study)
+
+
+def get_pareto(session: Session, study_id: int) -> ParetoFront:
+    """The study's Pareto front (complete trials no other dominates); raises
+    `StudyNotFound`."""
+    return pareto_front(session, get_study_row(session, study_id))
 
 
 def require_best(session: Session, study_id: int) -> BestTrial:

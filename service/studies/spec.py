@@ -41,7 +41,16 @@ from service.datasets.spec import DatasetSpec
 from service.integrations.notify import NotifySpec
 from service.studies.checkpointing import CheckpointSpec
 from service.studies.model_families import check_family
+from service.studies.multi_objective import (
+    MAX_OBJECTIVES,
+    MIN_OBJECTIVES,
+    OBJECTIVES_HELP,
+    ObjectiveItem,
+    monitored_metric,
+    objectives_problems,
+)
 from service.studies.objectives import (
+    AFTER_TRAINING,
     DEFAULT_METRIC,
     NATURAL_DIRECTION,
     natural_direction,
@@ -51,6 +60,7 @@ from service.studies.search.conditions import condition_errors, enqueue_conditio
 from service.studies.search.steps import n_points, on_grid, step_error
 from trainer.config import TrainConfig
 from trainer.data import DATASET_NAMES, builtin_task, is_image
+from trainer.loop import CURVE_METRICS, REGRESSION_CURVE_METRICS
 from trainer.params import PARAMS, ParamValue
 
 # Strict's config makes the floats finite and the strings valid text of bounded length.
@@ -181,7 +191,8 @@ class ModelSpec(Strict):
 class ObjectiveSpec(Strict):
     metric: ShortName = Field(
         "val_accuracy",
-        description=f"one of {', '.join(NATURAL_DIRECTION)} that fits the dataset's task "
+        description=f"one of {', '.join(m for m in NATURAL_DIRECTION if m not in AFTER_TRAINING)} "
+        "that fits the dataset's task "
         "(default: val_accuracy for classification, val_rmse for regression)",
     )
     direction: Literal["maximize", "minimize"] | None = None
@@ -189,8 +200,11 @@ class ObjectiveSpec(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> ObjectiveSpec:
-        if self.metric not in NATURAL_DIRECTION:
-            why = f"unknown metric; known: {list(NATURAL_DIRECTION)}"
+        if self.metric not in NATURAL_DIRECTION or self.metric in AFTER_TRAINING:
+            # n_params and inference_ms exist only after training: early stopping and the
+            # pruner need a metric of every epoch (they are objectives of Pareto studies).
+            known = [m for m in NATURAL_DIRECTION if m not in AFTER_TRAINING]
+            why = f"unknown metric; known: {known}"
             raise located("ObjectiveSpec", [FieldProblem(("metric",), why, self.metric)])
         natural = natural_direction(self.metric)
         if self.direction is None:
@@ -202,9 +216,12 @@ class ObjectiveSpec(Strict):
 
 
 class SamplerSpec(Strict):
-    name: Literal["tpe", "random", "grid", "cmaes", "gp", "qmc"] = "tpe"
+    name: Literal["tpe", "random", "grid", "cmaes", "gp", "qmc", "nsga2", "nsga3"] = "tpe"
     seed: Seed | None = None
     n_startup_trials: int | None = Field(None, ge=0, le=MAX_COUNT, description="tpe and gp only")
+    population_size: int | None = Field(
+        None, ge=2, le=100_000, description="nsga2 and nsga3 only: trials per generation (50)"
+    )
 
 
 class PrunerSpec(Strict):
@@ -263,6 +280,9 @@ class StudySpec(Strict):
     dataset: DatasetSpec
     model: ModelSpec = ModelSpec()
     objective: ObjectiveSpec = ObjectiveSpec()
+    objectives: list[ObjectiveItem] | None = Field(
+        None, min_length=MIN_OBJECTIVES, max_length=MAX_OBJECTIVES, description=OBJECTIVES_HELP
+    )
     space: dict[Text, Distribution] = Field(default_factory=dict)
     fixed: dict[Text, Scalar] = Field(default_factory=dict)
     sampler: SamplerSpec = SamplerSpec()
@@ -364,9 +384,28 @@ class StudySpec(Strict):
             metric = self.objective.metric
             if (problem := task_problem(metric, task, self.dataset.name)) is not None:
                 errors.append(FieldProblem(("objective", "metric"), problem, metric))
+            for i, item in enumerate(self.objectives or []):
+                if (problem := task_problem(item.metric, task, self.dataset.name)) is not None:
+                    errors.append(FieldProblem(("objectives", i, "metric"), problem, item.metric))
+        if self.objectives is not None:
+            errors += self._set_up_objectives(self.objectives)
         if errors:
             raise located("StudySpec", errors)
         return self
+
+    def _set_up_objectives(self, objectives: list[ObjectiveItem]) -> list[FieldProblem]:
+        """A multi-objective study (`multi_objective`): no pruner unless one was asked for
+        (refused), and early stopping monitors the first per-epoch objective unless
+        `objective.metric` was given."""
+        named = self.pruner.name if "name" in self.pruner.model_fields_set else None
+        problems = objectives_problems(objectives, self.sampler.name, named)
+        self.pruner = self.pruner.model_copy(update={"name": "none"})
+        metric = monitored_metric(objectives, (*CURVE_METRICS, *REGRESSION_CURVE_METRICS))
+        if "metric" not in self.objective.model_fields_set and metric is not None:
+            self.objective = ObjectiveSpec.model_validate(
+                {"metric": metric, "max_epochs": self.objective.max_epochs}
+            )
+        return problems
 
 
 def _augment_errors(spec: StudySpec) -> list[FieldProblem]:

@@ -16,7 +16,10 @@ class TrialSummary(BaseModel):
     number: int
     state: str
     params: dict[str, Any]
-    value: float | None
+    value: float | None = Field(description="single-objective studies: the objective's value")
+    values: list[float] | None = Field(
+        None, description="complete trials: one value per objective (the study's `objectives`)"
+    )
     duration_seconds: float | None
     error: str | None
     started_at: UtcDatetime | None

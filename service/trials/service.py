@@ -28,6 +28,7 @@ from service.trials.transfer import init_from_errors
 def summarize_trial(
     t: FrozenTrial, study_id: int, record: TrialRecord | None, retried_by: int | None = None
 ) -> TrialSummary:
+    values = list(t.values) if t.state == TrialState.COMPLETE and t.values is not None else None
     duration = None
     if t.datetime_start is not None and t.datetime_complete is not None:
         duration = (t.datetime_complete - t.datetime_start).total_seconds()
@@ -37,7 +38,8 @@ def summarize_trial(
         number=t.number,
         state=t.state.name.lower(),
         params=t.params,
-        value=t.value if t.state == TrialState.COMPLETE else None,
+        value=values[0] if values is not None and len(values) == 1 else None,
+        values=values,
         duration_seconds=duration,
         error=None if record is None else record.error,
         started_at=t.datetime_start,

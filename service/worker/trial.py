@@ -39,6 +39,7 @@ from service.trials.warnings import record_warnings
 from service.worker.curves import write_epoch
 from service.worker.data import DatasetCache
 from service.worker.faults import crash_point
+from service.worker.objectives import reports_to_optuna, trial_values
 from service.worker.oom import fit_with_oom_retry, free_gpu_memory, record_oom_retry
 from service.worker.progress import log_epoch
 from service.worker.resume import ResumePlan, plan_training
@@ -82,7 +83,7 @@ class Outcome:
     """How training ended: COMPLETE with the objective's value, or PRUNED (no value)."""
 
     state: TrialState
-    value: float | None
+    value: float | list[float] | None  # a multi-objective study's: one per objective
     test_metrics: dict[str, float]  # trainer.evaluate_test: empty without a test split
 
 
@@ -93,15 +94,17 @@ class EpochReport:
     url: str
     trial: optuna.Trial
     trial_id: int
-    metric: str  # the objective's metric, reported to Optuna
+    metric: str  # the objective's metric: logged, and reported to Optuna
     verdict: EarlyVerdict  # stops hopeless trials: diverged, or vanishing and not learning
     reported: set[int] = field(default_factory=set)
     max_epochs: int = 0  # for the log line
+    to_optuna: bool = True  # False: multi-objective, Optuna neither takes reports nor prunes
 
     def __call__(self, m: EpochMetrics) -> bool:
         write_epoch(self.url, self.trial_id, m)  # the epoch's one write
         log_epoch(self.trial, self.trial_id, self.metric, m, self.max_epochs)
-        if m.epoch not in self.reported:  # a re-run after OOM repeats reported epochs
+        # a re-run after OOM repeats reported epochs
+        if self.to_optuna and m.epoch not in self.reported:
             retry_db(partial(self.trial.report, m.values[self.metric], m.epoch), "report")
             self.reported.add(m.epoch)
             crash_point("mid_train", epoch=m.epoch)
@@ -109,7 +112,7 @@ class EpochReport:
             set_reason = partial(self.trial.set_user_attr, PRUNED_BY_DIAGNOSIS, reason)
             retry_db(set_reason, "verdict")
             return True
-        return retry_db(self.trial.should_prune, "should_prune")
+        return self.to_optuna and retry_db(self.trial.should_prune, "should_prune")
 
 
 def _maximize(started: Started) -> bool:
@@ -237,6 +240,7 @@ class TrialRunner:
             spec.objective.metric,
             EarlyVerdict(n_classes=data.n_classes, task=data.task),
             max_epochs=config.max_epochs,
+            to_optuna=reports_to_optuna(spec),
         )
         plan = plan_training(self.url, claim, started.trial_id, spec.checkpoint, config, report)
         config = plan.config  # a resumed trial keeps the seed of the run it continues
@@ -255,7 +259,7 @@ class TrialRunner:
         if result.stopped_by_callback:
             return Outcome(TrialState.PRUNED, None, tested)
         # Under early stopping the model (and so the value) is the best epoch's.
-        return Outcome(TrialState.COMPLETE, result.value(spec.objective.metric), tested)
+        return Outcome(TrialState.COMPLETE, trial_values(spec, result, config, data), tested)
 
     def finish(self, claim: Claim, started: Started, outcome: Outcome) -> None:
         """Tell Optuna the outcome, then finish the claim's record with the state Optuna
@@ -330,7 +334,9 @@ class TrialRunner:
             log.warning("could not clear the current trial: %s", type(e).__name__)
         free_gpu_memory(self.device)
 
-    def _tell(self, started: Started, value: float | None, state: TrialState) -> TrialState:
+    def _tell(
+        self, started: Started, value: float | list[float] | None, state: TrialState
+    ) -> TrialState:
         """Tell Optuna `state` (and `value`); the state Optuna stored, which differs when
         the trial had been finished already (e.g. failed by the reaper) or Optuna refused
         the value. Raises what Optuna raised only if the trial is not finished after it."""

@@ -50,7 +50,7 @@
     const keys = [...new Set(trials.flatMap((t) => Object.keys(config(t))))].sort();
     const rows = [
       ["state", trials.map((t) => t.state)],
-      ["value", trials.map((t) => fmt(t.value))],
+      ["value", trials.map((t) => (t.values && t.values.length > 1 ? t.values.map((v) => fmt(v)).join(" / ") : fmt(t.value)))],
       ...testRows(trials),
       ...keys.map((k) => [k, trials.map((t) => fmt(config(t)[k]))]),
     ];

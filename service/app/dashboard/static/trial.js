@@ -54,7 +54,9 @@
     $("study-link").href = url("/studies/" + study.id);
     HPO.facts($("summary"), [
       ["state", t.state],
-      [study.spec.objective.metric, fmt(t.value)],
+      ...((study.objectives || []).length > 1
+        ? study.objectives.map((o, k) => [o.metric, fmt(t.values ? t.values[k] : null)])
+        : [[study.spec.objective.metric, fmt(t.value)]]),
       ...HPO.testFacts(t),
       ["duration", fmtSeconds(t.duration_seconds)],
       ["epochs", Object.keys(t.intermediate_values || {}).length],
