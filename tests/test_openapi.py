@@ -27,6 +27,7 @@ OPERATIONS = {
     "get_study": "GET /api/studies/{study_id}",
     "list_trials": "GET /api/studies/{study_id}/trials",
     "get_best": "GET /api/studies/{study_id}/best",
+    "get_pareto": "GET /api/studies/{study_id}/pareto",
     "stop_study": "POST /api/studies/{study_id}/stop",
     "get_report": "GET /api/studies/{study_id}/report",
     "start_learning_curve": "POST /api/studies/{study_id}/learning-curve",

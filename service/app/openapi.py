@@ -46,6 +46,7 @@ CONFLICTS = frozenset(
         "upload_dataset",  # DatasetExists
         "delete_dataset",  # DatasetInUse
         "start_learning_curve",  # NoCompletedTrial, JobActive
+        "get_best",  # SeveralObjectives: a multi-objective study has a Pareto front
     }
 )
 # Statuses a route answers that the rules above cannot see: the token routes refuse everyone
