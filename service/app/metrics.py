@@ -5,16 +5,19 @@ the process), so any one of several API replicas can be scraped.
 
 Series of one study carry its id (`study="12"`); its name, which may say more than an
 operator wants a monitoring system to store, is added as `study_name` only with
-`HPO_METRICS_STUDY_NAMES=true`.
+`HPO_METRICS_STUDY_NAMES=true`. At most `HPO_METRICS_MAX_STUDIES` studies (default 20:
+running ones first, newest first) get series of their own; the others are summed into
+`study="other"`, so the number of series stays bounded however many studies accumulate.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
+from typing import Any
 
 from prometheus_client import start_http_server
 from prometheus_client.core import (
@@ -23,7 +26,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector, CollectorRegistry
-from sqlalchemy import func, select
+from sqlalchemy import case, extract, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from service.core.db.engine import session_scope
@@ -37,13 +40,34 @@ log = logging.getLogger(__name__)
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0)
 
 
-class DatabaseCollector(Collector):
-    """Reads the service's tables at each scrape; `study_names` adds the `study_name` label."""
+OTHER = "other"  # the label of the studies summed together past the cap
 
-    def __init__(self, url: str, grace_seconds: float, study_names: bool = False) -> None:
+
+def _duration_seconds(dialect: str) -> Any:
+    """Seconds from a trial record's claim to its finish, computed by the database."""
+    started, finished = TrialRecord.started_at, TrialRecord.finished_at
+    if dialect == "sqlite":
+        return (func.julianday(finished) - func.julianday(started)) * 86400.0
+    return extract("epoch", finished - started)
+
+
+class DatabaseCollector(Collector):
+    """Reads the service's tables at each scrape; `study_names` adds the `study_name` label.
+
+    A scrape costs a fixed number of aggregate statements: nothing per trial comes back to
+    Python (trial counts and the duration histogram are GROUP BYs in the database), and the
+    per-study series are capped: the `max_studies` running studies with the highest ids,
+    then the most recently created others, get their own `study` label; the rest are summed
+    into `study="other"`. Worker device gauges come from each live worker's heartbeat row.
+    """
+
+    def __init__(
+        self, url: str, grace_seconds: float, study_names: bool = False, max_studies: int = 20
+    ) -> None:
         self.url = url
         self.grace_seconds = grace_seconds
         self.study_labels = ["study", "study_name"] if study_names else ["study"]
+        self.max_studies = max_studies
 
     def _study(self, study_id: int, name: str) -> list[str]:
         """The label values of one study's series."""
@@ -62,14 +86,20 @@ class DatabaseCollector(Collector):
         yield up
         yield from metrics
 
+    def _labels_of(self, studies: Sequence[Any]) -> dict[int, tuple[str, ...]]:
+        """Each study's label values: its own for the first `max_studies` (running ones,
+        newest first, then the others, newest first), "other" for the rest."""
+        ranked = sorted(studies, key=lambda s: (s.status != StudyState.RUNNING, -s.id))
+        other = tuple([OTHER] * len(self.study_labels))
+        return {
+            s.id: tuple(self._study(s.id, s.name)) if k < self.max_studies else other
+            for k, s in enumerate(ranked)
+        }
+
     def _collect(self) -> Iterator[Metric]:
+        cutoff = utcnow() - timedelta(seconds=self.grace_seconds)
         with session_scope(self.url) as session:
-            by_state = session.execute(
-                select(Study.id, Study.name, TrialRecord.state, func.count())
-                .select_from(TrialRecord)
-                .join(Study, Study.id == TrialRecord.study_id)
-                .group_by(Study.id, Study.name, TrialRecord.state)
-            ).all()
+            dialect = session.get_bind().dialect.name
             studies = session.execute(
                 select(
                     Study.id,
@@ -80,27 +110,53 @@ class DatabaseCollector(Collector):
                     Study.n_running,
                 )
             ).all()
-            workers = session.execute(select(Worker.status, Worker.heartbeat_at)).all()
-            durations = session.execute(
-                select(TrialRecord.state, TrialRecord.started_at, TrialRecord.finished_at).where(
-                    TrialRecord.finished_at.is_not(None)
+            by_state = session.execute(
+                select(TrialRecord.study_id, TrialRecord.state, func.count()).group_by(
+                    TrialRecord.study_id, TrialRecord.state
                 )
             ).all()
+            workers_by_status = session.execute(
+                select(Worker.status, func.count()).group_by(Worker.status)
+            ).all()
+            live = session.execute(
+                select(
+                    Worker.id,
+                    Worker.device,
+                    Worker.gpu_memory_mb,
+                    Worker.gpu_memory_used_mb,
+                    Worker.gpu_utilization,
+                ).where(Worker.status == WorkerState.RUNNING, Worker.heartbeat_at >= cutoff)
+            ).all()
+            seconds = _duration_seconds(dialect)
+            durations = session.execute(
+                select(
+                    TrialRecord.state,
+                    func.count(),
+                    func.sum(seconds),
+                    *(func.sum(case((seconds <= b, 1), else_=0)) for b in DURATION_BUCKETS),
+                )
+                .where(TrialRecord.finished_at.is_not(None))
+                .group_by(TrialRecord.state)
+            ).all()
             enqueued = session.execute(
-                select(Study.id, Study.name, func.count())
-                .select_from(EnqueuedConfig)
+                select(EnqueuedConfig.study_id, func.count())
                 .join(Study, Study.id == EnqueuedConfig.study_id)
                 .where(EnqueuedConfig.claimed.is_(False), Study.status == StudyState.RUNNING)
-                .group_by(Study.id, Study.name)
+                .group_by(EnqueuedConfig.study_id)
             ).all()
 
+        labels = self._labels_of(studies)
         trials = GaugeMetricFamily(
             "hpo_trials",
             "Trials by study and state (claimed, running, complete, pruned, fail)",
             labels=[*self.study_labels, "state"],
         )
-        for study_id, name, state, n in by_state:
-            trials.add_metric([*self._study(study_id, name), state], n)
+        per_state: Counter[tuple[str, ...]] = Counter()
+        for study_id, state, n in by_state:
+            if study_id in labels:
+                per_state[(*labels[study_id], state)] += n
+        for key, n in sorted(per_state.items()):
+            trials.add_metric(list(key), n)
         yield trials
 
         yield _count_by_status("hpo_studies", "Studies by status", (s.status for s in studies))
@@ -113,10 +169,16 @@ class DatabaseCollector(Collector):
         running = GaugeMetricFamily(
             "hpo_trials_running", "Trials claimed and not finished", labels=self.study_labels
         )
-        for study_id, name, st, n_trials, used, n_running in studies:
+        depth: Counter[tuple[str, ...]] = Counter()
+        in_flight: Counter[tuple[str, ...]] = Counter()
+        for study_id, _, st, n_trials, used, n_running in studies:
             if st == StudyState.RUNNING:
-                queue.add_metric(self._study(study_id, name), max(n_trials - used, 0))
-            running.add_metric(self._study(study_id, name), n_running)
+                depth[labels[study_id]] += max(n_trials - used, 0)
+            in_flight[labels[study_id]] += n_running
+        for key, n in sorted(depth.items()):
+            queue.add_metric(list(key), n)
+        for key, n in sorted(in_flight.items()):
+            running.add_metric(list(key), n)
         yield queue
         yield running
         pending = GaugeMetricFamily(
@@ -124,36 +186,65 @@ class DatabaseCollector(Collector):
             "Enqueued configurations (and retries) not yet claimed",
             labels=self.study_labels,
         )
-        for study_id, name, n in enqueued:
-            pending.add_metric(self._study(study_id, name), n)
+        waiting: Counter[tuple[str, ...]] = Counter()
+        for study_id, n in enqueued:
+            waiting[labels[study_id]] += n
+        for key, n in sorted(waiting.items()):
+            pending.add_metric(list(key), n)
         yield pending
 
-        cutoff = utcnow() - timedelta(seconds=self.grace_seconds)
-        alive = sum(1 for st, beat in workers if st == WorkerState.RUNNING and beat >= cutoff)
         w = GaugeMetricFamily("hpo_workers_alive", "Workers with a heartbeat in the grace period")
-        w.add_metric([], alive)
+        w.add_metric([], len(live))
         yield w
-        yield _count_by_status(
-            "hpo_workers", "Worker processes by status as recorded", (w[0] for w in workers)
+        statuses = GaugeMetricFamily(
+            "hpo_workers", "Worker processes by status as recorded", labels=["status"]
         )
+        for status, n in sorted(workers_by_status):
+            statuses.add_metric([status], n)
+        yield statuses
+        yield from _device_gauges(live)
 
         hist = HistogramMetricFamily(
             "hpo_trial_duration_seconds",
             "Wall time of finished trials, claim to finish",
             labels=["state"],
         )
-        per_state: dict[str, list[float]] = {}
-        for state, started, finished in durations:
-            if finished is not None:
-                per_state.setdefault(state, []).append((finished - started).total_seconds())
-        for state, values in sorted(per_state.items()):
+        for state, n, total, *below in sorted(durations, key=lambda r: str(r[0])):
             buckets = [
-                (f"{bound:g}", float(sum(1 for v in values if v <= bound)))
-                for bound in DURATION_BUCKETS
+                (f"{bound:g}", float(c or 0))
+                for bound, c in zip(DURATION_BUCKETS, below, strict=True)
             ]
-            buckets.append(("+Inf", float(len(values))))
-            hist.add_metric([state], buckets, sum_value=sum(values))
+            buckets.append(("+Inf", float(n)))
+            hist.add_metric([state], buckets, sum_value=float(total or 0.0))
         yield hist
+
+
+def _device_gauges(live: Sequence[Any]) -> Iterator[Metric]:
+    """Device memory and utilization of each live worker that reported them (CUDA workers;
+    utilization needs NVML). One series per live worker: bounded by the fleet."""
+    labels = ["worker", "device"]
+    used = GaugeMetricFamily(
+        "hpo_worker_device_memory_used_bytes", "Device memory in use", labels=labels
+    )
+    total = GaugeMetricFamily(
+        "hpo_worker_device_memory_total_bytes", "Device memory of the device", labels=labels
+    )
+    util = GaugeMetricFamily(
+        "hpo_worker_device_utilization_ratio",
+        "Device utilization (0..1) over NVML's last sample period",
+        labels=labels,
+    )
+    for worker_id, device, total_mb, used_mb, utilization in live:
+        key = [str(worker_id), str(device)]
+        if used_mb is not None:
+            used.add_metric(key, used_mb * 2**20)
+        if total_mb is not None and used_mb is not None:
+            total.add_metric(key, total_mb * 2**20)
+        if utilization is not None:
+            util.add_metric(key, utilization / 100.0)
+    yield used
+    yield total
+    yield util
 
 
 def _count_by_status(name: str, documentation: str, statuses: Iterable[str]) -> Metric:
@@ -169,7 +260,10 @@ def registry_for(settings: Settings) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(
         DatabaseCollector(
-            settings.database_url, settings.worker_grace_seconds, settings.metrics_study_names
+            settings.database_url,
+            settings.worker_grace_seconds,
+            settings.metrics_study_names,
+            settings.metrics_max_studies,
         )
     )
     return registry
