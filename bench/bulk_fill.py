@@ -52,12 +52,12 @@ FINITE_STEP = om.TrialIntermediateValueModel.TrialIntermediateValueType.FINITE
 BATCH = 20_000
 
 
-def spec_of(name: str, n_trials: int, epochs: int) -> StudySpec:
+def spec_of(name: str, n_trials: int, epochs: int, metric: str = "val_accuracy") -> StudySpec:
     return StudySpec.model_validate(
         {
             "name": name,
             "dataset": {"name": "digits"},
-            "objective": {"metric": "val_accuracy", "max_epochs": epochs},
+            "objective": {"metric": metric, "max_epochs": epochs},
             "space": SPEC_SPACE,
             "budget": {"n_trials": n_trials},
         }
@@ -86,12 +86,13 @@ def bulk_fill(
     running: int = 2,
     seed: int = 0,
     diagnose: bool = True,
+    metric: str = "val_accuracy",
 ) -> int:
     """Create study `name` through the service and write `n_trials` trials into it; returns
     the service's study id. Trial ids continue after the database's largest (PostgreSQL's
     sequence is moved past them, so Optuna's own inserts go on working)."""
     with session_scope(url) as session:
-        study_id = study_service.create_study(session, spec_of(name, n_trials, epochs)).id
+        study_id = study_service.create_study(session, spec_of(name, n_trials, epochs, metric)).id
         optuna_id = study_service.get_study_row(session, study_id).optuna_study_id
         first = (session.scalar(select(func.max(om.TrialModel.trial_id))) or 0) + 1
     rng = random.Random(seed)
@@ -153,9 +154,9 @@ def bulk_fill(
                         "intermediate_value_type": FINITE_STEP,
                     }
                 )
-                for metric in ("val_accuracy", "val_loss"):
+                for curve_metric in ("val_accuracy", "val_loss"):
                     rows[CurvePoint].append(
-                        {"trial_id": tid, "step": s, "metric": metric, "value": v}
+                        {"trial_id": tid, "step": s, "metric": curve_metric, "value": v}
                     )
         rows[TrialRecord].append(
             {
