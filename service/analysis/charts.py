@@ -21,12 +21,11 @@ from service.core.db.engine import database_url
 from service.core.db.models import Study
 from service.core.errors import TrialNotFound
 from service.core.optuna_compat import rdb_models as om
-from service.studies.cache import VersionedCache, cached, study_version
+from service.studies.cache import VersionedCache, cached, cached_counts, study_version
 from service.studies.queries import (
     curve_trials,
     curves_of,
     study_history,
-    trial_counts,
     trial_exists,
 )
 from service.studies.samples import complete_sample, history_filter
@@ -43,8 +42,8 @@ def history(session: Session, study_id: int) -> StudyHistory:
     even sample plus every best-so-far step). Kept per study version (`studies.cache`).
     Raises StudyNotFound."""
     study = get_study_row(session, study_id)
-    counts = trial_counts(session, [study.optuna_study_id])[study.optuna_study_id]
-    version = study_version(session, study, counts)
+    version = study_version(session, study)
+    counts = cached_counts(session, study, version)
     return cached(_histories, session, study, lambda: _history(session, study, counts), version)
 
 
@@ -82,7 +81,7 @@ def study_curves(
     direction = str(objective.direction)
     picked = curve_trials(session, study.optuna_study_id, direction, top)
     curves = curves_of(session, (t.trial_id for t in picked), [metric])
-    counts = trial_counts(session, [study.optuna_study_id])[study.optuna_study_id]
+    counts = cached_counts(session, study, study_version(session, study))
     total = sum(counts.model_dump().values())
     return StudyCurves(
         study_id=study.id,
@@ -133,7 +132,7 @@ def importances(session: Session, study_id: int) -> Importances:
     PED-ANOVA for studies of more than FANOVA_MAX_TRIALS complete trials; raises
     StudyNotFound."""
     study = get_study_row(session, study_id)
-    n_complete = trial_counts(session, [study.optuna_study_id])[study.optuna_study_id].complete
+    n_complete = cached_counts(session, study, study_version(session, study)).complete
     key = (database_url(session), study_id, n_complete)
     with _importance_lock:
         if key in _importance_cache:

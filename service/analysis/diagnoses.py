@@ -280,6 +280,16 @@ def diagnose_missing(session: Session, study: Study, limit: int) -> int:
     findings (normally none: workers store them when a trial ends); returns how many were
     missing before, up to limit + 1. An anti-join by index, never a read of every trial's
     findings."""
+    finished = session.scalar(
+        select(func.count())
+        .select_from(TrialRecord)
+        .where(TrialRecord.study_id == study.id, TrialRecord.state.in_(FINISHED))
+    )
+    stored_n = session.scalar(
+        select(func.count()).select_from(TrialDiagnosis).where(TrialDiagnosis.study_id == study.id)
+    )
+    if (stored_n or 0) >= (finished or 0):  # two index counts; the anti-join only if needed
+        return 0
     missing = session.scalars(
         select(TrialRecord)
         .outerjoin(TrialDiagnosis, TrialDiagnosis.trial_id == TrialRecord.optuna_trial_id)

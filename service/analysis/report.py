@@ -19,8 +19,8 @@ from service.analysis.schemas import BoundaryHit, Finding, StudyReport
 from service.core.db.engine import database_url
 from service.core.db.models import Study
 from service.core.optuna_compat import rdb_models as om
-from service.studies.cache import Version, VersionedCache, study_version
-from service.studies.queries import study_history, trial_counts
+from service.studies.cache import Version, VersionedCache, cached_counts, study_version
+from service.studies.queries import study_history
 from service.studies.samples import complete_sample
 from service.studies.schemas import TrialCounts
 from service.studies.service import best_trial, get_study_row
@@ -219,8 +219,8 @@ def study_report(session: Session, study_id: int) -> StudyReport:
     DIAGNOSE_PER_READ finished trials without findings are diagnosed and stored in the
     caller's transaction; a report that left some undiagnosed is not kept."""
     study = get_study_row(session, study_id)
-    counts = trial_counts(session, [study.optuna_study_id])[study.optuna_study_id]
-    version = study_version(session, study, counts)
+    version = study_version(session, study)
+    counts = cached_counts(session, study, version)
     key = (database_url(session), study_id, "report")
     found = _reports.get(key, version)
     if found is not None:

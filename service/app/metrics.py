@@ -13,6 +13,7 @@ running ones first, newest first) get series of their own; the others are summed
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -28,6 +29,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy import case, extract, func, select
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from service.core.db.engine import session_scope
 from service.core.db.models import EnqueuedConfig, Study, TrialRecord, Worker, utcnow
@@ -57,10 +59,12 @@ class DatabaseCollector(Collector):
     """Reads the service's tables at each scrape; `study_names` adds the `study_name` label.
 
     A scrape costs a fixed number of aggregate statements: nothing per trial comes back to
-    Python (trial counts and the duration histogram are GROUP BYs in the database), and the
-    per-study series are capped: the `max_studies` running studies with the highest ids,
-    then the most recently created others, get their own `study` label; the rest are summed
-    into `study="other"`. Worker device gauges come from each live worker's heartbeat row.
+    Python (trial counts are one GROUP BY over the records' (study, state) index; the
+    duration histogram is summed in the database for the studies that changed since the
+    last scrape only, see `_durations`), and the per-study series are capped: the
+    `max_studies` running studies with the highest ids, then the most recently created
+    others, get their own `study` label; the rest are summed into `study="other"`. Worker
+    device gauges come from each live worker's heartbeat row.
     """
 
     def __init__(
@@ -110,6 +114,9 @@ class DatabaseCollector(Collector):
                     Study.n_trials,
                     Study.slots_used,
                     Study.n_running,
+                    Study.n_claims,
+                    Study.n_failed,
+                    Study.updated_at,
                 )
             ).all()
             by_state = session.execute(
@@ -129,17 +136,7 @@ class DatabaseCollector(Collector):
                     Worker.gpu_utilization,
                 ).where(Worker.status == WorkerState.RUNNING, Worker.heartbeat_at >= cutoff)
             ).all()
-            seconds = _duration_seconds(dialect)
-            durations = session.execute(
-                select(
-                    TrialRecord.state,
-                    func.count(),
-                    func.sum(seconds),
-                    *(func.sum(case((seconds <= b, 1), else_=0)) for b in DURATION_BUCKETS),
-                )
-                .where(TrialRecord.finished_at.is_not(None))
-                .group_by(TrialRecord.state)
-            ).all()
+            durations = _durations(session, dialect, self.url, studies)
             enqueued = session.execute(
                 select(EnqueuedConfig.study_id, func.count())
                 .join(Study, Study.id == EnqueuedConfig.study_id)
@@ -173,7 +170,7 @@ class DatabaseCollector(Collector):
         )
         depth: Counter[tuple[str, ...]] = Counter()
         in_flight: Counter[tuple[str, ...]] = Counter()
-        for study_id, _, st, n_trials, used, n_running in studies:
+        for study_id, _, st, n_trials, used, n_running, *_ in studies:
             if st == StudyState.RUNNING:
                 depth[labels[study_id]] += max(n_trials - used, 0)
             in_flight[labels[study_id]] += n_running
@@ -211,14 +208,69 @@ class DatabaseCollector(Collector):
             "Wall time of finished trials, claim to finish",
             labels=["state"],
         )
-        for state, n, total, *below in sorted(durations, key=lambda r: str(r[0])):
+        for state, (n, total, below) in sorted(durations.items()):
             buckets = [
-                (f"{bound:g}", float(c or 0))
-                for bound, c in zip(DURATION_BUCKETS, below, strict=True)
+                (f"{bound:g}", float(c)) for bound, c in zip(DURATION_BUCKETS, below, strict=True)
             ]
             buckets.append(("+Inf", float(n)))
-            hist.add_metric([state], buckets, sum_value=float(total or 0.0))
+            hist.add_metric([state], buckets, sum_value=total)
         yield hist
+
+
+# Per database and study: (the study row's counters, {state: (count, sum of seconds, count
+# at or below each bucket bound)}) of its finished trial records.
+Durations = dict[str, tuple[int, float, list[int]]]
+_durations_of: dict[tuple[str, int], tuple[tuple[Any, ...], Durations]] = {}
+_durations_lock = threading.Lock()
+
+
+def _durations(session: Session, dialect: str, url: str, studies: Sequence[Any]) -> Durations:
+    """The duration histogram of every finished trial record, by state. Kept per study
+    with the study row's counters (`n_claims`, `n_running`, `n_failed`, `slots_used`,
+    `updated_at`), which the transaction that finishes a record changes with it: a scrape
+    recomputes, as one aggregate statement in the database, only the studies that changed
+    since the previous scrape, so its cost follows what happened since, not how many
+    trials ever finished."""
+    versions = {
+        s.id: (s.n_claims, s.n_running, s.n_failed, s.slots_used, s.updated_at) for s in studies
+    }
+    with _durations_lock:
+        known = {sid: item for (u, sid), item in _durations_of.items() if u == url}
+    changed = [sid for sid, v in versions.items() if sid not in known or known[sid][0] != v]
+    fresh: dict[int, Durations] = {sid: {} for sid in changed}
+    seconds = _duration_seconds(dialect)
+    for k in range(0, len(changed), 500):
+        for study_id, state, n, total, *below in session.execute(
+            select(
+                TrialRecord.study_id,
+                TrialRecord.state,
+                func.count(),
+                func.sum(seconds),
+                *(func.sum(case((seconds <= b, 1), else_=0)) for b in DURATION_BUCKETS),
+            )
+            .where(
+                TrialRecord.study_id.in_(changed[k : k + 500]),
+                TrialRecord.finished_at.is_not(None),
+            )
+            .group_by(TrialRecord.study_id, TrialRecord.state)
+        ):
+            fresh[study_id][state] = (int(n), float(total or 0.0), [int(c or 0) for c in below])
+    with _durations_lock:
+        for sid in [sid for (u, sid) in _durations_of if u == url and sid not in versions]:
+            del _durations_of[(url, sid)]  # a deleted study
+        for sid, per_state in fresh.items():
+            _durations_of[(url, sid)] = (versions[sid], per_state)
+        per_study = [per_state for (u, _), (_, per_state) in _durations_of.items() if u == url]
+    out: Durations = {}
+    for per_state in per_study:
+        for state, (n, total, below) in per_state.items():
+            n0, total0, below0 = out.get(state, (0, 0.0, [0] * len(DURATION_BUCKETS)))
+            out[state] = (
+                n0 + n,
+                total0 + total,
+                [a + b for a, b in zip(below0, below, strict=True)],
+            )
+    return out
 
 
 def _device_gauges(live: Sequence[Any]) -> Iterator[Metric]:

@@ -1,13 +1,13 @@
 """Per-process caches of study-level results, checked against the database on every read.
 
-A history, a best trial or a report of a large study costs aggregate SQL over all its
-trials; ten dashboards polling it would pay that ten times a second. What they show changes
-only when a trial changes state, so each result is kept with the study's `version`: Optuna's
-trial counts by state plus the number of our finished trial records (whose errors and
-findings arrive with them), two indexed aggregate counts. A read whose version matches is
-served from memory; any state change anywhere (another API process, a worker) changes the
-version, so a service process never serves a result staler than its last count. Service
-processes stay stateless: a cold cache only costs one recomputation.
+A history, a best trial, the counts or a report of a large study cost aggregate SQL over all
+its trials; ten dashboards polling it would pay that ten times a second. What they show
+changes only when a trial is created or changes state, so each result is kept with the
+study's `version` (`study_version`: the study row's claim/finish counters and the last trial
+number, read by index). A read whose version matches is served from memory; a claim or a
+finish anywhere (another API process, a worker) changes the version, so a service process
+never serves a result older than the study's last change. Service processes stay stateless:
+a cold cache only costs one recomputation.
 """
 
 from __future__ import annotations
@@ -21,28 +21,36 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.core.db.engine import database_url
-from service.core.db.models import Study, TrialRecord
-from service.core.states import TrialState
+from service.core.db.models import Study
+from service.core.optuna_compat import rdb_models as om
 from service.studies.queries import trial_counts
 from service.studies.schemas import TrialCounts
 
 V = TypeVar("V")
 Version = tuple[int, ...]
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
-def study_version(session: Session, study: Study, counts: TrialCounts | None = None) -> Version:
-    """Optuna's trial counts by state (`counts`, if the caller has them) and our finished
-    records: changes whenever a trial starts, ends or is retried. Two statements over
-    indexes."""
-    if counts is None:
-        counts = trial_counts(session, [study.optuna_study_id])[study.optuna_study_id]
-    finished = session.scalar(
-        select(func.count())
-        .select_from(TrialRecord)
-        .where(TrialRecord.study_id == study.id, TrialRecord.state.in_(FINISHED))
+def study_version(session: Session, study: Study) -> Version:
+    """Changes whenever a trial of the study is created or changes state: the study row's
+    counters, which every claim and every finish updates in its own transaction (`n_claims`
+    only grows and every finish moves `n_running`, so no sequence of claims and finishes
+    leaves them as they were), its status and `updated_at`, and the largest trial number in
+    Optuna's table (trials written by other means than a claim: imports, tests). One
+    statement by index, O(log N)."""
+    last = session.scalar(
+        select(func.max(om.TrialModel.number)).where(
+            om.TrialModel.study_id == study.optuna_study_id
+        )
     )
-    return (*counts.model_dump().values(), int(finished or 0))
+    return (
+        study.n_claims,
+        study.n_running,
+        study.n_failed,
+        study.slots_used,
+        hash(study.status),
+        hash(study.updated_at),
+        -1 if last is None else int(last),
+    )
 
 
 class VersionedCache(Generic[V]):
@@ -89,3 +97,18 @@ def cached(
         found = compute()
         cache.put(key, version, found)
     return found
+
+
+_counts: VersionedCache[TrialCounts] = VersionedCache(maxsize=256)
+
+
+def cached_counts(session: Session, study: Study, version: Version) -> TrialCounts:
+    """The study's trial counts by state (an aggregate over its trials), kept per version."""
+    return cached(
+        _counts,
+        session,
+        study,
+        lambda: trial_counts(session, [study.optuna_study_id])[study.optuna_study_id],
+        version,
+        "counts",
+    )

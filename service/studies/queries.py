@@ -17,7 +17,7 @@ from typing import Any
 
 from optuna.distributions import BaseDistribution, json_to_distribution
 from optuna.trial import TrialState
-from sqlalchemy import and_, func, select
+from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session
 
 from service.core.db.models import CurvePoint, Study, TrialRecord
@@ -154,8 +154,10 @@ def study_history(session: Session, study: Study, where: Any | None = None) -> H
             IV, and_(IV.trial_id == last.c.trial_id, IV.step == last.c.step)
         )
     ).all()
-    with_error = [TrialRecord.study_id == study.id, TrialRecord.error.is_not(None)]
-    if where is not None:
+    with_error: list[ColumnElement[bool]] = [TrialRecord.error.is_not(None)]
+    if where is None:
+        with_error.append(TrialRecord.study_id == study.id)
+    else:  # by the unique index on optuna_trial_id, not a walk of the study's records
         with_error.append(TrialRecord.optuna_trial_id.in_(select(T.trial_id).where(chosen)))
     errors = dict(
         session.execute(

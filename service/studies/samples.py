@@ -29,7 +29,7 @@ FINITE = om.TrialValueModel.TrialValueType.FINITE
 HISTORY_MAX_POINTS = 5000  # a history of more trials than this is downsampled ...
 HISTORY_SAMPLE = 2000  # ... to an even sample of about this many, plus the improvements
 MAX_IMPROVEMENTS = 2000
-SAMPLE_TRIALS = 1000  # complete trials behind importances and boundary hits
+SAMPLE_TRIALS = 500  # complete trials behind importances and boundary hits
 
 
 def improving_numbers(session: Session, optuna_study_id: int, direction: str) -> list[int]:
@@ -85,8 +85,10 @@ def history_filter(
 
 def complete_sample(session: Session, optuna_study_id: int, n_complete: int) -> Any | None:
     """None when the study has at most `SAMPLE_TRIALS` complete trials; else a WHERE clause
-    choosing an even sample of about that many of them (every k-th complete trial in number
-    order; deterministic, so a cached result can be recomputed alike)."""
+    naming an even sample of about that many of them (every k-th complete trial in number
+    order; deterministic, so a cached result can be recomputed alike). The sample is chosen
+    once, here (a window over the study's complete trials), and named by id, so the reads
+    that use the clause are primary-key lookups."""
     if n_complete <= SAMPLE_TRIALS:
         return None
     T = om.TrialModel
@@ -97,5 +99,5 @@ def complete_sample(session: Session, optuna_study_id: int, n_complete: int) -> 
         .where(T.study_id == optuna_study_id, T.state == TrialState.COMPLETE)
         .subquery()
     )
-    chosen = select(ranked.c.trial_id).where(ranked.c.rank % stride == 0)
-    return T.trial_id.in_(chosen)
+    chosen = session.scalars(select(ranked.c.trial_id).where(ranked.c.rank % stride == 0))
+    return T.trial_id.in_([int(t) for t in chosen])

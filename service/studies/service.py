@@ -16,7 +16,13 @@ from service.core.db.models import EnqueuedConfig, Study, TrialRecord, utcnow
 from service.core.errors import NotFound, StudyExists, StudyNotFound
 from service.core.optuna_storage import get_storage
 from service.core.states import StudyState
-from service.studies.cache import Version, VersionedCache, cached, study_version
+from service.studies.cache import (
+    Version,
+    VersionedCache,
+    cached,
+    cached_counts,
+    study_version,
+)
 from service.studies.queries import best_trial_id, best_values, trial_counts
 from service.studies.schemas import (
     BestTrial,
@@ -185,8 +191,9 @@ def list_studies(session: Session, limit: int = 100, offset: int = 0) -> list[St
 def get_study(session: Session, study_id: int) -> StudyDetail:
     """A study's summary, spec and best trial; raises `StudyNotFound`."""
     study = get_study_row(session, study_id)
-    counts = trial_counts(session, [study.optuna_study_id])[study.optuna_study_id]
-    best = best_trial(session, study, study_version(session, study, counts))
+    version = study_version(session, study)
+    counts = cached_counts(session, study, version)
+    best = best_trial(session, study, version)
     # The best trial's value is the best value: no second aggregate over the trials.
     summary = _summary(study, counts, None if best is None else best.value)
     return StudyDetail(
