@@ -10,13 +10,18 @@ from service.studies.schemas import ObjectiveOut
 
 
 class StudyHistory(BaseModel):
-    """Every trial of a study in trial-number order; entry i of each list is one trial."""
+    """Every trial of a study in trial-number order; entry i of each list is one trial. A
+    study of more than a few thousand trials gets a downsampled history (`downsampled`): an
+    even sample of its trials plus every trial that improved the best value, so the
+    best-so-far curve is exact (service/studies/samples.py)."""
 
     study_id: int
     direction: str = Field(description="the (first) objective's")
     metric: str = Field(description="the (first) objective's")
     objectives: list[ObjectiveOut] = Field(default_factory=list)
-    count: int
+    count: int = Field(description="trials in these lists")
+    total: int = Field(0, description="trials in the study")
+    downsampled: bool = Field(False, description="the lists hold a sample of the trials")
     trial_id: list[int]
     number: list[int]
     state: list[str]

@@ -9,19 +9,27 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from optuna.trial import FrozenTrial
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from service.analysis.remedies import RemedyContext, with_remedies
 from service.core.db.engine import database_url, session_scope
-from service.core.db.models import CurvePoint, Dataset, Study, TrialDiagnosis, TrialRecord
+from service.core.db.models import (
+    CurvePoint,
+    Dataset,
+    FindingKind,
+    Study,
+    TrialDiagnosis,
+    TrialRecord,
+)
 from service.core.optuna_storage import get_storage
 from service.core.states import TrialState
 from service.datasets.spec import DatasetSpec
@@ -164,9 +172,15 @@ def _store(session: Session, computed: Mapping[TrialRecord, Findings]) -> None:
         row = TrialDiagnosis(
             trial_id=record.optuna_trial_id, study_id=record.study_id, findings=findings
         )
+        kinds = Counter(str(f["kind"]) for f in findings)
         try:
             with session.begin_nested():
                 session.add(row)
+                session.flush()
+                session.add_all(
+                    FindingKind(trial_id=row.trial_id, kind=k, study_id=row.study_id, n=n)
+                    for k, n in kinds.items()
+                )
         except IntegrityError:
             pass  # stored concurrently
         except SQLAlchemyError as e:
@@ -266,3 +280,50 @@ def study_findings(
         computed[r] = out[r.optuna_trial_id] = _compute(session, r, spec, frozen, None)
     _store(session, computed)
     return out
+
+
+def diagnose_missing(session: Session, study: Study, limit: int) -> int:
+    """Diagnose and store up to `limit` finished trials of the study that have no stored
+    findings (normally none: workers store them when a trial ends); returns how many were
+    missing before, up to limit + 1. An anti-join by index, never a read of every trial's
+    findings."""
+    finished = session.scalar(
+        select(func.count())
+        .select_from(TrialRecord)
+        .where(TrialRecord.study_id == study.id, TrialRecord.state.in_(FINISHED))
+    )
+    stored_n = session.scalar(
+        select(func.count()).select_from(TrialDiagnosis).where(TrialDiagnosis.study_id == study.id)
+    )
+    if (stored_n or 0) >= (finished or 0):  # two index counts; the anti-join only if needed
+        return 0
+    missing = session.scalars(
+        select(TrialRecord)
+        .outerjoin(TrialDiagnosis, TrialDiagnosis.trial_id == TrialRecord.optuna_trial_id)
+        .where(
+            TrialRecord.study_id == study.id,
+            TrialRecord.optuna_trial_id.is_not(None),
+            TrialRecord.state.in_(FINISHED),
+            TrialDiagnosis.trial_id.is_(None),
+        )
+        .order_by(TrialRecord.id)
+        .limit(limit + 1)
+    ).all()
+    if missing:
+        spec = load_spec(study.spec)
+        _store(session, {r: _compute(session, r, spec, None, None) for r in missing[:limit]})
+    return len(missing)
+
+
+def finding_counts(session: Session, study_id: int) -> tuple[int, dict[str, int]]:
+    """(trials of the study with stored findings, findings per kind): two aggregate
+    statements over `hpo_trial_finding_kinds` and the diagnoses' study index."""
+    n = session.scalar(
+        select(func.count()).select_from(TrialDiagnosis).where(TrialDiagnosis.study_id == study_id)
+    )
+    kinds = session.execute(
+        select(FindingKind.kind, func.sum(FindingKind.n))
+        .where(FindingKind.study_id == study_id)
+        .group_by(FindingKind.kind)
+    ).all()
+    return int(n or 0), {str(k): int(c) for k, c in kinds}

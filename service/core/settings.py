@@ -81,6 +81,13 @@ class Settings(BaseSettings):
     metrics_study_names: bool = Field(
         False, description="label /metrics series with study names too (default: ids only)"
     )
+    metrics_max_studies: int = Field(
+        20,
+        ge=0,
+        le=1000,
+        description="studies with their own /metrics series (running first, then the most "
+        'recently created); the rest are summed into study="other"',
+    )
     metrics_bind: str | None = Field(
         None,
         description="host:port of a separate, token-free /metrics listener (e.g. "

@@ -17,6 +17,13 @@ from service.core.errors import NotFound, StudyExists, StudyNotFound
 from service.core.optuna_storage import get_storage
 from service.core.states import StudyState
 from service.integrations.notify import record_status_event
+from service.studies.cache import (
+    Version,
+    VersionedCache,
+    cached,
+    cached_counts,
+    study_version,
+)
 from service.studies.pareto import (
     SeveralObjectives,
     is_multi_objective,
@@ -31,6 +38,7 @@ from service.studies.schemas import (
     StudyCreated,
     StudyDetail,
     StudySummary,
+    TrialCounts,
 )
 from service.studies.search.space import space_warnings
 from service.studies.spec import StudySpec, load_spec
@@ -119,13 +127,24 @@ def _direction(spec: StudySpec) -> str:
     return objectives_of(spec)[0].direction
 
 
-def best_trial(session: Session, study: Study) -> BestTrial | None:
+_best_ids: VersionedCache[int | None] = VersionedCache(maxsize=256)
+
+
+def best_trial(session: Session, study: Study, version: Version | None = None) -> BestTrial | None:
     """The complete trial with the best finite value (ties: the earliest); None for a
-    multi-objective study, which has a front instead (`pareto`)."""
+    multi-objective study, which has a front instead (`pareto`). Finding it is an aggregate
+    over the study's complete trials, kept per study version (`studies.cache`); `version`:
+    the study's, if the caller has it."""
     spec = load_spec(study.spec)
     if is_multi_objective(spec):
         return None
-    trial_id = best_trial_id(session, study.optuna_study_id, _direction(spec))
+    trial_id = cached(
+        _best_ids,
+        session,
+        study,
+        lambda: best_trial_id(session, study.optuna_study_id, _direction(spec)),
+        version,
+    )
     if trial_id is None:
         return None
     best = get_storage(database_url(session)).get_trial(trial_id)
@@ -146,6 +165,25 @@ def best_trial(session: Session, study: Study) -> BestTrial | None:
     )
 
 
+def _summary(study: Study, counts: TrialCounts, best_value: float | None) -> StudySummary:
+    spec = load_spec(study.spec)
+    return StudySummary(
+        id=study.id,
+        name=study.name,
+        status=study.status,
+        n_trials=study.n_trials,
+        counts=counts,
+        best_value=best_value,
+        direction=_direction(spec),
+        metric=spec.objective.metric,
+        task=spec.dataset.builtin_task or "classification",
+        objectives=objectives_of(spec),
+        error=study.error,
+        created_at=study.created_at,
+        finished_at=study.finished_at,
+    )
+
+
 def summaries(session: Session, studies: Sequence[Study]) -> list[StudySummary]:
     """Summaries from two aggregate queries (counts by state, best value), however many
     trials the studies hold."""
@@ -154,24 +192,7 @@ def summaries(session: Session, studies: Sequence[Study]) -> list[StudySummary]:
     counts = trial_counts(session, [s.optuna_study_id for s in studies])
     single = [s for s in studies if not is_multi_objective(specs[s.id])]
     best = best_values(session, {s.optuna_study_id: directions[s.id] for s in single})
-    return [
-        StudySummary(
-            id=s.id,
-            name=s.name,
-            status=s.status,
-            n_trials=s.n_trials,
-            counts=counts[s.optuna_study_id],
-            best_value=best.get(s.optuna_study_id),
-            direction=directions[s.id],
-            metric=specs[s.id].objective.metric,
-            task=specs[s.id].dataset.builtin_task or "classification",
-            objectives=objectives_of(specs[s.id]),
-            error=s.error,
-            created_at=s.created_at,
-            finished_at=s.finished_at,
-        )
-        for s in studies
-    ]
+    return [_summary(s, counts[s.optuna_study_id], best.get(s.optuna_study_id)) for s in studies]
 
 
 def list_studies(session: Session, limit: int = 100, offset: int = 0) -> list[StudySummary]:
@@ -185,11 +206,15 @@ def list_studies(session: Session, limit: int = 100, offset: int = 0) -> list[St
 def get_study(session: Session, study_id: int) -> StudyDetail:
     """A study's summary, spec and best trial; raises `StudyNotFound`."""
     study = get_study_row(session, study_id)
-    summary = summaries(session, [study])[0]
+    version = study_version(session, study)
+    counts = cached_counts(session, study, version)
+    best = best_trial(session, study, version)
+    # The best trial's value is the best value: no second aggregate over the trials.
+    summary = _summary(study, counts, None if best is None else best.value)
     return StudyDetail(
         **summary.model_dump(),
         spec=study.spec,
-        best=best_trial(session, study),
+        best=best,
         warnings=space_warnings(load_spec(study.spec)),
     )
 

@@ -32,6 +32,7 @@ from service.scheduling.claims import Claim, candidate_studies, claim_slot, fail
 from service.scheduling.orphans import sweep
 from service.scheduling.workers import heartbeat, record_stop, register_worker
 from service.worker.data import DatasetCache
+from service.worker.device_stats import device_sample
 from service.worker.faults import crash_point
 from service.worker.gpus import gpu_info
 from service.worker.trial import STORAGE_ERRORS, Interrupted, TrialRunner
@@ -158,7 +159,7 @@ class WorkerProcess:
         assert self.worker_id is not None
         while not self.stopping.wait(self.settings.heartbeat_seconds):
             try:
-                heartbeat(self.url, self.worker_id)
+                heartbeat(self.url, self.worker_id, device_sample(self.device))
             except Exception as e:  # the database is down: try again next beat
                 log.warning("heartbeat failed: %s", e.__class__.__name__)
 

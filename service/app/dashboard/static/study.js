@@ -264,7 +264,49 @@
     HPO.sortable($("trials"), (key, dir) => { table.key = key; table.dir = dir; table.page = 0; renderTable(); });
   }
 
+  // A downsampled history (a study of many thousand trials) holds a sample of the trials:
+  // the table then pages through GET /api/studies/{id}/trials, in trial-number order.
+  let tableRequest = 0;
+  async function renderServerTable() {
+    buildHead();
+    const request = ++tableRequest;
+    const query = new URLSearchParams({ limit: PAGE_SIZE, offset: table.page * PAGE_SIZE });
+    if (table.state) query.set("state", table.state);
+    const page = await HPO.getJSON(`/api/studies/${studyId}/trials?${query}`);
+    if (request !== tableRequest) return;  // a newer page was asked for meanwhile
+    const pages = Math.max(1, Math.ceil(page.total / PAGE_SIZE));
+    const params = paramNames();
+    $("trials").tBodies[0].replaceChildren(...page.items.map((t) => {
+      const href = url("/trials/" + t.trial_id);
+      const box = el("input", { attrs: { type: "checkbox", "aria-label": "select trial #" + t.number } });
+      box.checked = table.selected.has(t.trial_id);
+      box.addEventListener("change", () => {
+        if (box.checked) table.selected.add(t.trial_id); else table.selected.delete(t.trial_id);
+        $("compare").disabled = table.selected.size < 2;
+      });
+      const tr = el("tr", { attrs: { "data-trial-id": t.trial_id } }, [
+        el("td", {}, [box]),
+        el("td", { cls: "num" }, [el("a", { text: "#" + t.number, attrs: { href } })]),
+        HPO.stateCell(t.state),
+        el("td", { text: fmt(t.value), cls: "num" }),
+        el("td", { text: fmtSeconds(t.duration_seconds), cls: "num" }),
+        ...params.map((p) => el("td", { text: fmt(t.params[p] ?? null) })),
+        el("td", { text: t.error || "", cls: "reason" }),
+      ]);
+      HPO.linkRow(tr, href);
+      return tr;
+    }));
+    $("table-count").textContent = `${page.total} trial${page.total === 1 ? "" : "s"} in trial-number order`;
+    $("page-label").textContent = `page ${table.page + 1} of ${pages}`;
+    $("prev").disabled = table.page === 0;
+    $("next").disabled = table.page >= pages - 1;
+  }
+
   function renderTable() {
+    if (hist.downsampled) {
+      renderServerTable().catch((e) => HPO.showError(e.message));
+      return;
+    }
     buildHead();
     let idx = hist.trial_id.map((_, i) => i);
     if (table.state) idx = idx.filter((i) => hist.state[i] === table.state);
