@@ -43,10 +43,11 @@ class TrialRow:
     datetime_start: datetime | None  # naive local time, as in a FrozenTrial
     datetime_complete: datetime | None
     params: dict[str, Any] = field(default_factory=dict)
+    values: dict[int, float] = field(default_factory=dict)  # objective index -> value
 
 
 def trial_rows(session: Session, trial_ids: Sequence[int]) -> list[TrialRow]:
-    """Those trials (two statements, by primary and unique keys), in the order given."""
+    """Those trials (three statements, by primary and unique keys), in the order given."""
     if not trial_ids:
         return []
     T, V, P = om.TrialModel, om.TrialValueModel, om.TrialParamModel
@@ -75,6 +76,11 @@ def trial_rows(session: Session, trial_ids: Sequence[int]) -> list[TrialRow]:
             datetime_start=_local(start),
             datetime_complete=_local(end),
         )
+    for tid, objective, value, value_type in session.execute(
+        select(V.trial_id, V.objective, V.value, V.value_type).where(V.trial_id.in_(ids))
+    ).all():
+        stored = om.TrialValueModel.stored_repr_to_value(value, value_type)
+        rows[int(tid)].values[int(objective)] = stored
     for tid, name, internal, dist_json in session.execute(
         select(P.trial_id, P.param_name, P.param_value, P.distribution_json)
         .where(P.trial_id.in_(ids))

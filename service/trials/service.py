@@ -56,6 +56,9 @@ def _row_summary(
     t: TrialRow, study_id: int, record: TrialRecord | None, retried_by: int | None
 ) -> TrialSummary:
     """`summarize_trial` of a row read by `studies.pages` (the same fields, the same values)."""
+    values = None
+    if t.state == TrialState.COMPLETE and t.values:
+        values = [t.values[k] for k in sorted(t.values)]
     duration = None
     if t.datetime_start is not None and t.datetime_complete is not None:
         duration = (t.datetime_complete - t.datetime_start).total_seconds()
@@ -65,7 +68,8 @@ def _row_summary(
         number=t.number,
         state=t.state.name.lower(),
         params=t.params,
-        value=t.value if t.state == TrialState.COMPLETE else None,
+        value=values[0] if values is not None and len(values) == 1 else None,
+        values=values,
         duration_seconds=duration,
         error=None if record is None else record.error,
         started_at=t.datetime_start,
@@ -73,6 +77,7 @@ def _row_summary(
         retry_of=None if record is None else record.retry_of,
         retried_by=retried_by,
         oom_batch_size=None if record is None else record.oom_batch_size,
+        resumed_from_epoch=None if record is None else record.resumed_from_epoch,
     )
 
 
