@@ -187,10 +187,22 @@ class ObjectiveSpec(Strict):
         return self
 
 
+# Large enough that TPE and GP see every trial of an ordinary study; bounds their per-ask
+# cost in studies of 100,000 trials (search.bounded).
+DEFAULT_MAX_HISTORY = 1000
+
+
 class SamplerSpec(Strict):
     name: Literal["tpe", "random", "grid", "cmaes", "gp", "qmc"] = "tpe"
     seed: Seed | None = None
     n_startup_trials: int | None = Field(None, ge=0, le=MAX_COUNT, description="tpe and gp only")
+    max_history: int | None = Field(
+        DEFAULT_MAX_HISTORY,
+        ge=1,
+        le=MAX_COUNT,
+        description="tpe and gp only: the sampler reads the most recent and the best this many "
+        "finished trials (null: all of them)",
+    )
 
 
 class PrunerSpec(Strict):
