@@ -51,7 +51,7 @@ def fill(
     while done < n:
         k = min(BATCH, n - done)
         plans = []
-        for i in range(k):
+        for _i in range(k):
             pruned = rng.random() < pruned_share
             steps = rng.randint(1, epochs - 1) if pruned and epochs > 1 else epochs
             curve = [rng.uniform(*values) for _ in range(steps)]
