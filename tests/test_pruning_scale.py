@@ -18,7 +18,7 @@ from typing import Any
 
 import optuna
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
@@ -28,8 +28,9 @@ from bench.bulk_fill import fill
 from service.core.db.engine import get_engine, session_scope
 from service.core.optuna_compat import create_running_trial
 from service.core.optuna_storage import get_storage
+from service.studies.search.bounded import BoundedHistorySampler
 from service.studies.search.factories import build_sampler
-from service.studies.search.history import StepValues
+from service.studies.search.history import StepValues, history_for
 from service.studies.search.pruning import IndexedPercentilePruner, percentile_decision
 from service.studies.search.space import suggest_params
 from service.studies.service import create_study, get_study_row
@@ -42,13 +43,6 @@ value = st.one_of(
     st.sampled_from([math.nan, math.inf, -math.inf, 0.5, 1.0]),  # ties and specials
 )
 curve = st.dictionaries(st.integers(0, 6), value, max_size=6)
-
-
-def _quiet() -> Any:
-    ctx = warnings.catch_warnings()
-    ctx.__enter__()
-    warnings.simplefilter("ignore", RuntimeWarning)  # NumPy's all-NaN slices, on both sides
-    return ctx
 
 
 @settings(max_examples=400, deadline=None)
@@ -91,8 +85,8 @@ def test_decisions_equal_optunas_percentile_pruner(
         reference = optuna.pruners.MedianPruner(**kwargs)
     else:
         reference = optuna.pruners.PercentilePruner(percentile, **kwargs)
-    ctx = _quiet()
-    try:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # NumPy's all-NaN slices, both sides
         expected = reference.prune(study, trial)
         got = percentile_decision(
             trial=trial,
@@ -102,8 +96,6 @@ def test_decisions_equal_optunas_percentile_pruner(
             percentile=percentile,
             **kwargs,
         )
-    finally:
-        ctx.__exit__(None, None, None)
     assert got == expected
 
 
@@ -198,3 +190,31 @@ def test_statements_per_trial_do_not_grow_with_the_study(database_url: str, samp
     large = _statements_per_trial(database_url, 500, sampler)
     assert small == large
     assert large[1] <= 3 * 5  # per epoch: Optuna's report (3) + the pruner's refresh (1-2)
+
+
+def test_bounded_history_is_the_whole_history_of_a_small_study(database_url: str) -> None:
+    """Below `max_history` finished trials TPE samples exactly as without the bound; above,
+    it reads the most recent and the best `max_history` trials only."""
+    # Two studies with the same 30 trials (the fill is seeded by N): one read by TPE as
+    # Optuna does, one through the bound.
+    spec, optuna_id = _study(database_url, 30, "tpe")
+    twin, _ = _study(database_url, 30, "tpe")
+    storage = get_storage(database_url)
+    plain = optuna.load_study(
+        study_name=f"hpo:{spec.name}", storage=storage, sampler=optuna.samplers.TPESampler(seed=3)
+    )
+    bounded = BoundedHistorySampler(optuna.samplers.TPESampler(seed=3), database_url, 1000)
+    wrapped = optuna.load_study(study_name=f"hpo:{twin.name}", storage=storage, sampler=bounded)
+    for claim in (1, 2, 3):
+        a = create_running_trial(plain, claim_id=claim)
+        b = create_running_trial(wrapped, claim_id=claim)
+        assert suggest_params(a, spec) == suggest_params(b, spec)
+        if claim != 2:  # one stays RUNNING: TPE's constant liar reads it
+            plain.tell(a, 0.5)
+            wrapped.tell(b, 0.5)
+
+    small = history_for(database_url, optuna_id).bounded_trials(5, StudyDirection.MAXIMIZE)
+    finished = storage.get_all_trials(optuna_id, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    recent = {t.number for t in finished[-5:]}
+    best = {t.number for t in sorted(finished, key=lambda t: -(t.value or -1))[:5]}
+    assert {t.number for t in small if t.state.is_finished()} == recent | best
