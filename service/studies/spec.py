@@ -189,7 +189,7 @@ class ObjectiveSpec(Strict):
 
 # Large enough that TPE and GP see every trial of an ordinary study; bounds their per-ask
 # cost in studies of 100,000 trials (search.bounded).
-DEFAULT_MAX_HISTORY = 1000
+DEFAULT_MAX_HISTORY = 500
 
 
 class SamplerSpec(Strict):
