@@ -187,8 +187,8 @@ class ObjectiveSpec(Strict):
         return self
 
 
-# Large enough that TPE and GP see every trial of an ordinary study; bounds their per-ask
-# cost in studies of 100,000 trials (search.bounded).
+# TPE and GP see every trial of a study of up to 500 finished trials; past that the most
+# recent and best 500 each (search.bounded), so an ask costs as much at 100k trials as at 1k.
 DEFAULT_MAX_HISTORY = 500
 
 
