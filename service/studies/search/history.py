@@ -11,9 +11,12 @@ keeps just what the hot path needs:
 - `BoundedTrials`: the most recent `m` finished (COMPLETE or PRUNED) trials and the best `m`
   COMPLETE ones, as FrozenTrials, for samplers with a bounded history (`search.bounded`).
 
+Each has its own `Cursor` (watermark + unfinished ids), so either can be read alone.
+
 The first read of a study costs one pass over its trials in SQL (values, not FrozenTrials);
-each later refresh costs two statements when nothing changed and a handful when trials
-finished, whatever the study's size. Every worker process keeps its own view; trials of other
+each later refresh of the per-step values costs one statement (two when trials finished), and
+of the bounded history a handful (Optuna's own trial loader for the new and the unfinished
+trials), whatever the study's size. Every worker process keeps its own view; trials of other
 processes are seen on the next refresh. Like Optuna's cache, a trial whose id is below the
 watermark but whose insert committed after a refresh is never seen (ids are handed out before
 commit on PostgreSQL); both lose the same rare trial.
