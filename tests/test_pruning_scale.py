@@ -213,7 +213,9 @@ def test_bounded_history_is_the_whole_history_of_a_small_study(database_url: str
             plain.tell(a, 0.5)
             wrapped.tell(b, 0.5)
 
-    small = history_for(database_url, optuna_id).bounded_trials(5, StudyDirection.MAXIMIZE)
+    small = history_for(database_url, optuna_id, f"hpo:{spec.name}").bounded_trials(
+        5, StudyDirection.MAXIMIZE
+    )
     finished = storage.get_all_trials(optuna_id, states=(TrialState.COMPLETE, TrialState.PRUNED))
     recent = {t.number for t in finished[-5:]}
     best = {t.number for t in sorted(finished, key=lambda t: -(t.value or -1))[:5]}

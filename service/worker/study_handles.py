@@ -6,7 +6,7 @@ Before, every trial loaded the study through a fresh `_CachedStorage` (what `loa
 wraps an `RDBStorage` in), so the first `should_prune` or TPE ask of each trial read all N
 trials again, and every later one walked them all in Python. Now:
 
-- the storage is `optuna.storages.get_storage(rdb)` made once per URL and process: a finished
+- the storage is `optuna.storages.get_storage(rdb)` made once per study and process: a finished
   trial is read from the database once per process (Optuna's own pruners, e.g. hyperband,
   and unbounded samplers still walk all cached trials per call);
 - `median`/`percentile` pruning is `search.pruning.IndexedPercentilePruner`;
@@ -33,9 +33,14 @@ from service.studies.spec import StudySpec
 BOUNDED_SAMPLERS = (optuna.samplers.TPESampler, optuna.samplers.GPSampler)
 
 
-@lru_cache(maxsize=8)
-def cached_storage(url: str) -> optuna.storages.BaseStorage:
-    """The process's one cached Optuna storage of the database at `url`."""
+@lru_cache(maxsize=64)
+def cached_storage(url: str, study_name: str) -> optuna.storages.BaseStorage:
+    """The process's cached Optuna storage for one study of the database at `url`.
+
+    One per study name, not per database: Optuna's cache is keyed by study id, which SQLite
+    hands out again after the study with the highest id was deleted (by the API, in another
+    process); a new study under a new name never meets the old one's cached trials.
+    """
     return optuna.storages.get_storage(get_storage(url))
 
 
@@ -58,7 +63,7 @@ def open_study(url: str, spec: StudySpec, sampler: optuna.samplers.BaseSampler) 
         sampler = BoundedHistorySampler(sampler, url, spec.sampler.max_history)
     return optuna.load_study(
         study_name=f"hpo:{spec.name}",
-        storage=cached_storage(url),
+        storage=cached_storage(url, f"hpo:{spec.name}"),
         sampler=sampler,
         pruner=pruner_for(url, spec),
     )

@@ -70,7 +70,7 @@ class BoundedHistorySampler(BaseSampler):
         # One read per ask: the view is made in `before_trial`/`infer_relative_search_space`
         # (the first call of an ask) and reused by every `sample_*` of the same trial.
         if self._view is None or self._view[0] != trial._trial_id:
-            history = history_for(self.url, study_id_of(study))
+            history = history_for(self.url, study_id_of(study), study.study_name)
             trials = history.bounded_trials(self.max_history, study.directions[0])
             self._view = (trial._trial_id, _HistoryView(study, trials))
         return cast(optuna.Study, self._view[1])

@@ -252,6 +252,7 @@ class StudyHistory:
 
 
 @lru_cache(maxsize=64)
-def history_for(url: str, study_id: int) -> StudyHistory:
-    """The process's one `StudyHistory` of an Optuna study (`study_id`) in `url`."""
+def history_for(url: str, study_id: int, study_name: str) -> StudyHistory:
+    """The process's one `StudyHistory` of an Optuna study (`study_id`) in `url`. The name is
+    part of the key: SQLite reuses the id of a deleted study that had the highest one."""
     return StudyHistory(url, study_id)

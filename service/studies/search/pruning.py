@@ -122,7 +122,7 @@ class IndexedPercentilePruner(optuna.pruners.BasePruner):
         self.n_min_trials = n_min_trials
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        history = history_for(self.url, study_id_of(study))
+        history = history_for(self.url, study_id_of(study), study.study_name)
         steps = history.step_values()
         return percentile_decision(
             trial=trial,
