@@ -68,7 +68,7 @@ MAXIMAL_SPEC: dict[str, Any] = {
         },
     },
     "fixed": {"hidden_layers": 1, "activation": "relu", "weight_decay": 1e-4},
-    "sampler": {"name": "tpe", "seed": 7, "n_startup_trials": 3},
+    "sampler": {"name": "tpe", "seed": 7, "n_startup_trials": 3, "max_history": 500},
     "pruner": {
         "name": "median",
         "n_startup_trials": 2,

@@ -215,12 +215,24 @@ class ObjectiveSpec(Strict):
         return self
 
 
+# TPE and GP see every trial of a study of up to 500 finished trials; past that the most
+# recent and best 500 each (search.bounded), so an ask costs as much at 100k trials as at 1k.
+DEFAULT_MAX_HISTORY = 500
+
+
 class SamplerSpec(Strict):
     name: Literal["tpe", "random", "grid", "cmaes", "gp", "qmc", "nsga2", "nsga3"] = "tpe"
     seed: Seed | None = None
     n_startup_trials: int | None = Field(None, ge=0, le=MAX_COUNT, description="tpe and gp only")
     population_size: int | None = Field(
         None, ge=2, le=100_000, description="nsga2 and nsga3 only: trials per generation (50)"
+    )
+    max_history: int | None = Field(
+        DEFAULT_MAX_HISTORY,
+        ge=1,
+        le=MAX_COUNT,
+        description="tpe and gp only: the sampler reads the most recent and the best this many "
+        "finished trials (null: all of them)",
     )
 
 

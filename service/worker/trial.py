@@ -29,7 +29,7 @@ from service.scheduling.claims import Claim, attach_trial, finish_record, link_c
 from service.scheduling.orphans import close_unclaimed_trial
 from service.scheduling.workers import set_current_trial
 from service.studies.model_families import builder_for
-from service.studies.search.factories import build_pruner, build_sampler
+from service.studies.search.factories import build_sampler
 from service.studies.search.space import suggest_params
 from service.studies.service import get_study_row
 from service.studies.spec import StudySpec, load_spec, train_config
@@ -43,6 +43,7 @@ from service.worker.objectives import reports_to_optuna, trial_values
 from service.worker.oom import fit_with_oom_retry, free_gpu_memory, record_oom_retry
 from service.worker.progress import log_epoch
 from service.worker.resume import ResumePlan, plan_training
+from service.worker.study_handles import open_study
 from trainer import (
     DivergedError,
     EpochMetrics,
@@ -173,12 +174,7 @@ class TrialRunner:
                 # parameter is fixed; GridSampler's own bookkeeping (a point per process,
                 # Study.stop() when it believes the grid used up) must stay out of it.
                 sampler = optuna.samplers.RandomSampler(seed=claim.claim_index)
-            study = optuna.load_study(
-                study_name=f"hpo:{spec.name}",
-                storage=get_storage(self.url),
-                sampler=sampler,
-                pruner=build_pruner(spec.pruner, spec.objective.max_epochs),
-            )
+            study = open_study(self.url, spec, sampler)  # flat in the study's size
             # Created RUNNING directly, tagged with the claim in the same transaction: no
             # moment exists in which the trial is RUNNING and its claim cannot find it.
             trial = create_running_trial(

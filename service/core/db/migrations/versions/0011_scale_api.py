@@ -51,7 +51,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("gpu_memory_used_mb", sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column("gpu_utilization", sa.Float(), nullable=True))
     connection = op.get_bind()
-    optuna_indexes.create(connection)
+    optuna_indexes.create_api_indexes(connection)
     _fill_kinds(connection)
 
 
