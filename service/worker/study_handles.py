@@ -61,9 +61,9 @@ def open_study(url: str, spec: StudySpec, sampler: optuna.samplers.BaseSampler) 
     storage. Two statements when the process has seen the study before (its id by name, and
     nothing else)."""
     # A Pareto study has no single "best" to keep: its sampler reads every trial.
-    bounded = spec.sampler.max_history is not None and spec.objectives is None
-    if bounded and isinstance(sampler, BOUNDED_SAMPLERS):
-        sampler = BoundedHistorySampler(sampler, url, spec.sampler.max_history)
+    max_history = spec.sampler.max_history if spec.objectives is None else None
+    if max_history is not None and isinstance(sampler, BOUNDED_SAMPLERS):
+        sampler = BoundedHistorySampler(sampler, url, max_history)
     return optuna.load_study(
         study_name=f"hpo:{spec.name}",
         storage=cached_storage(url, f"hpo:{spec.name}"),
