@@ -184,7 +184,7 @@ def test_a_builder_returning_the_wrong_shape_is_refused_before_training(
 ) -> None:
     with pytest.raises(ValueError, match=r"must return \(2, 3\)"):
         check_output(nn.Linear(12, 4), blobs.x_train[:2], 3)
-    with pytest.raises(TypeError, match="must return a torch.nn.Module"):
+    with pytest.raises(TypeError, match=r"must return a torch\.nn\.Module"):
         fit(TrainConfig(max_epochs=1), blobs, model_builder=lambda *a: "not a module")  # type: ignore[arg-type,return-value]
 
 

@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import torch
-
-from trainer.config import TrainConfig
 from torch import nn
 
+from trainer.config import TrainConfig
 from trainer.families import plugin_builder
 from trainer.loop import ModelBuilder
 from trainer.model import FAMILIES, build_model

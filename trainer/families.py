@@ -27,9 +27,7 @@ class UnknownFamily(ValueError):
 
 def registered() -> dict[str, EntryPoint]:
     """Families installed through entry points; shipped names cannot be taken over."""
-    return {
-        ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in FAMILIES
-    }
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in FAMILIES}
 
 
 def available() -> list[str]:

@@ -24,6 +24,7 @@ from trainer.data import TensorData
 from trainer.model import build_model
 from trainer.modules import check_output
 from trainer.optim import build_optimizer, clip_gradients, l1_penalty, weight_params
+from trainer.rows import Rows
 from trainer.schedules import EarlyStopping, EpochSchedule, metric_mode
 from trainer.state import Checkpointer, TrainingState, capture_state, restore_state, resume_problem
 from trainer.telemetry import GradientTelemetry
@@ -76,7 +77,7 @@ ModelBuilder = Callable[[TrainConfig, tuple[int, ...], int], nn.Module]
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+def evaluate(model: nn.Module, x: Rows, y: torch.Tensor) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of `model` on (x, y), in evaluation mode."""
     was_training = model.training
     model.eval()
@@ -175,7 +176,8 @@ def fit(
         model = model_builder(config, input_shape, data.n_classes)
         if not isinstance(model, nn.Module):
             raise TypeError(
-                f"a model family's builder must return a torch.nn.Module, got {type(model).__name__}"
+                "a model family's builder must return a torch.nn.Module, "
+                f"got {type(model).__name__}"
             )
     model = model.to(data.x_train.device)
     if model_builder is not None:

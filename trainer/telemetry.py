@@ -39,7 +39,7 @@ class GradientTelemetry:
         if not groups:
             raise ValueError("gradient telemetry: the model owns no weight matrices (ndim >= 2)")
         self.group_names = [g.name for g in groups]
-        self.weights = [t for g in groups for t in g.tensors]
+        self.weights: list[torch.Tensor] = [t for g in groups for t in g.tensors]
         self._weight_group = [i for i, g in enumerate(groups) for _ in g.tensors]
         trained = [k for k, w in enumerate(self.weights) if w.requires_grad]
         # the shipped families: one matrix per group, all trained; a step is one add

@@ -10,6 +10,7 @@ from service.core.errors import FieldProblem, located
 from service.core.types import Seed, ShortName, Strict
 from trainer.data import DATASET_NAMES, is_image
 from trainer.images import IMAGE_DATASETS
+from trainer.mapped import SUPPORTED
 
 
 class DatasetSpec(Strict):
@@ -27,13 +28,20 @@ class DatasetSpec(Strict):
     path: str | None = Field(
         None,
         description="image datasets: their folder on the worker (default $HPO_DATA_DIR/name; "
-        "relative: under HPO_DATA_DIR), inside HPO_DATA_DIR or a folder of HPO_DATA_ROOTS",
+        "relative: under HPO_DATA_DIR); any other name: a dataset file on the workers, read "
+        f"memory-mapped ({SUPPORTED}); inside HPO_DATA_DIR or a folder of HPO_DATA_ROOTS",
     )
     download: bool = Field(
         False,
         description="image datasets: workers fetch missing files into that folder (needs "
         "network access and HPO_ALLOW_DOWNLOADS)",
     )
+
+    @property
+    def is_file(self) -> bool:
+        """A dataset file on the workers (`path` with a name of the user's choosing), read
+        memory-mapped by `trainer.mapped`; not looked up among the uploaded datasets."""
+        return self.path is not None and self.name not in DATASET_NAMES
 
     @model_validator(mode="after")
     def _check(self) -> DatasetSpec:
@@ -44,8 +52,11 @@ class DatasetSpec(Strict):
         if builtin and self.shape == "image" and not is_image(self.name, self.shape):
             why = f"{self.name!r} is tabular; only digits can be read as images"
             errors.append(FieldProblem(("shape",), why, self.shape))
-        if self.path is not None and self.name not in IMAGE_DATASETS:
-            why = f"only image datasets {list(IMAGE_DATASETS)} are read from files"
+        if self.path is not None and builtin and self.name not in IMAGE_DATASETS:
+            why = (
+                f"{self.name!r} is built in (generated, not read); a file of your own takes a "
+                "name of your choice with its path"
+            )
             errors.append(FieldProblem(("path",), why, self.path))
         if self.download and self.name not in IMAGE_DATASETS:
             why = f"only image datasets {list(IMAGE_DATASETS)} are fetched"

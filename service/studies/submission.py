@@ -19,6 +19,7 @@ from service.core.settings import Settings
 from service.core.states import StudyState
 from service.datasets import service as dataset_service
 from service.datasets.locations import DataPlaces
+from service.datasets.mapped import check_file_dataset
 from service.datasets.splits import check_split
 from service.studies.search.space import grid_values
 from service.studies.spec import StudySpec
@@ -117,6 +118,10 @@ def check_submission(
     client fixes them; `trials.service.check_init_from` checks the trial it starts from."""
     check_caps(spec, settings)
     check_grid_budget(spec)
-    check_dataset(session, spec)
-    DataPlaces.of(settings).folder(spec.dataset)  # dataset.path inside a data root
+    places = DataPlaces.of(settings)
+    if spec.dataset.is_file:  # a file on the workers: inside a root, its headers if seen here
+        check_file_dataset(places, spec.dataset)
+    else:
+        check_dataset(session, spec)
+    places.folder(spec.dataset)  # dataset.path inside a data root
     check_quota(session, settings, principal)

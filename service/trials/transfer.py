@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import types
 
-from sqlalchemy.orm import Session
 import torch
+from sqlalchemy.orm import Session
 from torch import nn
 
 from service.core.db.engine import session_scope
