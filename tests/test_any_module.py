@@ -150,6 +150,34 @@ def test_a_group_without_gradient_gets_no_value_for_that_epoch() -> None:
     assert values["grad_norm.0"] == pytest.approx(float(model.used.weight.grad.norm()), rel=1e-6)
 
 
+def test_groups_count_only_the_steps_that_gave_them_a_gradient() -> None:
+    class Branch(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.used, self.sometimes = nn.Linear(4, 2), nn.Linear(4, 2)
+            self.both = True
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = self.used(x)
+            return out + self.sometimes(x) if self.both else out
+
+    model = Branch()
+    telemetry = GradientTelemetry(model)
+    norms: dict[str, list[float]] = {"used": [], "sometimes": []}
+    for both in (True, False, True):
+        model.both = both
+        model.zero_grad(set_to_none=True)
+        model(torch.randn(5, 4)).square().sum().backward()
+        telemetry.after_backward()
+        for name in norms:
+            grad = getattr(model, name).weight.grad
+            if grad is not None:
+                norms[name].append(float(grad.norm()))
+    values = telemetry.epoch_values()
+    assert values["grad_norm.0"] == pytest.approx(sum(norms["used"]) / 3, rel=1e-6)
+    assert values["grad_norm.1"] == pytest.approx(sum(norms["sometimes"]) / 2, rel=1e-6)
+
+
 def test_a_shared_activation_at_two_widths_reports_no_dead_fraction() -> None:
     class Shared(nn.Module):
         def __init__(self) -> None:

@@ -8,9 +8,10 @@ training split's statistics, as float32 and puts them on the device. So the proc
 one mini-batch of the file at a time, never a copy of it.
 
 The mapping's pages a process has read count in its resident set until released: after
-every `release_bytes` of rows gathered, the mapping is advised `MADV_DONTNEED` (Linux,
-macOS), which drops them from the process (they stay in the kernel's page cache, shared
-and reclaimable, and come back on the next read without disk I/O while cached).
+every `release_bytes` of pages read (a scattered row counts as a page), the mapping is
+advised `MADV_DONTNEED` (Linux, macOS), which drops them from the process (they stay in the
+kernel's page cache, shared and reclaimable, and come back on the next read without disk
+I/O while cached).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-RELEASE_BYTES = 256 * 2**20
+RELEASE_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -37,7 +38,9 @@ class MappedArray:
     def take(self, rows: np.ndarray) -> np.ndarray:
         """A copy of `array[rows]` (rows: int64 row numbers, any order)."""
         out: np.ndarray = self.array[rows]
-        self._read += out.nbytes
+        # a scattered row brings its whole page in: count pages, not bytes
+        row_bytes = out.nbytes // max(len(rows), 1)
+        self._read += len(rows) * max(row_bytes, mmap.PAGESIZE)
         if self._read >= self.release_bytes:
             self.release()
         return out

@@ -57,6 +57,7 @@ class GradientTelemetry:
         self._all_present = torch.zeros(self._n_groups, device=device, dtype=dtype)
         self._all_present[self._trained_groups] = 1.0
         self._steps = 0
+        self._full_steps = 0  # steps in which every trained tensor had a gradient
         self._probed = relu_activations(model)
         self._alive: list[torch.Tensor | None] = [None] * len(self._probed)
         self._mixed: set[int] = set()
@@ -67,21 +68,22 @@ class GradientTelemetry:
         present = [k for k, g in enumerate(grads) if g is not None]
         if not present:
             return
-        if len(present) == len(grads):
+        complete = len(present) == len(grads)
+        if complete:
             norms = torch.stack(torch._foreach_norm([g for g in grads if g is not None]))
-            ids, counted = self._ids, self._all_present
+            ids = self._ids
+            self._full_steps += 1  # counted on the host: no device op for the common case
         else:  # some tensors got no gradient this step: count only the groups that did
             norms = torch.stack(torch._foreach_norm([grads[k] for k in present]))  # type: ignore[misc]
             ids = self._ids[present]
-            counted = torch.zeros_like(self._all_present).index_fill_(0, ids, 1.0)
-        if self._dense and len(present) == len(grads):
+            self._grad_steps += torch.zeros_like(self._grad_steps).index_fill_(0, ids, 1.0)
+        if self._dense and complete:
             self._grad_sums += norms.to(self._grad_sums.dtype)
         else:  # ‖W_i‖ over a group's matrices: √(Σ ‖W_ik‖²)
             squares = torch.zeros_like(self._grad_sums).index_add_(
                 0, ids, norms.to(self._grad_sums.dtype).square()
             )
             self._grad_sums += squares.sqrt()
-        self._grad_steps += counted
         self._steps += 1
 
     @contextmanager
@@ -119,9 +121,10 @@ class GradientTelemetry:
         parts: list[torch.Tensor] = []
         if self._steps and self._trained_groups:
             names += [f"grad_norm.{i}" for i in self._trained_groups]
-            means = self._grad_sums / self._grad_steps.clamp(min=1.0)
+            counts = self._all_present * self._full_steps + self._grad_steps
+            means = self._grad_sums / counts.clamp(min=1.0)
             # a group that never got a gradient this epoch reports NaN, dropped below
-            means = torch.where(self._grad_steps > 0, means, torch.nan)
+            means = torch.where(counts > 0, means, torch.nan)
             parts.append(means[self._trained_groups])
         with torch.no_grad():
             names += [f"weight_norm.{i}" for i in range(self._n_groups)]
@@ -136,7 +139,7 @@ class GradientTelemetry:
         values = torch.cat([p.double() for p in parts]).tolist()
         self._grad_sums.zero_()
         self._grad_steps.zero_()
-        self._steps = 0
+        self._steps = self._full_steps = 0
         return {
             name: value
             for name, value in zip(names, values, strict=True)

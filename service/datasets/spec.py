@@ -54,8 +54,9 @@ class DatasetSpec(Strict):
             errors.append(FieldProblem(("shape",), why, self.shape))
         if self.path is not None and builtin and self.name not in IMAGE_DATASETS:
             why = (
-                f"{self.name!r} is built in (generated, not read); a file of your own takes a "
-                "name of your choice with its path"
+                f"{self.name!r} is built in: of the built-in datasets only image datasets "
+                f"{list(IMAGE_DATASETS)} are read from files (a file of your own takes a name "
+                "of your choosing with its path)"
             )
             errors.append(FieldProblem(("path",), why, self.path))
         if self.download and self.name not in IMAGE_DATASETS:
