@@ -308,8 +308,8 @@ def sample_layout(sample_shape: tuple[int, ...]) -> DataLayout:
 @dataclass(frozen=True)
 class TensorData:
     """The splits as tensors on one device, loaded once and reused by every trial. A large
-    file's samples stay in the file instead: `MappedRows`, indexed like a tensor
-    (`trainer.mapped`)."""
+    file's samples stay in the file instead: `FileRows`, indexed like a tensor
+    (`trainer.filedata`)."""
 
     x_train: Rows
     y_train: torch.Tensor

@@ -1,67 +1,88 @@
-"""A split's samples read from a memory-mapped array instead of held as a tensor.
+"""A split's samples read from a file on demand instead of held as a tensor.
 
-`MappedRows` stands where `TensorData` otherwise holds a tensor (`x_train`, `x_val`,
-`x_test`) and answers what the training loop asks of one: `shape`, `device`, and indexing
-by a tensor of row numbers (a mini-batch) or a slice (an evaluation chunk), which gathers
-just those rows from the file's mapping, standardizes them, (x - mean) / std with the
-training split's statistics, as float32 and puts them on the device. So the process holds
-one mini-batch of the file at a time, never a copy of it.
+`FileRows` stands where `TensorData` otherwise holds a tensor (`x_train`, `x_val`, `x_test`)
+and answers what the training loop asks of one: `shape`, `device`, and indexing by a tensor
+of row numbers (a mini-batch) or a slice (an evaluation chunk), which reads just those rows
+from the file, standardizes them, (x - mean) / std with the training split's statistics, as
+float32 and puts them on the device. The process holds one mini-batch at a time, never a
+copy of the file.
 
-The mapping's pages a process has read count in its resident set until released: after
-every `release_bytes` of pages read (a scattered row counts as a page), the mapping is
-advised `MADV_DONTNEED` (Linux, macOS), which drops them from the process (they stay in the
-kernel's page cache, shared and reclaimable, and come back on the next read without disk
-I/O while cached).
+Rows are read with positioned reads (`os.preadv`, one per run of consecutive rows) into the
+batch's own buffer, not through a memory mapping: mapped file pages count in the process's
+resident set, and the kernel maps pages around every faulting one (fault-around, whole large
+folios), so a mini-batch of 1,024 random rows of 1 KB mapped about 900 MB of a 1 GB file
+(measured; `MADV_RANDOM` does not prevent it). Read this way the file's pages stay in the
+kernel's page cache, shared and reclaimable, and the resident set grows by a batch.
 """
 
 from __future__ import annotations
 
-import mmap
-from dataclasses import dataclass, field
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-RELEASE_BYTES = 64 * 2**20
 
+@dataclass(eq=False)
+class FileArray:
+    """A C-order array stored at byte `offset` of an open file (`fd`, owned: closed when
+    this object is collected)."""
 
-@dataclass
-class MappedArray:
-    """An array of a file mapped read-only: `array` is a view of `mapping`, which stays
-    open as long as this object lives."""
+    fd: int
+    path: Path
+    offset: int
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
 
-    mapping: mmap.mmap
-    array: np.ndarray
-    release_bytes: int = RELEASE_BYTES
-    _read: int = field(default=0, repr=False)
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
 
-    def take(self, rows: np.ndarray) -> np.ndarray:
-        """A copy of `array[rows]` (rows: int64 row numbers, any order)."""
-        out: np.ndarray = self.array[rows]
-        # a scattered row brings its whole page in: count pages, not bytes
-        row_bytes = out.nbytes // max(len(rows), 1)
-        self._read += len(rows) * max(row_bytes, mmap.PAGESIZE)
-        if self._read >= self.release_bytes:
-            self.release()
-        return out
+    def _read_into(self, out: np.ndarray, first_row: int) -> None:
+        view = out.data.cast("B")  # out is C-contiguous: rows of the file, in order
+        done, position = 0, self.offset + first_row * self.row_bytes
+        while done < len(view):
+            n = os.preadv(self.fd, [view[done:]], position + done)
+            if n == 0:
+                raise OSError(f"{self.path.name}: unexpected end of file")
+            done += n
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        """`array[start:stop]`, a view of the mapping (read when used)."""
-        out: np.ndarray = self.array[start:stop]
-        self._read += out.nbytes
-        if self._read >= self.release_bytes:
-            self.release()
+        """Rows start..stop-1, read into a new array."""
+        out = np.empty((stop - start, *self.shape[1:]), dtype=self.dtype)
+        self._read_into(out, start)
         return out
 
-    def release(self) -> None:
-        """Drop the pages read so far from this process's resident set."""
-        self._read = 0
-        if hasattr(mmap, "MADV_DONTNEED"):
-            self.mapping.madvise(mmap.MADV_DONTNEED)
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """A new array of the rows `rows` (int64 row numbers, any order), in that order:
+        read sorted, one positioned read per run of consecutive rows."""
+        order = np.argsort(rows, kind="stable")
+        ordered = rows[order]
+        out = np.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
+        if len(rows) == 0:
+            return out
+        breaks = np.flatnonzero(np.diff(ordered) != 1) + 1
+        starts = np.concatenate(([0], breaks))
+        stops = np.concatenate((breaks, [len(rows)]))
+        for a, b in zip(starts.tolist(), stops.tolist(), strict=True):
+            self._read_into(out[a:b], int(ordered[a]))
+        if np.any(order != np.arange(len(rows))):
+            unsorted = np.empty_like(out)
+            unsorted[order] = out
+            return unsorted
+        return out
+
+    def __del__(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
 
 
-class MappedRows:
-    """The rows `rows` of a mapped array (n, *sample_shape), standardized on read and
+class FileRows:
+    """The rows `rows` of a file's array (n, *sample_shape), standardized on read and
     placed on `device`; indexing gives a float32 tensor (len(index), *out_shape).
 
     `mean`, `std`: float32, broadcastable to a sample; `out_shape`: the sample shape
@@ -70,7 +91,7 @@ class MappedRows:
 
     def __init__(
         self,
-        source: MappedArray,
+        source: FileArray,
         rows: np.ndarray,
         mean: np.ndarray,
         std: np.ndarray,
@@ -82,7 +103,7 @@ class MappedRows:
         self.mean = mean.astype(np.float32)
         self.std = std.astype(np.float32)
         self.device = torch.device(device)
-        sample = tuple(int(d) for d in source.array.shape[1:])
+        sample = tuple(int(d) for d in source.shape[1:])
         self.out_shape = sample if out_shape is None else out_shape
         self.shape = torch.Size((len(self.rows), *self.out_shape))
 
@@ -99,11 +120,11 @@ class MappedRows:
         tensor = torch.from_numpy(batch.reshape(len(picked), *self.out_shape))
         return tensor.to(self.device, non_blocking=self.device.type == "cuda")
 
-    def subset(self, positions: np.ndarray) -> MappedRows:
+    def subset(self, positions: np.ndarray) -> FileRows:
         """The rows at `positions` of this split (e.g. a learning curve's fraction)."""
-        return MappedRows(
+        return FileRows(
             self.source, self.rows[positions], self.mean, self.std, self.device, self.out_shape
         )
 
 
-Rows = torch.Tensor | MappedRows
+Rows = torch.Tensor | FileRows

@@ -9,8 +9,8 @@ from pydantic import Field, model_validator
 from service.core.errors import FieldProblem, located
 from service.core.types import Seed, ShortName, Strict
 from trainer.data import DATASET_NAMES, is_image
+from trainer.filedata import SUPPORTED
 from trainer.images import IMAGE_DATASETS
-from trainer.mapped import SUPPORTED
 
 
 class DatasetSpec(Strict):
@@ -29,7 +29,7 @@ class DatasetSpec(Strict):
         None,
         description="image datasets: their folder on the worker (default $HPO_DATA_DIR/name; "
         "relative: under HPO_DATA_DIR); any other name: a dataset file on the workers, read "
-        f"memory-mapped ({SUPPORTED}); inside HPO_DATA_DIR or a folder of HPO_DATA_ROOTS",
+        f"read row by row ({SUPPORTED}); inside HPO_DATA_DIR or a folder of HPO_DATA_ROOTS",
     )
     download: bool = Field(
         False,
@@ -40,7 +40,7 @@ class DatasetSpec(Strict):
     @property
     def is_file(self) -> bool:
         """A dataset file on the workers (`path` with a name of the user's choosing), read
-        memory-mapped by `trainer.mapped`; not looked up among the uploaded datasets."""
+        row by row by `trainer.filedata`; not looked up among the uploaded datasets."""
         return self.path is not None and self.name not in DATASET_NAMES
 
     @model_validator(mode="after")

@@ -18,8 +18,8 @@ from service.core.errors import InvalidInput, TooManyRequests
 from service.core.settings import Settings
 from service.core.states import StudyState
 from service.datasets import service as dataset_service
+from service.datasets.local_files import check_file_dataset
 from service.datasets.locations import DataPlaces
-from service.datasets.mapped import check_file_dataset
 from service.datasets.splits import check_split
 from service.studies.search.space import grid_values
 from service.studies.spec import StudySpec

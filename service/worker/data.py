@@ -1,14 +1,15 @@
 """The worker's dataset cache: a dataset is loaded onto the device once per process and
 reused by every trial (and learning-curve job) that names it. A dataset file of the user's
-(`dataset.path`) is memory-mapped instead: its mapping and labels are what is kept."""
+(`dataset.path`) stays in its file: its open descriptor, labels and statistics are what is
+kept."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from service.datasets.local_files import file_identity, load_file_dataset
 from service.datasets.locations import DataPlaces
-from service.datasets.mapped import file_identity, load_file_dataset
 from service.datasets.spec import DatasetSpec
 from service.datasets.splits import load_uploaded_splits, uploaded_dataset_hash
 from trainer import DataSplits, TensorData, load_dataset
@@ -41,7 +42,7 @@ class DatasetCache:
         what loading raises (unknown dataset, missing file, bad upload).
         """
         folder = self.places.folder(ds)  # resolved: image files are read (or fetched) right there
-        file = self.places.file(ds)  # resolved: a dataset file of the user's, mapped
+        file = self.places.file(ds)  # resolved: a dataset file of the user's, read on demand
         uploaded = uploaded_dataset_hash(self.url, ds)  # None for a built-in dataset
         key = json.dumps(ds.model_dump(), sort_keys=True) + (uploaded or "")
         if file is not None:

@@ -1,6 +1,6 @@
 """Dataset files of the user's on the workers (`dataset.path` with a name that is not built
-in): checked against the data roots, then read memory-mapped by `trainer.mapped` (formats:
-`trainer.mapped.SUPPORTED`), never copied into the database.
+in): checked against the data roots, then read row by row by `trainer.filedata` (formats:
+`trainer.filedata.SUPPORTED`), never copied into the database nor loaded whole.
 
 The service checks the path at submission (422 at `dataset.path` outside the roots) and,
 when the file is visible on the API host too, its headers (format, shape, dtype); workers
@@ -19,7 +19,7 @@ from service.core.errors import InvalidInput
 from service.datasets.locations import DataPlaces
 from service.datasets.spec import DatasetSpec
 from trainer.data import TensorData
-from trainer.mapped import MappedFileError, check_arrays, load_mapped, locate_arrays
+from trainer.filedata import DataFileError, check_arrays, load_file_data, locate_arrays
 
 
 def file_identity(path: Path) -> str:
@@ -39,12 +39,13 @@ def file_identity(path: Path) -> str:
 def load_file_dataset(
     path: Path, ds: DatasetSpec, device: str | torch.device, places: DataPlaces
 ) -> TensorData:
-    """The splits of the dataset file at `path` (resolved and inside the roots), x mapped."""
+    """The splits of the dataset file at `path` (resolved and inside the roots), x read on
+    demand."""
     if ds.shape == "image":
         x, _ = locate_arrays(path, places.check_opened)
         if len(x.shape) != 4:
-            raise MappedFileError(f"dataset.shape: image needs x of n x C x H x W, got {x.shape}")
-    return load_mapped(
+            raise DataFileError(f"dataset.shape: image needs x of n x C x H x W, got {x.shape}")
+    return load_file_data(
         path,
         val_fraction=ds.val_fraction,
         test_fraction=ds.test_fraction,
@@ -66,6 +67,6 @@ def check_file_dataset(places: DataPlaces, ds: DatasetSpec) -> None:
         x, y = locate_arrays(path, places.check_opened)
         check_arrays(x, y)
         if ds.shape == "image" and len(x.shape) != 4:
-            raise MappedFileError(f"dataset.shape: image needs x of n x C x H x W, got {x.shape}")
-    except MappedFileError as e:
+            raise DataFileError(f"dataset.shape: image needs x of n x C x H x W, got {x.shape}")
+    except DataFileError as e:
         raise InvalidInput(str(e), field="dataset.path", value=ds.path) from e
