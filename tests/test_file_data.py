@@ -15,6 +15,7 @@ import torch
 
 from trainer.config import TrainConfig
 from trainer.data import split_and_standardize
+from trainer.data_size import subsample
 from trainer.filedata import DataFileError, load_file_data, locate_arrays
 from trainer.loop import fit
 from trainer.rows import FileRows
@@ -123,3 +124,15 @@ def test_what_cannot_be_mapped_or_trained_on_is_refused(tmp_path: Path) -> None:
         z.writestr("x.npy", np.lib.format.header_data_from_array_1_0(x) and b"\x93NUMPY")
     with pytest.raises(DataFileError):
         locate_arrays(tmp_path / "d.npz")
+
+
+def test_a_learning_curves_subsample_keeps_the_rows_in_the_file(tmp_path: Path) -> None:
+    x, y = arrays(n=300)
+    data = load_file_data(write(tmp_path, "npz", x, y), **SPLIT)
+    half = subsample(data, 0.5, seed=0)
+    assert isinstance(half.x_train, FileRows) and half.x_train.source is data.x_train.source
+    assert len(half.x_train) == len(half.y_train) == round(0.5 * len(data.x_train))
+    # each kept row still carries its own label
+    full = {tuple(r): int(c) for r, c in zip(data.x_train[:].numpy(), data.y_train, strict=True)}
+    for row, label in zip(half.x_train[:].numpy(), half.y_train, strict=True):
+        assert full[tuple(row)] == int(label)
