@@ -178,6 +178,16 @@ def test_groups_count_only_the_steps_that_gave_them_a_gradient() -> None:
     assert values["grad_norm.1"] == pytest.approx(sum(norms["sometimes"]) / 2, rel=1e-6)
 
 
+def test_a_module_without_weight_matrices_has_only_its_dead_units() -> None:
+    model = nn.Sequential(nn.LayerNorm(4), nn.ReLU())  # 1-D parameters only
+    telemetry = GradientTelemetry(model)
+    model(torch.randn(3, 4)).sum().backward()
+    telemetry.after_backward()
+    with telemetry.watching_units():
+        model(torch.randn(3, 4))
+    assert set(telemetry.epoch_values()) == {"dead_fraction.0"}
+
+
 def test_a_shared_activation_at_two_widths_reports_no_dead_fraction() -> None:
     class Shared(nn.Module):
         def __init__(self) -> None:

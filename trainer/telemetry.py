@@ -35,9 +35,7 @@ __all__ = ["RELU_FAMILY", "GradientTelemetry"]
 
 class GradientTelemetry:
     def __init__(self, model: nn.Module) -> None:
-        groups = parameter_groups(model)
-        if not groups:
-            raise ValueError("gradient telemetry: the model owns no weight matrices (ndim >= 2)")
+        groups = parameter_groups(model)  # none (only 1-D parameters): no norms, no error
         self.group_names = [g.name for g in groups]
         self.weights: list[torch.Tensor] = [t for g in groups for t in g.tensors]
         self._weight_group = [i for i, g in enumerate(groups) for _ in g.tensors]
@@ -46,12 +44,15 @@ class GradientTelemetry:
         self._dense = len(trained) == len(groups)
         self._trained_weights = [self.weights[k] for k in trained]
         self._trained_groups = sorted({self._weight_group[k] for k in trained})
-        w0 = self.weights[0]
-        device, dtype = w0.device, w0.dtype
+        first = next(iter(model.parameters()), None)
+        device = first.device if first is not None else torch.device("cpu")
+        dtype = self.weights[0].dtype if self.weights else torch.float32
         self._n_groups = len(groups)
         # group index of each trained tensor, as a device tensor for index_add_
-        self._ids = torch.tensor([self._weight_group[k] for k in trained], device=device)
-        self._all_ids = torch.tensor(self._weight_group, device=device)
+        self._ids = torch.tensor(
+            [self._weight_group[k] for k in trained], device=device, dtype=torch.long
+        )
+        self._all_ids = torch.tensor(self._weight_group, device=device, dtype=torch.long)
         self._grad_sums = torch.zeros(self._n_groups, device=device, dtype=dtype)
         self._grad_steps = torch.zeros(self._n_groups, device=device, dtype=dtype)
         self._all_present = torch.zeros(self._n_groups, device=device, dtype=dtype)
@@ -118,7 +119,7 @@ class GradientTelemetry:
     def epoch_values(self) -> dict[str, float]:
         """This epoch's telemetry (one host sync); resets the gradient accumulators."""
         names: list[str] = []
-        parts: list[torch.Tensor] = []
+        parts: list[torch.Tensor] = [torch.zeros(0, device=self._grad_sums.device)]
         if self._steps and self._trained_groups:
             names += [f"grad_norm.{i}" for i in self._trained_groups]
             counts = self._all_present * self._full_steps + self._grad_steps
@@ -127,10 +128,13 @@ class GradientTelemetry:
             means = torch.where(counts > 0, means, torch.nan)
             parts.append(means[self._trained_groups])
         with torch.no_grad():
-            names += [f"weight_norm.{i}" for i in range(self._n_groups)]
-            norms = torch.stack(torch._foreach_norm(self.weights)).to(self._grad_sums.dtype)
-            squares = torch.zeros_like(self._grad_sums).index_add_(0, self._all_ids, norms.square())
-            parts.append(squares.sqrt())
+            if self.weights:
+                names += [f"weight_norm.{i}" for i in range(self._n_groups)]
+                norms = torch.stack(torch._foreach_norm(self.weights)).to(self._grad_sums.dtype)
+                squares = torch.zeros_like(self._grad_sums).index_add_(
+                    0, self._all_ids, norms.square()
+                )
+                parts.append(squares.sqrt())
             for j in range(len(self._probed)):
                 alive = self._alive[j]
                 if alive is not None and j not in self._mixed:
