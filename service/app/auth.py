@@ -21,6 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 from starlette.datastructures import Headers
 
+from service.access.bootstrap import ensure_bootstrap_token, read_token_file
 from service.access.tokens import Principal, active_token_count, verify_token
 from service.app.deps import GATE_SESSION_KEY, SessionDep
 from service.core.db.engine import get_sessionmaker, session_scope
@@ -56,7 +57,16 @@ def auth_required(settings: Settings) -> bool:
 
 
 def check_at_startup(settings: Settings) -> None:
-    """Logs the auth mode; refuses to serve with auth on and no token to log in with."""
+    """Stores the bootstrap token (`HPO_BOOTSTRAP_TOKEN_FILE`) if one is configured, logs the
+    auth mode; refuses to serve with auth on and no token to log in with, or with a bootstrap
+    file that cannot be read or holds no well-formed token."""
+    if settings.bootstrap_token_file is not None:
+        try:
+            token = read_token_file(settings.bootstrap_token_file)
+        except TokenError as e:
+            raise SystemExit(str(e)) from e
+        with session_scope(settings.database_url) as session:
+            ensure_bootstrap_token(session, token)
     if not auth_required(settings):
         if is_loopback(settings.host):
             log.warning(

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 
 from service import __version__
-from service.app import http_policies
+from service.app import http_policies, openapi
 from service.app.auth import auth_required, authenticate
 from service.app.dashboard import pages as dashboard
 from service.app.router import api_router
@@ -95,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Hyperparameter optimization for neural-network training.",
         # every route, including ones added later
         dependencies=[Depends(authenticate), Depends(refuse_unstorable_text)],
+        generate_unique_id_function=openapi.operation_id,  # `create_study`, not `..._post`
     )
     app.state.settings = settings or get_settings()
     app.state.auth_required = auth_required(app.state.settings)
@@ -105,4 +106,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, request_invalid)
     app.add_exception_handler(OverflowError, out_of_range)
     app.add_exception_handler(DataError, out_of_range)
+    openapi.install(app)  # each route's error answers, derived from what answers them
     return app

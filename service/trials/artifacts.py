@@ -56,6 +56,9 @@ def save_trial_model(
         family=spec.model.family,
         input_shape=input_shape,
         n_classes=data.n_classes,
+        task=data.task,
+        target_mean=data.target_mean,
+        target_std=data.target_std,
         extra={
             "trial_id": trial_id,
             "study": spec.name,
@@ -68,6 +71,7 @@ def save_trial_model(
         "family": spec.model.family,
         "input_shape": list(input_shape),
         "n_classes": data.n_classes,
+        "task": data.task,
         "n_parameters": sum(p.numel() for p in result.model.parameters()),
         "parameter_groups": [g.name for g in parameter_groups(result.model)],
     }

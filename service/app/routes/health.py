@@ -15,7 +15,11 @@ from service.studies.schemas import Health
 router = APIRouter(prefix="/api", tags=["health"])
 
 
-@router.get("/health", response_model=Health)
+@router.get(
+    "/health",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "the database cannot be reached"}},
+)
 def health(settings: SettingsDep) -> Health | JSONResponse:
     try:
         with get_engine(settings.database_url).connect() as conn:
