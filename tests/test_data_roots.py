@@ -5,16 +5,18 @@ opens or creates anything."""
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from sqlalchemy import func, select
 
 from service.core.db.engine import session_scope
-from service.core.db.models import Study
+from service.core.db.models import DatasetBlob, Study
 from service.core.settings import Settings
 from service.datasets.locations import DataPlaceRefused, DataPlaces
 from service.datasets.spec import DatasetSpec
@@ -232,3 +234,146 @@ def test_worker_with_downloads_off_refuses_them_and_downloads_only_into_the_fold
     assert study["status"] == "completed", study
     files = sorted(p.relative_to(tree["root"]) for p in tree["root"].rglob("*") if p.is_file())
     assert files == [Path("new/mnist") / f.name for f in sorted(mirror.iterdir())]
+
+
+# ---- dataset files of the user's (trainer.mapped): same roots, nothing outside opened -------
+
+OPENED: list[str] = []
+_RECORDING: list[bool] = []
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if _RECORDING and event == "open" and isinstance(args[0], str | bytes | os.PathLike):
+        OPENED.append(os.fsdecode(args[0]))
+
+
+sys.addaudithook(_audit)  # every open() and os.open() of this process, while recording
+
+
+def npz_file(path: Path, n: int = 120, compressed: bool = False) -> Path:
+    rng = np.random.default_rng(0)
+    y = np.arange(n) % 2
+    x = (rng.standard_normal((n, 4)) + 3 * y[:, None]).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (np.savez_compressed if compressed else np.savez)(path, x=x, y=y)
+    return path
+
+
+def file_cases(tree: dict[str, Path]) -> tuple[dict[str, str], dict[str, str]]:
+    """(outside, inside) paths of a dataset file; outside/d.npz exists, and root/evil.npz
+    is a symlink to it."""
+    root, outside = tree["root"], tree["outside"]
+    npz_file(outside / "d.npz")
+    npz_file(root / "d.npz")
+    (root / "evil.npz").symlink_to(outside / "d.npz")
+    out = {
+        "absolute outside": f"{outside}/d.npz",
+        "dot-dot out of a root": f"{root}/../outside/d.npz",
+        "relative dot-dot out of the data dir": "../outside/d.npz",
+        "symlinked file inside a root": f"{root}/evil.npz",
+        "under a symlinked folder": f"{root}/link-out/d.npz",
+        "a sibling sharing the root's prefix": f"{root}2/d.npz",
+    }
+    inside = {
+        "under a root": f"{root}/d.npz",
+        "dot-dot that stays inside": f"{root}/x/../d.npz",
+        "through a symlink into a root": f"{tree['alias']}/d.npz",
+        "not on the API host (checked by workers)": f"{root}/later/d.npz",
+    }
+    return out, inside
+
+
+def test_dataset_files_outside_the_roots_are_refused_and_inside_resolved(
+    tree: dict[str, Path],
+) -> None:
+    places = DataPlaces(tree["data"], (tree["root"],))
+    outside, inside = file_cases(tree)
+    for case, path in outside.items():
+        with pytest.raises(DataPlaceRefused, match="HPO_DATA_ROOTS") as refused:
+            places.file(DatasetSpec(name="mine", path=path))
+        assert refused.value.field == "dataset.path", case
+    for case, path in inside.items():
+        resolved = places.file(DatasetSpec(name="mine", path=path))
+        assert resolved is not None and resolved.is_relative_to(tree["root"].resolve()), case
+        assert resolved == resolved.resolve(), case
+    assert places.file(DatasetSpec(name="mnist", path=inside["under a root"])) is None
+    with pytest.raises(ValueError, match="built in"):
+        DatasetSpec(name="moons", path=inside["under a root"])
+
+
+def test_submit_refuses_dataset_files_outside_the_roots_or_unmappable(
+    client: httpx.Client, settings: Settings, tree: dict[str, Path]
+) -> None:
+    outside, inside = file_cases(tree)
+    for case, path in outside.items():
+        name = unique("file-out")
+        response = client.post(
+            "/api/studies", json=tiny_spec(name, dataset={"name": "mine", "path": path})
+        )
+        assert response.status_code == 422, (case, response.text)
+        detail = response.json()["detail"][0]
+        assert detail["loc"] == ["body", "dataset", "path"], (case, detail)
+        assert "HPO_DATA_ROOTS" in detail["msg"], (case, detail)
+        assert study_count(settings.database_url, name) == 0, case
+    compressed = npz_file(tree["root"] / "c.npz", compressed=True)
+    response = client.post(
+        "/api/studies",
+        json=tiny_spec(unique("file-c"), dataset={"name": "mine", "path": str(compressed)}),
+    )
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"][0]
+    assert detail["loc"] == ["body", "dataset", "path"]
+    assert "np.savez_compressed" in detail["msg"]
+    for case, path in inside.items():
+        spec = tiny_spec(unique("file-in"), dataset={"name": "mine", "path": path})
+        response = client.post("/api/studies", json=spec)
+        assert response.status_code == 201, (case, response.text)
+        client.post(f"/api/studies/{response.json()['id']}/stop")
+
+
+def test_worker_trains_from_a_file_under_a_root_and_opens_nothing_outside(
+    client: httpx.Client, settings: Settings, tree: dict[str, Path]
+) -> None:
+    outside, inside = file_cases(tree)
+    folder = tree["root"] / "folder"
+    folder.mkdir()
+    with np.load(tree["root"] / "d.npz") as arrays:  # the folder format: x.npy and y.npy
+        np.save(folder / "x.npy", arrays["x"])
+        np.save(folder / "y.npy", arrays["y"])
+    good = {}
+    for path in (inside["under a root"], str(folder)):
+        spec = tiny_spec(unique("file"), n_trials=1, dataset={"name": "mine", "path": path})
+        created = client.post("/api/studies", json=spec)
+        assert created.status_code == 201, created.text
+        good[path] = created.json()["id"]
+    tampered = [
+        submit_and_tamper(client, settings.database_url, {"name": "mine", "path": path})
+        for path in (outside["symlinked file inside a root"], outside["dot-dot out of a root"])
+    ]
+    with session_scope(settings.database_url) as session:
+        blobs_before = session.scalar(select(func.count()).select_from(DatasetBlob))
+
+    OPENED.clear()
+    _RECORDING.append(True)
+    try:
+        WorkerProcess(settings).run(until_idle=True, install_signals=False)
+    finally:
+        _RECORDING.clear()
+
+    for path, study_id in good.items():
+        study = client.get(f"/api/studies/{study_id}").json()
+        assert study["status"] == "completed", (path, study)
+        trial = client.get(f"/api/studies/{study_id}/trials").json()["items"][0]
+        detail = client.get(f"/api/trials/{trial['trial_id']}").json()
+        assert "grad_norm.0" in detail["curves"] and detail["test_accuracy"] > 0.8, path
+    for study_id in tampered:
+        trials = client.get(f"/api/studies/{study_id}/trials").json()["items"]
+        assert [t["state"] for t in trials] == ["fail"]
+        assert "dataset.path" in trials[0]["error"], trials[0]
+        assert "outside this service's data roots" in trials[0]["error"], trials[0]
+    real_outside = tree["outside"].resolve()
+    opened = [Path(p).resolve() for p in OPENED]
+    assert any(p.is_relative_to(tree["root"].resolve()) for p in opened)  # the hook works
+    assert not [p for p in opened if p.is_relative_to(real_outside)]
+    with session_scope(settings.database_url) as session:  # nothing copied into the database
+        assert session.scalar(select(func.count()).select_from(DatasetBlob)) == blobs_before

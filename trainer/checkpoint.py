@@ -1,6 +1,12 @@
 """Model checkpoints: one `torch.save` file with a trained model's weights and everything
 needed to rebuild the model (config, family, input shape, number of classes).
 
+Any `nn.Module` is saved the same way: its `state_dict` (parameter names -> tensors) plus
+`parameter_groups`, the module paths that gradient telemetry's indices name. Rebuilding a
+shipped family (mlp, cnn) needs only this package; rebuilding a plug-in family needs the
+plug-in installed (its builder is looked up in the `hpo.models` entry points), or its
+builder passed to `rebuild_model`.
+
 The file holds only tensors and plain Python values, so `torch.load(weights_only=True)`
 reads it without unpickling arbitrary objects:
 
@@ -23,9 +29,13 @@ from pathlib import Path
 from typing import IO, Any
 
 import torch
+from torch import nn
 
 from trainer.config import TrainConfig
-from trainer.model import TrainerModel, build_model
+from trainer.families import plugin_builder
+from trainer.loop import ModelBuilder
+from trainer.model import FAMILIES, build_model
+from trainer.modules import parameter_groups
 
 FORMAT = 1
 
@@ -48,6 +58,11 @@ class Checkpoint:
         return output[:, 0] * self.target_std + self.target_mean
 
     @property
+    def parameter_groups(self) -> list[str]:
+        """Module paths of the weight groups, telemetry's `grad_norm.{i}` order."""
+        return [str(name) for name in self.extra.get("parameter_groups", [])]
+
+    @property
     def n_blocks(self) -> int:
         return len({key.split(".")[1] for key in self.state_dict if key.startswith("blocks.")})
 
@@ -58,7 +73,7 @@ class Checkpoint:
 
 
 def checkpoint_bytes(
-    model: TrainerModel,
+    model: nn.Module,
     config: TrainConfig,
     *,
     family: str,
@@ -78,7 +93,10 @@ def checkpoint_bytes(
         "input_shape": [int(d) for d in input_shape],
         "n_classes": int(n_classes),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        "extra": dict(extra or {}),
+        "extra": {
+            "parameter_groups": [g.name for g in parameter_groups(model)],
+            **dict(extra or {}),
+        },
         "task": task,
         "target": {"mean": float(target_mean), "std": float(target_std)},
     }
@@ -110,8 +128,17 @@ def load_checkpoint(source: bytes | str | Path | IO[bytes]) -> Checkpoint:
     )
 
 
-def rebuild_model(ckpt: Checkpoint) -> TrainerModel:
-    """The checkpoint's model with its weights, in evaluation mode."""
-    model = build_model(ckpt.config, ckpt.input_shape, ckpt.n_classes)
+def rebuild_model(ckpt: Checkpoint, builder: ModelBuilder | None = None) -> nn.Module:
+    """The checkpoint's model with its weights, in evaluation mode, on the CPU.
+
+    A plug-in family's model is built by `builder`, else by the builder its plug-in
+    registered (raises `trainer.families.UnknownFamily` when it is not installed here).
+    """
+    if ckpt.family in FAMILIES and builder is None:
+        model: nn.Module = build_model(ckpt.config, ckpt.input_shape, ckpt.n_classes)
+    else:
+        if builder is None:
+            builder = plugin_builder(ckpt.family)
+        model = builder(ckpt.config, ckpt.input_shape, ckpt.n_classes)
     model.load_state_dict(ckpt.state_dict)
     return model.eval()

@@ -24,6 +24,7 @@ from sklearn import datasets as skdata
 from sklearn.model_selection import train_test_split
 
 from trainer.images import IMAGE_DATASETS, load_image_dataset
+from trainer.rows import Rows
 
 FloatArray = NDArray[np.float32]
 IntArray = NDArray[np.int64]
@@ -428,13 +429,15 @@ def sample_layout(sample_shape: tuple[int, ...]) -> DataLayout:
 
 @dataclass(frozen=True)
 class TensorData:
-    """The splits as tensors on one device, loaded once and reused by every trial."""
+    """The splits as tensors on one device, loaded once and reused by every trial. A large
+    file's samples stay in the file instead: `FileRows`, indexed like a tensor
+    (`trainer.filedata`)."""
 
-    x_train: torch.Tensor
+    x_train: Rows
     y_train: torch.Tensor
-    x_val: torch.Tensor
+    x_val: Rows
     y_val: torch.Tensor
-    x_test: torch.Tensor
+    x_test: Rows
     y_test: torch.Tensor
     n_classes: int
     layout: DataLayout = "tabular"

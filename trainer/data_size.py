@@ -21,6 +21,7 @@ from sklearn.model_selection import train_test_split
 from trainer.config import TrainConfig
 from trainer.data import TensorData
 from trainer.loop import EpochCallback, ModelBuilder, fit
+from trainer.rows import FileRows
 
 FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 
@@ -58,7 +59,10 @@ def subsample(data: TensorData, fraction: float, seed: int) -> TensorData:
         stratify = y if counts[counts > 0].min() >= 2 and n_keep < len(y) else None
     keep, _ = train_test_split(idx, train_size=n_keep, random_state=seed, stratify=stratify)
     keep_t = torch.from_numpy(np.sort(keep)).to(data.x_train.device)
-    return replace(data, x_train=data.x_train[keep_t], y_train=data.y_train[keep_t])
+    x = data.x_train
+    # a file's rows stay in the file: keep their row numbers, not a copy
+    x_train = x.subset(np.sort(keep)) if isinstance(x, FileRows) else x[keep_t]
+    return replace(data, x_train=x_train, y_train=data.y_train[keep_t])
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,10 @@ from torch.nn import functional as F
 
 from trainer.config import TrainConfig
 from trainer.data import Task, TensorData
-from trainer.model import TrainerModel, build_model
+from trainer.model import build_model
+from trainer.modules import check_output
 from trainer.optim import build_optimizer, clip_gradients, l1_penalty, weight_params
+from trainer.rows import Rows
 from trainer.schedules import EarlyStopping, EpochSchedule, metric_mode
 from trainer.state import Checkpointer, TrainingState, capture_state, restore_state, resume_problem
 from trainer.telemetry import GradientTelemetry
@@ -72,7 +74,7 @@ class EpochMetrics:
 
 @dataclass
 class FitResult:
-    model: TrainerModel
+    model: nn.Module  # a `TrainerModel` for the shipped families
     curves: dict[str, list[float]] = field(default_factory=dict)
     epochs_run: int = 0
     stopped_by_callback: bool = False
@@ -89,14 +91,15 @@ class FitResult:
 # The callback returns True to stop training (e.g. because the trial was pruned).
 EpochCallback = Callable[[EpochMetrics], bool | None]
 # Called with the freshly built model before the optimizer is made: load weights, freeze.
-PrepareModel = Callable[[TrainerModel], None]
-# A model family's builder: (config, input_shape without the batch dimension, n_classes);
-# n_classes is 1 for regression, whose one output is read as the standardized target.
-ModelBuilder = Callable[[TrainConfig, tuple[int, ...], int], TrainerModel]
+PrepareModel = Callable[[nn.Module], None]
+# A model family's builder: (config, input_shape without the batch dimension, n_classes)
+# -> any module mapping (batch, *input_shape) to (batch, n_classes); n_classes is 1 for
+# regression, whose one output is read as the standardized target.
+ModelBuilder = Callable[[TrainConfig, tuple[int, ...], int], nn.Module]
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+def evaluate(model: nn.Module, x: Rows, y: torch.Tensor) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of `model` on (x, y), in evaluation mode."""
     was_training = model.training
     model.eval()
@@ -114,7 +117,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
 
 @torch.inference_mode()
 def evaluate_regression(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, target_std: float = 1.0
+    model: nn.Module, x: Rows, y: torch.Tensor, target_std: float = 1.0
 ) -> dict[str, float]:
     """Regression metrics of `model` on (x, y), y (n,) standardized targets, in eval mode.
 
@@ -274,16 +277,19 @@ def fit(
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     input_shape = tuple(data.x_train.shape[1:])
+    model: nn.Module
     if model_builder is None:
         model = build_model(config, input_shape, data.n_classes, layout=data.layout)
     else:
         model = model_builder(config, input_shape, data.n_classes)
-        if not isinstance(model, TrainerModel):
+        if not isinstance(model, nn.Module):
             raise TypeError(
-                f"a model family's builder must return a trainer.model.TrainerModel "
-                f"(inputs, blocks, head), got {type(model).__name__}"
+                "a model family's builder must return a torch.nn.Module, "
+                f"got {type(model).__name__}"
             )
     model = model.to(data.x_train.device)
+    if model_builder is not None:
+        check_output(model, data.x_train[:2], data.n_classes)
     if prepare_model is not None:
         prepare_model(model)
     optimizer = build_optimizer(config, model)

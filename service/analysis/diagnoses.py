@@ -63,6 +63,8 @@ def split_facts(session: Session, dataset: DatasetSpec) -> SplitFacts:
     process and spec), an uploaded one is read from its `hpo_datasets` row."""
     if dataset.name in DATASET_NAMES:
         return _builtin_facts(dataset.model_dump_json())
+    if dataset.is_file:  # on the workers' disks: not known here
+        return SplitFacts()
     row = session.execute(
         select(Dataset.n_rows, Dataset.n_classes, Dataset.task).where(Dataset.name == dataset.name)
     ).first()

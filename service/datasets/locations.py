@@ -1,7 +1,9 @@
 """Where dataset files may be read and written: the operator's data roots.
 
 An image dataset is read from a folder on the worker: the spec's `dataset.path`, else
-`<data_dir>/<name>`. That folder is accepted only when, resolved (symlinks and `..`
+`<data_dir>/<name>`; a dataset file of the user's (`dataset.path` with a name that is not
+built in: an uncompressed .npz, or a folder of x.npy and y.npy) from that path. Either is
+accepted only when, resolved (symlinks and `..`
 followed, a relative path taken under the data directory), it lies inside an allowed root:
 the data directory itself and every folder of `HPO_DATA_ROOTS`. The service checks a spec at
 submission against its own settings, and every worker checks it again against its own just
@@ -67,23 +69,7 @@ class DataPlaces:
         """
         if ds.name not in IMAGE_DATASETS:
             return None
-        data_dir = self.data_dir.resolve()
-        try:
-            # resolve() follows every symlink of the part that exists and folds `..`, so the
-            # check sees the folder the files would really come from.
-            given = data_dir / Path(ds.path).expanduser() if ds.path else data_dir / ds.name
-            folder = given.resolve()
-        except (OSError, RuntimeError, ValueError) as e:  # NUL byte, symlink loop, no home
-            raise DataPlaceRefused("dataset.path", f"not a usable folder: {e}", ds.path) from e
-        roots = self.allowed_roots()
-        if not any(folder.is_relative_to(root) for root in roots):
-            shown = [str(r) for r in roots]
-            raise DataPlaceRefused(
-                "dataset.path",
-                f"{ds.path!r} is outside this service's data roots {shown} (symlinks and '..' "
-                f"resolved); put the files under one of them, or {HOW_TO_ADD_ROOTS}",
-                ds.path,
-            )
+        folder = self._inside(ds.path, ds.name)
         if ds.download and not self.allow_downloads:
             raise DataPlaceRefused(
                 "dataset.download",
@@ -92,3 +78,52 @@ class DataPlaces:
                 True,
             )
         return folder
+
+    def file(self, ds: DatasetSpec) -> Path | None:
+        """The resolved path of a dataset file on the workers (`ds.is_file`; None for other
+        datasets): an .npz file or a folder of .npy files. Raises `DataPlaceRefused` (422 at
+        `dataset.path`) if it lies outside every root. Nothing is opened."""
+        if not ds.is_file or ds.path is None:
+            return None
+        return self._inside(ds.path, ds.name)
+
+    def _inside(self, path: str | None, name: str) -> Path:
+        """`path` (else `<data_dir>/<name>`; relative: under the data directory) resolved,
+        if inside a root; raises `DataPlaceRefused` at `dataset.path` otherwise."""
+        data_dir = self.data_dir.resolve()
+        try:
+            # resolve() follows every symlink of the part that exists and folds `..`, so the
+            # check sees the folder the files would really come from.
+            given = data_dir / Path(path).expanduser() if path else data_dir / name
+            resolved = given.resolve()
+        except (OSError, RuntimeError, ValueError) as e:  # NUL byte, symlink loop, no home
+            raise DataPlaceRefused("dataset.path", f"not a usable path: {e}", path) from e
+        if not self.allows(resolved):
+            shown = [str(r) for r in self.allowed_roots()]
+            raise DataPlaceRefused(
+                "dataset.path",
+                f"{path!r} is outside this service's data roots {shown} (symlinks and '..' "
+                f"resolved); put the files under one of them, or {HOW_TO_ADD_ROOTS}",
+                path,
+            )
+        return resolved
+
+    def allows(self, resolved: Path) -> bool:
+        """Whether a resolved path lies inside one of the roots."""
+        return any(resolved.is_relative_to(root) for root in self.allowed_roots())
+
+    def check_opened(self, fd: int, path: Path) -> None:
+        """Vet a file opened for reading before a byte of it is read: on Linux, the file the
+        descriptor really refers to (`/proc/self/fd`) must lie inside a root, so a path
+        swapped for a symlink between the check and the open reads nothing. Raises
+        `DataPlaceRefused` at `dataset.path`."""
+        link = Path(f"/proc/self/fd/{fd}")
+        if not link.exists():
+            return  # no procfs: the resolved path, opened without following a last symlink
+        real = Path(os.readlink(link))
+        if not self.allows(real):
+            raise DataPlaceRefused(
+                "dataset.path",
+                f"{path} turned out to be {real}, outside this service's data roots",
+                str(path),
+            )

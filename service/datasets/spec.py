@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from service.core.errors import FieldProblem, located
 from service.core.types import Seed, ShortName, Strict
 from trainer.data import BUILTIN_REGRESSION, DATASET_NAMES, Task, builtin_task, is_image
+from trainer.filedata import SUPPORTED
 from trainer.images import IMAGE_DATASETS
 
 
@@ -27,7 +28,8 @@ class DatasetSpec(Strict):
     path: str | None = Field(
         None,
         description="image datasets: their folder on the worker (default $HPO_DATA_DIR/name; "
-        "relative: under HPO_DATA_DIR), inside HPO_DATA_DIR or a folder of HPO_DATA_ROOTS",
+        "relative: under HPO_DATA_DIR); any other name: a dataset file on the workers, read "
+        f"read row by row ({SUPPORTED}); inside HPO_DATA_DIR or a folder of HPO_DATA_ROOTS",
     )
     task: Task | None = Field(
         None,
@@ -41,6 +43,12 @@ class DatasetSpec(Strict):
         "network access and HPO_ALLOW_DOWNLOADS)",
     )
 
+    @property
+    def is_file(self) -> bool:
+        """A dataset file on the workers (`path` with a name of the user's choosing), read
+        row by row by `trainer.filedata`; not looked up among the uploaded datasets."""
+        return self.path is not None and self.name not in DATASET_NAMES
+
     @model_validator(mode="after")
     def _check(self) -> DatasetSpec:
         # Other names are uploaded datasets, looked up in the database at submission.
@@ -50,8 +58,12 @@ class DatasetSpec(Strict):
         if builtin and self.shape == "image" and not is_image(self.name, self.shape):
             why = f"{self.name!r} is tabular; only digits can be read as images"
             errors.append(FieldProblem(("shape",), why, self.shape))
-        if self.path is not None and self.name not in IMAGE_DATASETS:
-            why = f"only image datasets {list(IMAGE_DATASETS)} are read from files"
+        if self.path is not None and builtin and self.name not in IMAGE_DATASETS:
+            why = (
+                f"{self.name!r} is built in: of the built-in datasets only image datasets "
+                f"{list(IMAGE_DATASETS)} are read from files (a file of your own takes a name "
+                "of your choosing with its path)"
+            )
             errors.append(FieldProblem(("path",), why, self.path))
         if self.download and self.name not in IMAGE_DATASETS:
             why = f"only image datasets {list(IMAGE_DATASETS)} are fetched"
@@ -61,6 +73,9 @@ class DatasetSpec(Strict):
             errors.append(FieldProblem(("task",), why, self.task))
         if self.task == "regression" and self.name in IMAGE_DATASETS:
             why = f"{self.name!r} holds class labels; image datasets are classification"
+            errors.append(FieldProblem(("task",), why, self.task))
+        if self.task == "regression" and self.is_file:
+            why = "a dataset file on the workers is read with class labels (trainer.filedata)"
             errors.append(FieldProblem(("task",), why, self.task))
         # Only what no dataset could train on; whether the splits of this dataset's rows
         # hold every class is checked where its rows are known (datasets.splits).

@@ -44,7 +44,7 @@ SPLIT_FIELDS: dict[SplitName | None, str] = {
 
 def uploaded_dataset_hash(url: str, ds: DatasetSpec) -> str | None:
     """The content hash the name points at now, or None for a built-in dataset."""
-    return None if ds.name in DATASET_NAMES else resolve(url, ds.name)
+    return None if ds.name in DATASET_NAMES or ds.is_file else resolve(url, ds.name)
 
 
 def load_uploaded_splits(url: str, sha: str, ds: DatasetSpec, data_dir: Path) -> DataSplits:

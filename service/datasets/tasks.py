@@ -23,6 +23,8 @@ def dataset_task(session: Session, ds: DatasetSpec) -> Task:
     """The task a study of `ds` trains for. Raises `InvalidInput` at `dataset.task` when the
     spec asks classification of an upload holding continuous targets (a regression upload
     has no classes), or regression of one whose labels are not numbers."""
+    if ds.is_file:  # a dataset file on the workers: class labels (trainer.filedata)
+        return "classification"
     stored = stored_task(session, ds.name)
     if stored is None:  # built in (an unknown name is refused by the submission's checks)
         return ds.builtin_task or "classification"

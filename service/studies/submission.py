@@ -18,6 +18,7 @@ from service.core.errors import InvalidInput, TooManyRequests
 from service.core.settings import Settings
 from service.core.states import StudyState
 from service.datasets import service as dataset_service
+from service.datasets.local_files import check_file_dataset
 from service.datasets.locations import DataPlaces
 from service.datasets.splits import check_split
 from service.datasets.tasks import dataset_task
@@ -134,7 +135,11 @@ def check_submission(
     client fixes them; `trials.service.check_init_from` checks the trial it starts from."""
     check_caps(spec, settings)
     check_grid_budget(spec)
-    check_dataset(session, spec)
+    places = DataPlaces.of(settings)
+    if spec.dataset.is_file:  # a file on the workers: inside a root, its headers if seen here
+        check_file_dataset(places, spec.dataset)
+    else:
+        check_dataset(session, spec)
     check_objective_task(session, spec)
-    DataPlaces.of(settings).folder(spec.dataset)  # dataset.path inside a data root
+    places.folder(spec.dataset)  # dataset.path inside a data root
     check_quota(session, settings, principal)

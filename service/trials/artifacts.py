@@ -21,6 +21,8 @@ from service.core.states import TrialState
 from service.studies.spec import StudySpec
 from trainer import FitResult, TensorData, TrainConfig
 from trainer.checkpoint import checkpoint_bytes
+from trainer.model import TrainerModel
+from trainer.modules import parameter_groups
 
 MODEL = "model"
 
@@ -65,13 +67,16 @@ def save_trial_model(
             "metrics": metrics,
         },
     )
-    meta = {
+    meta: dict[str, Any] = {
         "family": spec.model.family,
-        "n_blocks": len(result.model.blocks),
         "input_shape": list(input_shape),
         "n_classes": data.n_classes,
         "task": data.task,
+        "n_parameters": sum(p.numel() for p in result.model.parameters()),
+        "parameter_groups": [g.name for g in parameter_groups(result.model)],
     }
+    if isinstance(result.model, TrainerModel):  # the shipped families' blocks (init_from)
+        meta["n_blocks"] = len(result.model.blocks)
     try:
         with session_scope(url) as session:
             session.add(

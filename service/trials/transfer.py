@@ -5,12 +5,20 @@ into each new model (through `fit(prepare_model=...)`), keeps the new, freshly i
 head, and with `freeze` stops the reused blocks from training: their parameters get no
 gradient (so the optimizer never sees them) and their batch-norm layers stay in evaluation
 mode, normalizing with the source's running statistics and never updating them.
+
+A plug-in family's model (any `nn.Module`) has no blocks: it reuses every parameter and
+buffer of the stored model whose name and shape match its own (`trainer.modules.
+transfer_matching`): the same family with more depth keeps the stored layers and
+initializes the new ones; a head for another number of classes is left as initialized.
+`layers` does not apply to it (422 at `init_from.layers`); `freeze` freezes exactly the
+parameters transferred.
 """
 
 from __future__ import annotations
 
 import types
 
+import torch
 from sqlalchemy.orm import Session
 from torch import nn
 
@@ -20,7 +28,8 @@ from service.studies.spec import CategoricalDist, InitFromSpec, IntDist, StudySp
 from service.trials.artifacts import load_trial_model, missing_reason, model_meta
 from trainer.checkpoint import load_checkpoint
 from trainer.loop import PrepareModel
-from trainer.model import TrainerModel
+from trainer.model import FAMILIES, TrainerModel
+from trainer.modules import TransferMismatch, transfer_matching
 from trainer.params import PARAMS
 
 # The parameters whose sum is the number of hidden blocks, per model family.
@@ -48,6 +57,15 @@ def init_from_errors(session: Session, spec: StudySpec) -> list[tuple[str, str]]
                 f"model.family is {spec.model.family}",
             )
         ]
+    if spec.model.family not in FAMILIES:
+        if init.layers is not None:
+            why = (
+                f"{spec.model.family} is a plug-in family: its model reuses every parameter "
+                "whose name and shape match the stored model's; layers counts mlp/cnn blocks "
+                "only (leave it out)"
+            )
+            return [("layers", why)]
+        return []
     n_blocks = int(meta["n_blocks"])
     if n_blocks == 0:
         return [("trial_id", f"trial {init.trial_id}'s model has no hidden blocks to reuse")]
@@ -80,10 +98,14 @@ def prepare_from(url: str, init: InitFromSpec) -> PrepareModel:
         ckpt = load_checkpoint(stored.data)
     except ModelNotAvailable as e:
         raise TransferError(f"init_from: {e}") from e
+    if ckpt.family not in FAMILIES:
+        return _prepare_by_name(ckpt.state_dict, init)
     k = ckpt.n_blocks if init.layers is None else init.layers
     source = init.trial_id
 
-    def prepare(model: TrainerModel) -> None:
+    def prepare(model: nn.Module) -> None:
+        if not isinstance(model, TrainerModel):
+            raise TransferError(f"init_from: trial {source} holds blocks; this model has none")
         if len(model.blocks) < k:
             raise TransferError(
                 f"init_from: this model has {len(model.blocks)} blocks, fewer than the {k} "
@@ -112,6 +134,33 @@ def prepare_from(url: str, init: InitFromSpec) -> PrepareModel:
     return prepare
 
 
+def _prepare_by_name(state: dict[str, torch.Tensor], init: InitFromSpec) -> PrepareModel:
+    """Reuse every stored entry whose name and shape match (a plug-in family's model)."""
+
+    def prepare(model: nn.Module) -> None:
+        try:
+            copied = set(transfer_matching(model, state))
+        except TransferMismatch as e:
+            raise TransferError(f"init_from: trial {init.trial_id}: {e}") from e
+        if not init.freeze:
+            return
+        params = dict(model.named_parameters())
+        if all(name in copied for name in params):
+            raise TransferError(
+                f"init_from.freeze: every parameter of this model comes from trial "
+                f"{init.trial_id}; frozen, nothing would train"
+            )
+        for name, p in params.items():
+            if name in copied:
+                p.requires_grad_(False)
+        for path, m in model.named_modules():
+            own = [f"{path}.{n}" if path else n for n, _ in m.named_parameters(recurse=False)]
+            if own and all(n in copied for n in own):
+                freeze_norm(m)
+
+    return prepare
+
+
 def _stay_in_eval(self: nn.Module, mode: bool = True) -> nn.Module:
     return nn.Module.train(self, False)
 
@@ -121,6 +170,12 @@ def freeze(block: nn.Module) -> None:
     for p in block.parameters():
         p.requires_grad_(False)
     for m in block.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.train = types.MethodType(_stay_in_eval, m)  # type: ignore[method-assign]
-            m.eval()
+        freeze_norm(m)
+
+
+def freeze_norm(m: nn.Module) -> None:
+    """A batch norm stays in evaluation mode (keeps its running statistics); other modules
+    are left alone."""
+    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        m.train = types.MethodType(_stay_in_eval, m)  # type: ignore[method-assign]
+        m.eval()

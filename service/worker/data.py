@@ -1,11 +1,14 @@
 """The worker's dataset cache: a dataset is loaded onto the device once per process and
-reused by every trial (and learning-curve job) that names it."""
+reused by every trial (and learning-curve job) that names it. A dataset file of the user's
+(`dataset.path`) stays in its file: its open descriptor, labels and statistics are what is
+kept."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from service.datasets.local_files import file_identity, load_file_dataset
 from service.datasets.locations import DataPlaces
 from service.datasets.spec import DatasetSpec
 from service.datasets.splits import load_uploaded_splits, uploaded_dataset_hash
@@ -39,12 +42,19 @@ class DatasetCache:
         what loading raises (unknown dataset, missing file, bad upload).
         """
         folder = self.places.folder(ds)  # resolved: image files are read (or fetched) right there
+        file = self.places.file(ds)  # resolved: a dataset file of the user's, read on demand
         uploaded = uploaded_dataset_hash(self.url, ds)  # None for a built-in dataset
         key = json.dumps(ds.model_dump(), sort_keys=True) + (uploaded or "")
+        if file is not None:
+            key += file_identity(file)  # a file changed in place is read again
         if key not in self._data:
             if len(self._data) >= self.size:
                 self._data.pop(next(iter(self._data)))
-            self._data[key] = TensorData.from_splits(self._load(ds, uploaded, folder), self.device)
+            if file is not None:
+                self._data[key] = load_file_dataset(file, ds, self.device, self.places)
+            else:
+                splits = self._load(ds, uploaded, folder)
+                self._data[key] = TensorData.from_splits(splits, self.device)
         return self._data[key]
 
     def _load(self, ds: DatasetSpec, uploaded: str | None, folder: Path | None) -> DataSplits:

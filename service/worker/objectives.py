@@ -23,6 +23,7 @@ from torch import nn
 
 from service.studies.spec import StudySpec
 from trainer import FitResult, TensorData, TrainConfig
+from trainer.rows import Rows
 
 WARMUP_PASSES = 3
 TIMED_PASSES = 10
@@ -47,7 +48,7 @@ def _synchronize(device: torch.device) -> Callable[[], None]:
 
 def inference_ms(
     model: nn.Module,
-    x: torch.Tensor,
+    x: Rows,
     batch_size: int,
     *,
     warmup: int = WARMUP_PASSES,

@@ -27,7 +27,8 @@ def get_trial(trial_id: TrialIdDep, session: SessionDep) -> TrialDetail:
         200: {
             "content": {"application/octet-stream": {}},
             "description": "a torch.save file: weights + config, input shape, n_classes, "
-            "family; read it with trainer.checkpoint.load_checkpoint",
+            "family, parameter groups; read it with trainer.checkpoint.load_checkpoint and "
+            "rebuild it with rebuild_model (a plug-in family needs its plug-in installed)",
         },
         404: {"description": "no such trial, or it has no saved model (the reason says why)"},
     },
@@ -41,6 +42,7 @@ def get_model(trial_id: TrialIdDep, session: SessionDep) -> Response:
         headers={
             "Content-Disposition": f'attachment; filename="{model.filename}"',
             "X-Content-SHA256": model.sha256,
+            "X-Model-Family": str(model.meta.get("family", "")),
         },
     )
 
