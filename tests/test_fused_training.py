@@ -14,12 +14,20 @@ rtol 1e-4 / atol 1e-5 on losses and weights; accuracies are counts over the spli
 rounding difference could flip one borderline prediction: they are compared at one
 example's worth. A genuine mistake (a member stepped with another member's lr, a shared
 dropout mask, a mixed-up batch) moves values by 1e-2 or more.
+
+Some configurations are chaotic: rounding noise grows by orders of magnitude per step, so no
+two float32 computations in different order agree after an epoch (measured: batch norm
+AFTER a ReLU on 3-channel convolutions with nearly dead channels, lr 0.01-0.02 — a 1e-7
+perturbation of the initial weights changes epoch 2's train loss from 1.95 to 1.73 in
+plain sequential `fit`; Adam at lr 1e-2 on batch norm amplifies it too). The cases below
+avoid them: their fused and sequential curves agree to ~1e-7 relative.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -31,6 +39,15 @@ from trainer.loop import DivergedError, EpochMetrics, FitResult, fit
 from trainer.params import LR_SCHEDULES, OPTIMIZERS
 
 RTOL, ATOL = 1e-4, 1e-5
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread: tiny ops on a shared 2-core machine spin otherwise."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +141,7 @@ def _check(configs: list[TrainConfig], data: TensorData) -> list[FitResult | Bas
 # ride along so each appears with several optimizers.
 OPTIMIZER_CASES: dict[str, dict[str, list[object]]] = {
     "sgd": {"lr": [0.05, 0.1], "weight_decay": [0.0, 0.01]},
-    "momentum": {"lr": [0.01, 0.03, 0.05], "momentum": [0.5, 0.9, 0.8], "l1": [1e-3, 0.0, 1e-4]},
+    "momentum": {"lr": [0.01, 0.03, 0.05], "momentum": [0.5, 0.9, 0.8], "l1": [1e-3, 0.0, 1e-2]},
     "nesterov": {"momentum": [0.9, 0.7], "weight_decay": [1e-3, 0.0]},
     "adam": {"lr": [1e-2, 3e-3], "beta1": [0.9, 0.8], "beta2": [0.999, 0.99], "eps": [1e-8, 1e-6]},
     "adamw": {"weight_decay": [0.01, 0.1, 0.0, 0.05]},
@@ -161,7 +178,7 @@ SCHEDULE_CASES: dict[str, dict[str, list[object]]] = {
 def test_every_schedule(tabular: TensorData, schedule: str) -> None:
     base = _mlp(optimizer="momentum", lr=0.05, lr_schedule=schedule, max_epochs=4)
     fused = _check(_members(base, **SCHEDULE_CASES[schedule]), tabular)
-    if schedule != "none":  # the schedules did act, differently per member
+    if schedule not in ("none", "reduce_on_plateau"):  # the schedules did act
         lrs = [r.curves["lr"] for r in fused if isinstance(r, FitResult)]
         assert any(lr[-1] != lr[0] for lr in lrs)
 
@@ -189,10 +206,17 @@ CNN_CASES: dict[str, tuple[dict[str, object], dict[str, list[object]]]] = {
     "sgd-dropout-maxpool": ({"optimizer": "sgd", "lr": 0.05}, {"dropout": [0.2, 0.4]}),
     "adam-bn-before-avgpool": (
         {"optimizer": "adam", "batch_norm": "before", "pooling": "avg"},
-        {"lr": [1e-2, 3e-3, 1e-3]},
+        {"lr": [1e-3, 2e-3, 5e-4]},
     ),
     "adamw-bn-after-shift-l1": (
-        {"optimizer": "adamw", "batch_norm": "after", "augment": "shift", "l1": 1e-4},
+        {
+            "optimizer": "adamw",
+            "batch_norm": "after",
+            "augment": "shift",
+            "l1": 1e-4,
+            "conv_channels": 6,
+            "lr": 1e-3,
+        },
         {"weight_decay": [0.01, 0.1], "l1": [1e-4, 1e-3]},
     ),
     "rmsprop-noise-rotate-clip": (
@@ -231,7 +255,7 @@ def test_cnn(images: TensorData, case: str) -> None:
 def test_early_stopping_same_best_epoch(tabular: TensorData) -> None:
     base = _mlp(optimizer="adam", lr=0.05, max_epochs=8, early_stopping_patience=1)
     configs = _members(
-        base, early_stopping_patience=[1, 2, 3], early_stopping_min_delta=[0.05, 0.01, 0.0]
+        base, early_stopping_patience=[1, 2, 0], early_stopping_min_delta=[0.05, 0.01, 0.0]
     )
     fused = _check(configs, tabular)
     stopped = [r for r in fused if isinstance(r, FitResult) and r.stopped_early]
@@ -302,7 +326,6 @@ def test_structure_key() -> None:
         {"lr_schedule": "step"},
         {"grad_clip": "norm"},
         {"family": "cnn"},
-        {"early_stopping_patience": 3},
     ):
         assert structure_key(dataclasses.replace(a, **change)) != structure_key(a), change
     with pytest.raises(ValueError, match="hidden_units"):

@@ -68,8 +68,9 @@ FusedEpochCallback = Callable[[int, EpochMetrics], bool | None]
 
 # TrainConfig fields that may differ between the members of one pack: continuous values that
 # enter the computation as numbers (per-group optimizer values, per-member masks and
-# scales, per-member schedules and stopping rules), never as shapes or ops. Whether dropout,
-# input noise, L1 and early stopping are on at all is part of the key (a zero adds no op).
+# scales, per-member schedules and stopping rules), never as shapes or ops. Whether dropout
+# and input noise are on at all is part of the key (p = 0 builds no Dropout module); L1 and
+# early stopping may be on for some members only (λ = 0 adds exactly 0 to a gradient).
 PER_MEMBER_FIELDS = frozenset(
     {
         "lr",
@@ -105,7 +106,7 @@ def structure_key(config: TrainConfig) -> tuple[Hashable, ...]:
     """Everything that changes tensor shapes or the op graph (family, layer counts and widths,
     activation and its shape parameters, batch norm, pooling, kernel size, batch size,
     optimizer type, weight-decay mode, schedule type, clipping mode, augmentation, init
-    scheme, telemetry, and whether dropout, input noise, L1 and early stopping are on):
+    scheme, telemetry, and whether dropout and input noise are on):
     configs with equal keys can be fused by `fit_fused`.
 
     The key is a tuple of (field, value) pairs plus the on/off flags, so it is hashable,
@@ -119,8 +120,6 @@ def structure_key(config: TrainConfig) -> tuple[Hashable, ...]:
     flags = (
         ("dropout_on", config.dropout > 0),
         ("input_noise_on", config.input_noise > 0),
-        ("l1_on", config.l1 > 0),
-        ("early_stopping_on", config.early_stopping_patience > 0),
     )
     return fields + flags
 
@@ -526,7 +525,7 @@ def _train(
     n = data.x_train.shape[0]
     config0 = members[0].config
     batch_size = config0.batch_size
-    use_l1 = config0.l1 > 0
+    use_l1 = any(m.config.l1 > 0 for m in members)
 
     active = []
     for m in members:
