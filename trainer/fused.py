@@ -479,6 +479,22 @@ def fit_fused(
     return [r if r is not None else RuntimeError("fused training lost a member") for r in results]
 
 
+def _merge_equal_groups(optimizer: torch.optim.Optimizer) -> None:
+    """Fold groups whose options are all equal (weights and others when there is no weight
+    decay) into one: the update is per element either way, and each group costs a kernel
+    launch and Python bookkeeping per step. The optimizer has no state yet."""
+    merged: list[dict[str, object]] = []
+    for group in optimizer.param_groups:
+        options = {k: v for k, v in group.items() if k != "params"}
+        for kept in merged:
+            if {k: v for k, v in kept.items() if k != "params"} == options:
+                kept["params"] = [*kept["params"], *group["params"]]  # type: ignore[misc]
+                break
+        else:
+            merged.append(group)
+    optimizer.param_groups = merged
+
+
 def _shared_optimizer(members: Sequence[_Member]) -> torch.optim.Optimizer:
     """One optimizer with each member's two groups (weights, others) and options, built by
     `build_optimizer` per member and merged; each member gets a stand-in optimizer over its
@@ -488,6 +504,7 @@ def _shared_optimizer(members: Sequence[_Member]) -> torch.optim.Optimizer:
     for m in members:
         own = build_optimizer(m.config, m.model)
         hooks.extend(own._optimizer_step_pre_hooks.values())
+        _merge_equal_groups(own)
         if shared is None:
             shared = own
             m.groups = list(own.param_groups)
