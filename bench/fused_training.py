@@ -72,6 +72,27 @@ def _timed(run: Callable[[], object], device: str, clock: Callable[[], float]) -
     return clock() - start
 
 
+def _measure(
+    configs: list[TrainConfig],
+    data: TensorData,
+    device: str,
+    clock: Callable[[], float],
+    repeats: int,
+) -> tuple[float, float]:
+    """Median seconds of (K sequential fits, one fused fit), interleaved."""
+    seq: list[float] = []
+    fused: list[float] = []
+
+    def sequential() -> None:
+        for c in configs:
+            fit(c, data)
+
+    for _ in range(repeats):
+        seq.append(_timed(sequential, device, clock))
+        fused.append(_timed(lambda: fit_fused(configs, data), device, clock))
+    return statistics.median(seq), statistics.median(fused)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ks", default="1,4,16,64")
@@ -99,19 +120,10 @@ def main() -> None:
             fit(base, data)  # warm-up: first-call allocations and kernel selection
             fit_fused(_members(base, 2), data)
             for k in ks:
-                configs = _members(base, k)
-                seq: list[float] = []
-                fused: list[float] = []
-                for _ in range(args.repeats):
-
-                    def sequential(configs: list[TrainConfig] = configs) -> None:
-                        for c in configs:
-                            fit(c, data)
-
-                    seq.append(_timed(sequential, device, clock))
-                    fused.append(_timed(lambda c=configs: fit_fused(c, data), device, clock))
-                s, f = statistics.median(seq), statistics.median(fused)
-                print(f"{family:6} {device:6} {k:>4} {s:>13.3f} {f:>9.3f} {s / f:>6.2f}x", flush=True)
+                s, f = _measure(_members(base, k), data, device, clock, args.repeats)
+                print(
+                    f"{family:6} {device:6} {k:>4} {s:>13.3f} {f:>9.3f} {s / f:>6.2f}x", flush=True
+                )
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from trainer.config import TrainConfig
 from trainer.data import TensorData, load_dataset
 from trainer.fused import fit_fused, structure_key
 from trainer.loop import DivergedError, EpochMetrics, FitResult, fit
+from trainer.model import TrainerModel, build_model
 from trainer.params import LR_SCHEDULES, OPTIMIZERS
 
 RTOL, ATOL = 1e-4, 1e-5
@@ -103,7 +104,9 @@ def _close(a: float, b: float, *, tol: float | None = None) -> bool:
     return math.isclose(a, b, rel_tol=RTOL, abs_tol=ATOL)
 
 
-def _assert_equivalent(fused: FitResult | BaseException, alone: FitResult, data: TensorData) -> None:
+def _assert_equivalent(
+    fused: FitResult | BaseException, alone: FitResult, data: TensorData
+) -> None:
     assert isinstance(fused, FitResult), fused
     assert fused.epochs_run == alone.epochs_run
     assert fused.best_epoch == alone.best_epoch
@@ -273,9 +276,9 @@ def test_on_epoch_stops_one_member(tabular: TensorData) -> None:
 
     fused = fit_fused(configs, tabular, on_epoch)
     assert [r.epochs_run for r in fused if isinstance(r, FitResult)] == [4, 2, 4]
-    assert sorted(seen) == sorted([(0, e) for e in range(1, 5)] + [(1, 1), (1, 2)] + [
-        (2, e) for e in range(1, 5)
-    ])
+    assert sorted(seen) == sorted(
+        [(0, e) for e in range(1, 5)] + [(1, 1), (1, 2)] + [(2, e) for e in range(1, 5)]
+    )
     stopped = fused[1]
     assert isinstance(stopped, FitResult) and stopped.stopped_by_callback
     alone = fit(configs[1], tabular, lambda m: m.epoch == 2)
@@ -329,5 +332,39 @@ def test_structure_key() -> None:
     ):
         assert structure_key(dataclasses.replace(a, **change)) != structure_key(a), change
     with pytest.raises(ValueError, match="hidden_units"):
-        fit_fused([a, dataclasses.replace(a, hidden_units=5)], TensorData.from_splits(
-            load_dataset("moons", n_samples=50, seed=0), "cpu"))
+        fit_fused(
+            [a, dataclasses.replace(a, hidden_units=5)],
+            TensorData.from_splits(load_dataset("moons", n_samples=50, seed=0), "cpu"),
+        )
+
+
+def test_prepare_models_freeze_and_load(tabular: TensorData) -> None:
+    """init_from's path: each member loads weights and freezes its first block."""
+    donor = fit(_mlp(max_epochs=1, seed=99), tabular).model.state_dict()
+
+    def prepare(model: TrainerModel) -> None:
+        model.load_state_dict(donor)
+        for p in model.blocks[0].parameters():
+            p.requires_grad_(False)
+
+    configs = _members(_mlp(optimizer="adam"), lr=[0.01, 0.03])
+    fused = fit_fused(configs, tabular, prepare_models=[prepare, prepare])
+    for config, result in zip(configs, fused, strict=True):
+        _assert_equivalent(result, fit(config, tabular, prepare_model=prepare), tabular)
+        assert isinstance(result, FitResult)
+        assert "grad_norm.0" not in result.curves  # frozen: no gradient telemetry
+        assert torch.equal(
+            result.model.state_dict()["blocks.0.1.weight"], donor["blocks.0.1.weight"]
+        )
+
+
+def test_model_builder_trains_sequentially(tabular: TensorData) -> None:
+    def builder(config: TrainConfig, shape: tuple[int, ...], n: int) -> TrainerModel:
+        return build_model(config, shape, n)
+
+    configs = _members(_mlp(max_epochs=2), lr=[0.01, 0.02])
+    fused = fit_fused(configs, tabular, model_builder=builder)
+    for config, result in zip(configs, fused, strict=True):
+        alone = fit(config, tabular, model_builder=builder)
+        assert isinstance(result, FitResult)
+        assert result.curves["val_loss"] == alone.curves["val_loss"]

@@ -5,6 +5,7 @@ No HTTP, no database, no Optuna: usable from a notebook on its own.
 
 from trainer.config import TrainConfig
 from trainer.data import DataSplits, TensorData, load_dataset
+from trainer.fused import fit_fused, structure_key
 from trainer.loop import DivergedError, EpochMetrics, FitResult, evaluate, fit
 
 __all__ = [
@@ -16,5 +17,7 @@ __all__ = [
     "TrainConfig",
     "evaluate",
     "fit",
+    "fit_fused",
     "load_dataset",
+    "structure_key",
 ]

@@ -40,6 +40,7 @@ import math
 import time
 from collections.abc import Callable, Hashable, Sequence
 from contextlib import nullcontext
+from typing import Any
 
 import torch
 from torch import nn
@@ -112,6 +113,10 @@ def structure_key(config: TrainConfig) -> tuple[Hashable, ...]:
     The key is a tuple of (field, value) pairs plus the on/off flags, so it is hashable,
     comparable and readable in logs.
     """
+    return _key_items(config)
+
+
+def _key_items(config: TrainConfig) -> tuple[tuple[str, Hashable], ...]:
     fields = tuple(
         (f.name, getattr(config, f.name))
         for f in dataclasses.fields(config)
@@ -133,7 +138,7 @@ class _PerMemberOptimizer(torch.optim.SGD):
         super().__init__([torch.zeros(1, requires_grad=True)], lr=1.0)
         self.param_groups = groups
         # LRScheduler warns when the scheduler steps before the optimizer ever did.
-        self._opt_called = True  # type: ignore[attr-defined]
+        self._opt_called = True
 
 
 class _Member:
@@ -222,7 +227,9 @@ class _FusedForward:
             return torch.bmm(x, w.transpose(1, 2))
         return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
 
-    def _input(self, module: nn.Module, x: torch.Tensor, members: Sequence[_Member]) -> torch.Tensor:
+    def _input(
+        self, module: nn.Module, x: torch.Tensor, members: Sequence[_Member]
+    ) -> torch.Tensor:
         if isinstance(module, GaussianNoise):
             noise = [
                 m.config.input_noise
@@ -251,7 +258,7 @@ class _FusedForward:
         if isinstance(module, nn.Unflatten):
             if channel_major:
                 x, channel_major = _batch_first(x, k), False
-            return x.unflatten(2, module.unflattened_size), False
+            return x.reshape(*x.shape[:2], *module.unflattened_size), False
         if isinstance(module, nn.Linear):
             if channel_major:
                 x, channel_major = _batch_first(x, k), False
@@ -268,7 +275,7 @@ class _FusedForward:
                 w.reshape(-1, *w.shape[2:]),
                 None if b is None else b.reshape(-1),
                 module.stride,
-                module.padding,  # type: ignore[arg-type]
+                module.padding,
                 module.dilation,
                 module.groups * k,
             )
@@ -394,12 +401,9 @@ def _build_member(
 
 
 def _check_pack(configs: Sequence[TrainConfig]) -> None:
-    keys = {structure_key(c) for c in configs}
-    if len(keys) > 1:
-        first = dict(structure_key(configs[0]))
-        differ = sorted(
-            {n for c in configs[1:] for n, v in structure_key(c) if first.get(n) != v}
-        )
+    keys = [dict(_key_items(c)) for c in configs]
+    differ = sorted({n for key in keys[1:] for n, v in key.items() if keys[0].get(n) != v})
+    if differ:
         raise ValueError(f"configs of one pack must share a structure_key; they differ in {differ}")
 
 
@@ -471,8 +475,13 @@ def fit_fused(
             members.append(_build_member(i, config, data, prepares[i]))
         except Exception as e:
             results[i] = e
-    if members and len({tuple(n for n, p in m.model.named_parameters() if p.requires_grad)
-                        for m in members}) > 1:
+    if (
+        members
+        and len(
+            {tuple(n for n, p in m.model.named_parameters() if p.requires_grad) for m in members}
+        )
+        > 1
+    ):
         return _sequential(configs, data, on_epoch, prepares, None)
     if members:
         _train(members, data, on_epoch, results)
@@ -500,7 +509,7 @@ def _shared_optimizer(members: Sequence[_Member]) -> torch.optim.Optimizer:
     `build_optimizer` per member and merged; each member gets a stand-in optimizer over its
     own groups for its schedule."""
     shared: torch.optim.Optimizer | None = None
-    hooks = []
+    hooks: list[Any] = []
     for m in members:
         own = build_optimizer(m.config, m.model)
         hooks.extend(own._optimizer_step_pre_hooks.values())
@@ -533,7 +542,8 @@ def _train(
     buffer_names = [n for n, _ in template.named_buffers()]
     weight_names = [forward.names[id(layer.weight)] for layer in weight_layers(template)]
     trained_weights = [
-        n for n, layer in zip(weight_names, weight_layers(template), strict=True)
+        n
+        for n, layer in zip(weight_names, weight_layers(template), strict=True)
         if isinstance(layer.weight, torch.Tensor) and layer.weight.requires_grad
     ]
     l1_names = [n for n, p in template.named_parameters() if p.requires_grad and p.ndim >= 2]
@@ -557,8 +567,17 @@ def _train(
         lrs = [float(m.groups[0]["lr"]) for m in active]  # type: ignore[arg-type]
         try:
             batch_losses, grad_norms = _train_epoch(
-                active, data, forward, optimizer, names, buffer_names, trained_weights,
-                l1_names if use_l1 else [], n, batch_size, device,
+                active,
+                data,
+                forward,
+                optimizer,
+                names,
+                buffer_names,
+                trained_weights,
+                l1_names if use_l1 else [],
+                n,
+                batch_size,
+                device,
             )
         except Exception as e:  # the shared computation failed: every member still training
             for m in active:
@@ -569,8 +588,17 @@ def _train(
         for slot, (m, lr) in enumerate(zip(active, lrs, strict=True)):
             eval_started = time.perf_counter()
             try:
-                done = _finish_epoch(m, epoch, float(batch_losses[slot]), lr, data, on_epoch,
-                                     grad_norms[slot], eval_started, share)
+                done = _finish_epoch(
+                    m,
+                    epoch,
+                    float(batch_losses[slot]),
+                    lr,
+                    data,
+                    on_epoch,
+                    grad_norms[slot],
+                    eval_started,
+                    share,
+                )
             except Exception as e:
                 results[m.index] = e
                 continue
@@ -620,9 +648,11 @@ def _train_epoch(
         buffers = {name: torch.stack([b[name] for b in bufs]) for name in buffer_names}
         logits = forward(x, active, weights, buffers)
         b = logits.shape[1]
-        loss = F.cross_entropy(
-            logits.reshape(k * b, -1), y.reshape(k * b), reduction="none"
-        ).view(k, b).mean(dim=1)
+        loss = (
+            F.cross_entropy(logits.reshape(k * b, -1), y.reshape(k * b), reduction="none")
+            .view(k, b)
+            .mean(dim=1)
+        )
         if l1 is not None:
             penalty = torch.stack(
                 [weights[name].abs().flatten(1).sum(dim=1) for name in l1_names]
