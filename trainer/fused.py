@@ -600,9 +600,11 @@ def _train(
                     share,
                 )
             except Exception as e:
+                _own_storage(m)
                 results[m.index] = e
                 continue
             if done:
+                _own_storage(m)
                 _finalize(m)
                 results[m.index] = m.result
             else:
@@ -631,8 +633,12 @@ def _train_epoch(
     perms = torch.stack(
         [torch.randperm(n, generator=m.generator, device="cpu") for m in active]
     ).to(device)
-    params = [dict(m.model.named_parameters()) for m in active]
-    bufs = [dict(m.model.named_buffers()) for m in active]
+    weights, buffers = _stack_members(active, names, buffer_names)
+    member_params = {
+        name: [dict(m.model.named_parameters())[name] for m in active]
+        for name, w in weights.items()
+        if w.requires_grad
+    }
     l1 = torch.tensor([m.config.l1 for m in active], device=device) if l1_names else None
     clip_mode = active[0].config.grad_clip
     norms_sum = torch.zeros(k, len(trained_weights), device=device)
@@ -642,10 +648,6 @@ def _train_epoch(
         idx = perms[:, start : start + batch_size]  # (K, B)
         x = data.x_train[idx]
         y = data.y_train[idx]
-        weights = {name: torch.stack([p[name] for p in params]) for name in names}
-        for w in (weights[t] for t in trained_weights):
-            w.retain_grad()
-        buffers = {name: torch.stack([b[name] for b in bufs]) for name in buffer_names}
         logits = forward(x, active, weights, buffers)
         b = logits.shape[1]
         loss = (
@@ -659,11 +661,14 @@ def _train_epoch(
             ).sum(dim=0)
             loss = loss + l1 * penalty  # cost + λ·Σ|W| per member
         optimizer.zero_grad(set_to_none=True)
+        for w in weights.values():
+            w.grad = None
         loss.sum().backward()  # type: ignore[no-untyped-call]
-        if buffer_names:
-            with torch.no_grad():
-                for name in buffer_names:
-                    torch._foreach_copy_([bb[name] for bb in bufs], list(buffers[name].unbind(0)))
+        for name, ps in member_params.items():
+            grad = weights[name].grad
+            if grad is not None:
+                for i, p in enumerate(ps):
+                    p.grad = grad[i]  # a view: the member's gradient, no copy
         if trained_weights:
             grads = [weights[t].grad for t in trained_weights]
             if all(g is not None for g in grads):
@@ -679,6 +684,39 @@ def _train_epoch(
         n_batches += 1
     values = (losses / max(n_batches, 1)).tolist()
     return [float(v) for v in values], norms_sum / max(n_batches, 1)
+
+
+def _stack_members(
+    active: Sequence[_Member], names: list[str], buffer_names: list[str]
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Stack the active members' parameters and buffers along a leading K axis, then point
+    each member's tensors (`.data`) at its slice: the optimizer's in-place updates of a
+    member's parameters, and batch norm's of its running statistics, land in the stacks
+    the fused forward reads, and the member's model always holds its current values.
+    Returns (leaf parameter stacks, buffer stacks) by name."""
+    params = [dict(m.model.named_parameters()) for m in active]
+    bufs = [dict(m.model.named_buffers()) for m in active]
+    weights: dict[str, torch.Tensor] = {}
+    for name in names:
+        members = [p[name] for p in params]
+        stacked = torch.stack([p.detach() for p in members])
+        for i, p in enumerate(members):
+            p.data = stacked[i]
+        weights[name] = stacked.requires_grad_(members[0].requires_grad)
+    buffers: dict[str, torch.Tensor] = {}
+    for name in buffer_names:
+        members = [b[name] for b in bufs]
+        stacked = torch.stack(members)
+        for i, b in enumerate(members):
+            b.data = stacked[i]
+        buffers[name] = stacked
+    return weights, buffers
+
+
+def _own_storage(m: _Member) -> None:
+    """Give a member that leaves the pack tensors of its own (not slices of the stacks)."""
+    for t in [*m.model.parameters(), *m.model.buffers()]:
+        t.data = t.data.clone()
 
 
 def _finish_epoch(
