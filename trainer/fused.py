@@ -705,9 +705,9 @@ def _stack_members(
         weights[name] = stacked.requires_grad_(members[0].requires_grad)
     buffers: dict[str, torch.Tensor] = {}
     for name in buffer_names:
-        members = [b[name] for b in bufs]
-        stacked = torch.stack(members)
-        for i, b in enumerate(members):
+        tensors = [b[name] for b in bufs]
+        stacked = torch.stack(tensors)
+        for i, b in enumerate(tensors):
             b.data = stacked[i]
         buffers[name] = stacked
     return weights, buffers
