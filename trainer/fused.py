@@ -483,9 +483,45 @@ def fit_fused(
         > 1
     ):
         return _sequential(configs, data, on_epoch, prepares, None)
+    if members and not _supported(members[0].model):
+        return _sequential(configs, data, on_epoch, prepares, None)
     if members:
-        _train(members, data, on_epoch, results)
+        try:
+            _train(members, data, on_epoch, results)
+        except Exception as e:  # setting the pack up failed: every member that has no result
+            results = [e if r is None else r for r in results]
     return [r if r is not None else RuntimeError("fused training lost a member") for r in results]
+
+
+_SUPPORTED = (
+    nn.Sequential,
+    nn.ModuleList,
+    nn.Flatten,
+    nn.Unflatten,
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.Dropout,
+    nn.ReLU,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    GaussianNoise,
+    RandomShiftRotate,
+    TrainerModel,
+)
+
+
+def _supported(model: TrainerModel) -> bool:
+    """Whether the fused forward knows every module of `model` (else: sequential `fit`)."""
+    return all(type(m) in _SUPPORTED or isinstance(m, BatchNorm1d) for m in model.modules())
 
 
 def _merge_equal_groups(optimizer: torch.optim.Optimizer) -> None:
