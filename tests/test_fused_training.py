@@ -38,6 +38,7 @@ from trainer.fused import fit_fused, structure_key
 from trainer.loop import DivergedError, EpochMetrics, FitResult, fit
 from trainer.model import TrainerModel, build_model
 from trainer.params import LR_SCHEDULES, OPTIMIZERS
+from trainer.state import Checkpointer, TrainingState, load_state, state_bytes
 
 RTOL, ATOL = 1e-4, 1e-5
 
@@ -368,3 +369,44 @@ def test_model_builder_trains_sequentially(tabular: TensorData) -> None:
         alone = fit(config, tabular, model_builder=builder)
         assert isinstance(result, FitResult)
         assert result.curves["val_loss"] == alone.curves["val_loss"]
+
+
+@pytest.mark.parametrize("schedule", ["exponential", "reduce_on_plateau"])
+def test_member_checkpoint_resumes_with_fit(tabular: TensorData, schedule: str) -> None:
+    """A fused member's saved state continues under sequential `fit` as the straight run."""
+    base = _mlp(
+        optimizer="adam",
+        dropout=0.2,
+        input_noise=0.1,
+        lr_schedule=schedule,
+        lr_plateau_patience=0,
+        early_stopping_patience=10,
+        max_epochs=4,
+    )
+    configs = _members(base, lr=[0.01, 0.03], dropout=[0.2, 0.3])
+    saved: list[list[TrainingState]] = [[], []]
+    checkpoints = [Checkpointer(saved[i].append, every_epochs=1) for i in range(2)]
+    fused = fit_fused(configs, tabular, checkpoints=checkpoints)
+    for i, config in enumerate(configs):
+        assert [s.epoch for s in saved[i]] == [1, 2, 3, 4]
+        state = load_state(state_bytes(saved[i][1]))
+        resumed = fit(dataclasses.replace(config, seed=99), tabular, resume=state)
+        straight = fit(config, tabular)
+        _assert_equivalent(fused[i], straight, tabular)
+        _assert_equivalent(resumed, straight, tabular)
+
+
+def test_packs_really_fuse(
+    tabular: TensorData, images: TensorData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The built-in families train fused: the sequential fallback (`fit`) is never called."""
+
+    def no_fit(*_args: object, **_kwargs: object) -> FitResult:
+        raise AssertionError("fell back to sequential fit")
+
+    monkeypatch.setattr("trainer.fused.fit", no_fit)
+    for configs, data in (
+        (_members(_mlp(dropout=0.2, batch_norm="before"), lr=[0.01, 0.02]), tabular),
+        (_members(_cnn(augment="shift", input_noise=0.1), lr=[0.01, 0.02]), images),
+    ):
+        assert all(isinstance(r, FitResult) for r in fit_fused(configs, data))

@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections import defaultdict
 from collections.abc import Callable, Hashable, Sequence
 from contextlib import nullcontext
 from typing import Any
@@ -62,6 +63,7 @@ from trainer.loop import (
 from trainer.model import TrainerModel, build_model, weight_layers
 from trainer.optim import build_optimizer, clip_gradients
 from trainer.schedules import EarlyStopping, EpochSchedule, metric_mode
+from trainer.state import Checkpointer, TrainingState, capture_state
 from trainer.telemetry import GradientTelemetry
 
 # (member index, metrics) -> True to stop that member (e.g. it was pruned).
@@ -169,6 +171,11 @@ class _Member:
         self.result = FitResult(model=model, curves={m: [] for m in CURVE_METRICS})
         self.schedule: EpochSchedule | None = None
         self.groups: list[dict[str, object]] = []
+        self.checkpoint: Checkpointer | None = None
+        # An optimizer shaped as `fit` builds it (two groups), sharing the pack optimizer's
+        # state: what a checkpoint's optimizer state dict is taken from.
+        self.mirror: torch.optim.Optimizer | None = None
+        self.shared_state: dict[Any, Any] = {}  # the pack optimizer's state, by parameter
 
 
 def _batch_first(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -442,6 +449,7 @@ def fit_fused(
     *,
     prepare_models: Sequence[PrepareModel | None] | None = None,
     model_builder: ModelBuilder | None = None,
+    checkpoints: Sequence[Checkpointer | None] | None = None,
 ) -> list[FitResult | BaseException]:
     """Train K members as one batched computation; element i is member i's FitResult (as
     `fit(configs[i], data, ...)` would return) or the exception that ended it alone (e.g.
@@ -454,6 +462,11 @@ def fit_fused(
     the other). `model_builder` (plug-in families) trains the members sequentially with
     `fit`. `epoch_seconds` of a member is the pack's epoch wall time divided by the members
     trained in that epoch (its share of the device).
+
+    `checkpoints[i]` saves member i's `TrainingState` when due, as `fit(checkpoint=...)`
+    does; `fit(configs[i], data, resume=state)` continues it like the sequential run (on the
+    CPU the state's torch generator is the member's own dropout/noise generator). Fused
+    training itself does not resume: a resumed member trains alone with `fit`.
 
     Raises ValueError when the configs do not share one `structure_key` or `configs` is empty.
     """
@@ -487,6 +500,9 @@ def fit_fused(
         return _sequential(configs, data, on_epoch, prepares, None)
     if members:
         try:
+            if checkpoints is not None:
+                for m in members:
+                    m.checkpoint = checkpoints[m.index]
             _train(members, data, on_epoch, results)
         except Exception as e:  # setting the pack up failed: every member that has no result
             results = [e if r is None else r for r in results]
@@ -549,7 +565,8 @@ def _shared_optimizer(members: Sequence[_Member]) -> torch.optim.Optimizer:
     for m in members:
         own = build_optimizer(m.config, m.model)
         hooks.extend(own._optimizer_step_pre_hooks.values())
-        _merge_equal_groups(own)
+        if m.checkpoint is None:  # a checkpoint's schedule state has fit's two groups
+            _merge_equal_groups(own)
         if shared is None:
             shared = own
             m.groups = list(own.param_groups)
@@ -559,10 +576,16 @@ def _shared_optimizer(members: Sequence[_Member]) -> torch.optim.Optimizer:
                 shared.add_param_group(group)
                 m.groups.append(shared.param_groups[-1])
         m.schedule = EpochSchedule(m.config, _PerMemberOptimizer(m.groups))
+        if m.checkpoint is not None:
+            m.mirror = build_optimizer(m.config, m.model)
     assert shared is not None
     if hooks and not shared._optimizer_step_pre_hooks:
         # The decoupled-decay hook reads each group's own λ (0: untouched), so one serves all.
         shared.register_step_pre_hook(hooks[0])
+    for m in members:
+        m.shared_state = shared.state
+        if m.checkpoint is not None:
+            m.checkpoint.start(0)
     return shared
 
 
@@ -799,7 +822,34 @@ def _finish_epoch(
         return True
     assert m.schedule is not None
     m.schedule.step(metric)
+    if m.checkpoint is not None and m.checkpoint.due(epoch):
+        m.checkpoint.save(_member_state(m, epoch))
     return epoch >= config.max_epochs
+
+
+def _member_state(m: _Member, epoch: int) -> TrainingState:
+    """Member `m`'s state after `epoch` in the form `fit` saves and resumes."""
+    assert m.mirror is not None and m.schedule is not None
+    own = [p for group in m.mirror.param_groups for p in group["params"]]
+    m.mirror.state = defaultdict(dict, {p: m.shared_state[p] for p in own if p in m.shared_state})
+    lr = m.groups[0]["lr"]
+    for group in m.mirror.param_groups:
+        group["lr"] = lr  # the schedules moved the pack's groups
+        if "initial_lr" in m.groups[0]:
+            group["initial_lr"] = m.groups[0]["initial_lr"]
+    state = capture_state(
+        epoch,
+        dataclasses.asdict(m.config),
+        model=m.model,
+        optimizer=m.mirror,
+        schedule=m.schedule,
+        stopper=m.stopper,
+        curves=m.result.curves,
+        generator=m.generator,
+    )
+    if m.rng.device.type == "cpu":
+        state.rng["torch"] = m.rng.get_state()  # fit draws dropout/noise from the global one
+    return state
 
 
 def _finalize(m: _Member) -> None:
