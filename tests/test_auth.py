@@ -152,6 +152,11 @@ def request(
     return client.request(method, path, **kwargs)
 
 
+def admin_only(path: str) -> bool:
+    """Routes only admin tokens may call, reading included: the tokens."""
+    return path.startswith("/api/tokens")
+
+
 def owned(path: str) -> bool:
     return any(p in path for p in ("{study_id}", "{trial_id}")) or path == "/api/datasets/{name}"
 
@@ -194,8 +199,10 @@ def test_every_mutating_route_refuses_wrong_callers(
         assert isinstance(response.json()["detail"], str), case
         if status == 401:
             assert response.headers["www-authenticate"] == "Bearer"
+    if admin_only(path):  # tokens: a submit token is refused too
+        assert request(client, method, url, bearer(world.alice)).status_code == 403
     # The rightful callers get past auth (the route itself may still say 404 or 409).
-    for who in (world.alice, world.admin):
+    for who in (world.admin,) if admin_only(path) else (world.alice, world.admin):
         response = request(client, method, url, bearer(who))
         assert response.status_code not in (401, 403), response.text
 
@@ -207,6 +214,11 @@ def test_reading_needs_a_token_of_any_role(
     url = fill(path, world)
     assert client.request(method, url).status_code == 401
     assert client.request(method, url, headers=bearer(world.revoked)).status_code == 401
+    if admin_only(path):  # tokens
+        for who in (world.reader, world.bob):
+            assert client.request(method, url, headers=bearer(who)).status_code == 403
+        assert client.request(method, url, headers=bearer(world.admin)).status_code == 200
+        return
     for who in (world.reader, world.bob):
         assert client.request(method, url, headers=bearer(who)).status_code not in (401, 403)
 

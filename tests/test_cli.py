@@ -4,7 +4,7 @@ documents (1 failed, 2 usage, 130 interrupted, 141 output closed).
 
 The REST cases share one real server (in this process, auth required, no workers); the
 database cases run on SQLite and PostgreSQL. `python -m service.cli.main` stands in for
-the `hpo` script where none is installed; it must behave the same (before cli/client.py,
+the `hpo` script where none is installed; it must behave the same (before one client module,
 the groups raised the error class of a second copy of `service.cli.main`, which main()
 did not catch)."""
 
@@ -32,7 +32,7 @@ from sqlalchemy import select, text
 
 from service.access.tokens import create_token
 from service.app.main import create_app
-from service.cli.client import ApiClient
+from service.client import Client
 from service.core.db.engine import get_engine, session_scope
 from service.core.db.migrate import alembic_config, upgrade
 from service.core.db.models import TrialRecord
@@ -163,8 +163,8 @@ def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             time.sleep(0.02)
         csv = "a,b,label\n" + "".join(f"{i},{i % 7},{i % 2}\n" for i in range(40))
         (files / "data.csv").write_text(csv)
-        with ApiClient(f"http://127.0.0.1:{port}", admin) as client:
-            client.upload_dataset("cli-set", "data.csv", csv.encode(), "label")
+        with Client(f"http://127.0.0.1:{port}", admin) as client:
+            client.upload_dataset("cli-set", csv.encode(), "data.csv", "label")
         try:
             yield Api(
                 f"http://127.0.0.1:{port}",
@@ -223,8 +223,8 @@ REST_CASES = {
     "a server that is not the service": Rest(
         lambda a: ["studies", "--url", a.not_hpo],
         1,
-        r"error: http://127\.0\.0\.1:\d+/api/studies answered 200 with a body that is not "
-        r"JSON: is --url the hpo service\?",
+        r"error: http://127\.0\.0\.1:\d+/api/studies\?limit=1000&offset=0 answered 200 with a "
+        r"body that is not JSON: is http://127\.0\.0\.1:\d+ the hpo service\?",
     ),
     # tokens
     "no token": Rest(
@@ -423,9 +423,9 @@ def test_every_printing_command_exits_141_quietly_when_its_output_is_closed(
     print, in the middle of the command (buffered, at main()'s final flush)."""
     args = printing_commands(api, tmp_path)[name]
     if name == "dataset delete":
-        with ApiClient(api.url, api.admin) as client:
+        with Client(api.url, api.admin) as client:
             content = (api.files / "data.csv").read_bytes()
-            client.upload_dataset(f"del-{tmp_path.name}", "data.csv", content, "label")
+            client.upload_dataset(f"del-{tmp_path.name}", content, "data.csv", "label")
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:

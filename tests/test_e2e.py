@@ -146,7 +146,7 @@ def test_digits_study_end_to_end(service2: Service) -> None:
     assert best["test_accuracy"] >= 0.85
 
     # The CLI reads the same study over HTTP, by name.
-    out = hpo_cli(service2, "best", "digits-demo")
+    out = hpo_cli(service2, "best", "digits-demo", "-o", "json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["trial_id"] == best["trial_id"]
     out = hpo_cli(service2, "status", "digits-demo")

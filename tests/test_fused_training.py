@@ -410,3 +410,12 @@ def test_packs_really_fuse(
         (_members(_cnn(augment="shift", input_noise=0.1), lr=[0.01, 0.02]), images),
     ):
         assert all(isinstance(r, FitResult) for r in fit_fused(configs, data))
+
+
+def test_regression_members(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression (MSE on standardized targets, one output) fuses as classification does."""
+    data = TensorData.from_splits(load_dataset("friedman1", n_samples=160, seed=0), "cpu")
+    base = _mlp(optimizer="adam", dropout=0.1, monitor="val_rmse", early_stopping_patience=2)
+    configs = _members(base, lr=[0.01, 0.03], dropout=[0.1, 0.2])
+    fused = _check(configs, data)
+    assert all(isinstance(r, FitResult) and "val_r2" in r.curves for r in fused)

@@ -51,6 +51,7 @@ MAXIMAL_SPEC: dict[str, Any] = {
         "n_samples": 100,
         "noise": 0.1,
         "shape": "flat",
+        "task": "classification",
     },
     "model": {"family": "mlp"},
     "objective": {"metric": "val_accuracy", "direction": "maximize", "max_epochs": 2},
@@ -67,7 +68,7 @@ MAXIMAL_SPEC: dict[str, Any] = {
         },
     },
     "fixed": {"hidden_layers": 1, "activation": "relu", "weight_decay": 1e-4},
-    "sampler": {"name": "tpe", "seed": 7, "n_startup_trials": 3},
+    "sampler": {"name": "tpe", "seed": 7, "n_startup_trials": 3, "max_history": 500},
     "pruner": {
         "name": "median",
         "n_startup_trials": 2,
@@ -86,8 +87,30 @@ MAXIMAL_SPEC: dict[str, Any] = {
     "enqueue": [{"lr": 0.01, "dropout": 0.2, "hidden_units": 16, "optimizer": "adam"}],
     "priority": 1,
     "checkpoint": {"every_epochs": 5, "every_seconds": 120.0},
+    "notify": {"webhook": "https://hooks.example.com/hpo", "events": ["completed", "failed"]},
 }
 NOT_IN_MAXIMAL = {("init_from",), ("dataset", "path"), ("dataset", "download")}
+# The fields a single-objective spec cannot hold (a multi-objective one refuses a pruner):
+# put into MAXIMAL_MULTI_OBJECTIVE, the base for every path under them.
+MAXIMAL_MULTI_OBJECTIVE: dict[str, Any] = {
+    **copy.deepcopy(MAXIMAL_SPEC),
+    "name": "maximal-multi",
+    "objective": {"max_epochs": 2},
+    "objectives": [
+        {"metric": "val_accuracy", "direction": "maximize"},
+        {"metric": "n_params", "direction": "minimize"},
+    ],
+    "sampler": {"name": "nsga2", "seed": 7, "population_size": 4},
+    "pruner": {"name": "none"},
+}
+MULTI_ONLY = {("objectives",), ("sampler", "population_size")}
+
+
+def _base(path: tuple[str | int, ...]) -> dict[str, Any]:
+    """The maximal spec that holds `path`."""
+    multi = any(path[: len(m)] == m for m in MULTI_ONLY)
+    return MAXIMAL_MULTI_OBJECTIVE if multi else MAXIMAL_SPEC
+
 
 Path_ = tuple[str | int, ...]
 
@@ -115,12 +138,24 @@ def _keys(doc: Any, path: Path_ = ()) -> Iterator[Path_]:
             yield from _keys(value, (*path, i))
 
 
-NODES = sorted(_nodes(MAXIMAL_SPEC), key=repr)
-KEYS = sorted(_keys(MAXIMAL_SPEC), key=repr)
+NODES = sorted(
+    {
+        *_nodes(MAXIMAL_SPEC),
+        *(p for p in _nodes(MAXIMAL_MULTI_OBJECTIVE) if _base(p) is not MAXIMAL_SPEC),
+    },
+    key=repr,
+)
+KEYS = sorted(
+    {
+        *_keys(MAXIMAL_SPEC),
+        *(p for p in _keys(MAXIMAL_MULTI_OBJECTIVE) if _base(p) is not MAXIMAL_SPEC),
+    },
+    key=repr,
+)
 
 
 def _with_value(path: Path_, value: Any) -> dict[str, Any]:
-    spec = copy.deepcopy(MAXIMAL_SPEC)
+    spec = copy.deepcopy(_base(path))
     spec["name"] = unique("hostile")
     node: Any = spec
     for step in path[:-1]:
@@ -130,7 +165,7 @@ def _with_value(path: Path_, value: Any) -> dict[str, Any]:
 
 
 def _with_key(path: Path_, key: str) -> dict[str, Any]:
-    spec = copy.deepcopy(MAXIMAL_SPEC)
+    spec = copy.deepcopy(_base(path))
     spec["name"] = unique("hostile")
     node: Any = spec
     for step in path[:-1]:
@@ -184,7 +219,8 @@ def test_the_maximal_spec_is_accepted_and_holds_every_field(client: httpx.Client
                 walk(sub, (*path, name))
 
     walk(StudySpec, ())
-    typed_nodes = {p for p in NODES if all(isinstance(s, str) for s in p)}
+    # a list's items are models too (`objectives`): their fields are named without the index
+    typed_nodes = {tuple(s for s in p if isinstance(s, str)) for p in NODES}
     missing = {
         f
         for f in fields - typed_nodes
@@ -192,11 +228,12 @@ def test_the_maximal_spec_is_accepted_and_holds_every_field(client: httpx.Client
         and f[:1] not in {("space",), ("fixed",), ("enqueue",)}  # maps: keys are free
     }
     assert not missing, f"add these fields to MAXIMAL_SPEC: {sorted(missing)}"
-    spec = copy.deepcopy(MAXIMAL_SPEC)
-    spec["name"] = unique("maximal")
-    response = client.post("/api/studies", json=spec)
-    assert response.status_code == 201, response.text
-    assert client.post(f"/api/studies/{response.json()['id']}/stop").status_code == 200
+    for base in (MAXIMAL_SPEC, MAXIMAL_MULTI_OBJECTIVE):
+        spec = copy.deepcopy(base)
+        spec["name"] = unique("maximal")
+        response = client.post("/api/studies", json=spec)
+        assert response.status_code == 201, response.text
+        assert client.post(f"/api/studies/{response.json()['id']}/stop").status_code == 200
 
 
 def _model_types(annotation: Any) -> list[type[Any]]:
@@ -425,12 +462,14 @@ def _consume(spec: StudySpec, url: str, data_dir: Path) -> None:
     the trainer's config, a prune decision, and the dataset's splits."""
     sampler = build_sampler(spec, claim_index=1_000_000)
     pruner = build_pruner(spec.pruner, spec.objective.max_epochs)
-    study = optuna.create_study(sampler=sampler, pruner=pruner, direction=spec.objective.direction)
+    directions = [o.direction for o in spec.objectives or [spec.objective]]
+    study = optuna.create_study(sampler=sampler, pruner=pruner, directions=directions)
     trial = study.ask()
     config = train_config(spec, suggest_params(trial, spec), trial_number=trial.number)
     assert config.max_epochs == spec.objective.max_epochs
-    trial.report(0.5, 1)
-    trial.should_prune()
+    if spec.objectives is None:  # Optuna reports and prunes single-objective trials only
+        trial.report(0.5, 1)
+        trial.should_prune()
     key = spec.dataset.model_dump_json()
     if key not in _SPLIT:  # the splits do not depend on the database: once per process
         DatasetCache(url, "cpu", DataPlaces(data_dir, (), False)).get(spec.dataset)
@@ -449,7 +488,7 @@ def test_every_accepted_bound_is_usable_by_its_consumers(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     accepted = 0
     for path, value in BOUNDARY_CASES:
-        spec = copy.deepcopy(MAXIMAL_SPEC)
+        spec = copy.deepcopy(_base(path))
         spec["name"] = unique("bound")
         node: Any = spec
         for step in path[:-1]:
@@ -474,7 +513,9 @@ def test_every_accepted_bound_is_usable_by_its_consumers(
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
-@pytest.mark.parametrize("sampler", ["tpe", "random", "grid", "cmaes", "gp", "qmc"])
+@pytest.mark.parametrize(
+    "sampler", ["tpe", "random", "grid", "cmaes", "gp", "qmc", "nsga2", "nsga3"]
+)
 def test_every_sampler_takes_every_accepted_seed(sampler: str) -> None:
     """A spec seed is varied per claim (seed * stride + claim index); every sampler must take
     the result for any accepted seed and claim (before, any seed above 4294 failed every

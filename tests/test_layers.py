@@ -15,6 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RANKS = {
     "trainer": 0,
     "service.core": 1,
+    # What the service sends out (webhooks, MLflow runs): called by the domain packages
+    # that decide an event, it reads only core's tables.
+    "service.integrations": 1.5,
     # The domain packages, in their own order: a study's spec names a dataset, a trial
     # belongs to a study, the analysis reads studies and trials' curves.
     "service.access": 2.0,
@@ -25,6 +28,7 @@ RANKS = {
     "service.trials": 2.5,
     "service.app": 3,
     "service.worker": 3,
+    "service.client": 3,  # the public REST client: imports none of the server
     "service.cli": 4,
 }
 DOMAIN_RANK = 2.5
@@ -144,6 +148,22 @@ def test_no_import_cycles_between_modules() -> None:
             visit(node, [])
     cycles = [c for c in cycles if c not in ALLOWED_CYCLES]
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_the_client_imports_nothing_of_the_service_but_itself() -> None:
+    """`service.client` runs where only a URL is known (a notebook): no server code, no
+    database, no torch."""
+    offenders = []
+    for module, path in modules().items():
+        if package_of(module) != "service.client":
+            continue
+        for target in imports_of(path, module):
+            top = target.split(".")[0]
+            if top in ("trainer", "sqlalchemy", "optuna", "torch", *FRAMEWORKS) or (
+                top == "service" and not target.startswith("service.client")
+            ):
+                offenders.append(f"{module} -> {target}")
+    assert not offenders, "\n".join(sorted(offenders))
 
 
 def test_the_rule_sees_an_upward_import(tmp_path: Path) -> None:

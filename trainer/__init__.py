@@ -6,7 +6,7 @@ No HTTP, no database, no Optuna: usable from a notebook on its own.
 from trainer.config import TrainConfig
 from trainer.data import DataSplits, TensorData, load_dataset
 from trainer.fused import fit_fused, structure_key
-from trainer.loop import DivergedError, EpochMetrics, FitResult, evaluate, fit
+from trainer.loop import DivergedError, EpochMetrics, FitResult, evaluate, evaluate_test, fit
 
 __all__ = [
     "DataSplits",
@@ -16,6 +16,7 @@ __all__ = [
     "TensorData",
     "TrainConfig",
     "evaluate",
+    "evaluate_test",
     "fit",
     "fit_fused",
     "load_dataset",

@@ -40,7 +40,6 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Sequence
-from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -51,13 +50,13 @@ from trainer.config import TrainConfig
 from trainer.data import TensorData
 from trainer.layers import BatchNorm1d, GaussianNoise, RandomShiftRotate
 from trainer.loop import (
-    CURVE_METRICS,
     DivergedError,
     EpochMetrics,
     FitResult,
     ModelBuilder,
     PrepareModel,
-    evaluate,
+    _evaluate_epoch,
+    curve_metrics,
     fit,
 )
 from trainer.model import TrainerModel, build_model, weight_layers
@@ -153,6 +152,7 @@ class _Member:
         model: TrainerModel,
         generator: torch.Generator,
         rng: torch.Generator,
+        metrics: Sequence[str],
     ) -> None:
         self.index = index
         self.config = config
@@ -168,7 +168,7 @@ class _Member:
                 config.early_stopping_min_delta,
                 metric_mode(config.monitor),
             )
-        self.result = FitResult(model=model, curves={m: [] for m in CURVE_METRICS})
+        self.result = FitResult(model=model, curves={m: [] for m in metrics})
         self.schedule: EpochSchedule | None = None
         self.groups: list[dict[str, object]] = []
         self.checkpoint: Checkpointer | None = None
@@ -389,8 +389,11 @@ def _build_member(
 ) -> _Member:
     """The member's model, built exactly as `fit` builds it (seeded init), and its
     generators."""
-    if config.monitor not in CURVE_METRICS:
-        raise ValueError(f"monitor must be one of {list(CURVE_METRICS)}, got {config.monitor!r}")
+    metrics = curve_metrics(data.task)
+    if config.monitor not in metrics:
+        raise ValueError(
+            f"monitor must be one of {list(metrics)} for {data.task}, got {config.monitor!r}"
+        )
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     input_shape = tuple(data.x_train.shape[1:])
@@ -404,7 +407,7 @@ def _build_member(
         rng.set_state(torch.get_rng_state())  # continues fit's global generator
     else:
         rng = torch.Generator(device=device).manual_seed(config.seed)
-    return _Member(index, config, model, generator, rng)
+    return _Member(index, config, model, generator, rng, metrics)
 
 
 def _check_pack(configs: Sequence[TrainConfig]) -> None:
@@ -700,6 +703,7 @@ def _train_epoch(
     }
     l1 = torch.tensor([m.config.l1 for m in active], device=device) if l1_names else None
     clip_mode = active[0].config.grad_clip
+    regression = data.task == "regression"
     norms_sum = torch.zeros(k, len(trained_weights), device=device)
     losses = torch.zeros(k, device=device)
     n_batches = 0
@@ -709,11 +713,14 @@ def _train_epoch(
         y = data.y_train[idx]
         logits = forward(x, active, weights, buffers)
         b = logits.shape[1]
-        loss = (
-            F.cross_entropy(logits.reshape(k * b, -1), y.reshape(k * b), reduction="none")
-            .view(k, b)
-            .mean(dim=1)
-        )
+        if regression:  # per member: mean squared error of the one output
+            loss = (logits[..., 0] - y).square().mean(dim=1)
+        else:  # per member: mean cross-entropy
+            loss = (
+                F.cross_entropy(logits.reshape(k * b, -1), y.reshape(k * b), reduction="none")
+                .view(k, b)
+                .mean(dim=1)
+            )
         if l1 is not None:
             penalty = torch.stack(
                 [weights[name].abs().flatten(1).sum(dim=1) for name in l1_names]
@@ -793,18 +800,10 @@ def _finish_epoch(
     member is done (stopped, early-stopped, at max_epochs). Raises DivergedError."""
     config, model, result = m.config, m.model, m.result
     _check_finite(epoch, train_loss=batch_loss)
-    train_loss, train_acc = evaluate(model, data.x_train, data.y_train)
     telemetry = m.telemetry
-    with telemetry.watching_units() if telemetry is not None else nullcontext():
-        val_loss, val_acc = evaluate(model, data.x_val, data.y_val)
-    _check_finite(epoch, train_loss=train_loss, val_loss=val_loss)
-    values = {
-        "train_loss": train_loss,
-        "val_loss": val_loss,
-        "train_accuracy": train_acc,
-        "val_accuracy": val_acc,
-        "lr": lr,
-    }
+    values = _evaluate_epoch(model, data, telemetry)
+    _check_finite(epoch, train_loss=values["train_loss"], val_loss=values["val_loss"])
+    values["lr"] = lr
     if telemetry is not None:
         telemetry.set_grad_norms(grad_norms)
         values.update(telemetry.epoch_values())

@@ -6,18 +6,30 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from service.studies.schemas import ObjectiveOut
+
 
 class StudyHistory(BaseModel):
-    """Every trial of a study in trial-number order; entry i of each list is one trial."""
+    """Every trial of a study in trial-number order; entry i of each list is one trial. A
+    study of more than a few thousand trials gets a downsampled history (`downsampled`): an
+    even sample of its trials plus every trial that improved the best value, so the
+    best-so-far curve is exact (service/studies/samples.py)."""
 
     study_id: int
-    direction: str
-    metric: str
-    count: int
+    direction: str = Field(description="the (first) objective's")
+    metric: str = Field(description="the (first) objective's")
+    objectives: list[ObjectiveOut] = Field(default_factory=list)
+    count: int = Field(description="trials in these lists")
+    total: int = Field(0, description="trials in the study")
+    downsampled: bool = Field(False, description="the lists hold a sample of the trials")
     trial_id: list[int]
     number: list[int]
     state: list[str]
-    value: list[float | None] = Field(description="objective value of complete trials")
+    value: list[float | None] = Field(description="(first) objective value of complete trials")
+    values: list[list[float] | None] = Field(
+        default_factory=list,
+        description="complete trials with finite values: one value per objective",
+    )
     duration_seconds: list[float | None]
     last_step: list[int | None] = Field(description="pruned trials: the last reported epoch")
     reason: list[str | None] = Field(description="why a trial was pruned or failed")

@@ -9,24 +9,32 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from optuna.trial import FrozenTrial
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from service.analysis.remedies import RemedyContext, with_remedies
 from service.core.db.engine import database_url, session_scope
-from service.core.db.models import CurvePoint, Dataset, Study, TrialDiagnosis, TrialRecord
+from service.core.db.models import (
+    CurvePoint,
+    Dataset,
+    FindingKind,
+    Study,
+    TrialDiagnosis,
+    TrialRecord,
+)
 from service.core.optuna_storage import get_storage
 from service.core.states import TrialState
 from service.datasets.spec import DatasetSpec
 from service.studies.spec import StudySpec, load_spec
-from trainer.curve_stats import early_stop
+from trainer.curve_stats import early_stop, metric_mode
 from trainer.data import DATASET_NAMES, load_dataset
 from trainer.diagnosis import TrialRun, diagnose
 from trainer.params import PARAMS
@@ -47,6 +55,7 @@ class SplitFacts:
 
     n_classes: int | None = None
     n_val: int | None = None
+    task: str = "classification"  # regression: chance loss 1, errors 1 - R² (trainer)
 
 
 def split_facts(session: Session, dataset: DatasetSpec) -> SplitFacts:
@@ -55,25 +64,31 @@ def split_facts(session: Session, dataset: DatasetSpec) -> SplitFacts:
     if dataset.name in DATASET_NAMES:
         return _builtin_facts(dataset.model_dump_json())
     row = session.execute(
-        select(Dataset.n_rows, Dataset.n_classes).where(Dataset.name == dataset.name)
+        select(Dataset.n_rows, Dataset.n_classes, Dataset.task).where(Dataset.name == dataset.name)
     ).first()
     if row is None:
-        return SplitFacts()
+        return SplitFacts(task=dataset.task or "classification")
     # train_test_split's sizes: the test split first, then validation out of the rest.
     rest = row.n_rows - math.ceil(dataset.test_fraction * row.n_rows)
     val_of_rest = dataset.val_fraction / (1.0 - dataset.test_fraction)
-    return SplitFacts(n_classes=row.n_classes, n_val=math.ceil(val_of_rest * rest))
+    return SplitFacts(
+        n_classes=row.n_classes,
+        n_val=math.ceil(val_of_rest * rest),
+        task=dataset.task or row.task,
+    )
 
 
 @lru_cache(maxsize=32)
 def _builtin_facts(dataset_json: str) -> SplitFacts:
     ds = DatasetSpec.model_validate_json(dataset_json)
-    split = ds.model_dump(include={"val_fraction", "test_fraction", "seed", "n_samples", "noise"})
+    split = ds.model_dump(
+        include={"val_fraction", "test_fraction", "seed", "n_samples", "noise", "task"}
+    )
     try:
         data = load_dataset(ds.name, **split)
     except Exception:  # e.g. an image dataset whose files live on the workers only
-        return SplitFacts()
-    return SplitFacts(n_classes=data.n_classes, n_val=int(data.y_val.shape[0]))
+        return SplitFacts(task=ds.builtin_task or "classification")
+    return SplitFacts(n_classes=data.n_classes, n_val=int(data.y_val.shape[0]), task=data.task)
 
 
 def kept_epoch(
@@ -87,8 +102,7 @@ def kept_epoch(
         return None
     min_delta = config.get("early_stopping_min_delta", 0.0)
     delta = float(min_delta) if isinstance(min_delta, int | float) else 0.0
-    mode = "max" if monitor.endswith("accuracy") else "min"
-    return early_stop(values, int(patience), mode, delta)[1]
+    return early_stop(values, int(patience), metric_mode(monitor), delta)[1]
 
 
 def curve_values(session: Session, trial_id: int) -> dict[str, list[float]]:
@@ -129,6 +143,7 @@ def diagnose_trial(
         n_val=facts.n_val,
         monitor=monitor,
         kept_epoch=kept_epoch(config, curves, monitor),
+        task=facts.task,
     )
     ctx = RemedyContext(config=config, spec=spec)
     findings = with_remedies(diagnose(run), ctx)
@@ -157,9 +172,15 @@ def _store(session: Session, computed: Mapping[TrialRecord, Findings]) -> None:
         row = TrialDiagnosis(
             trial_id=record.optuna_trial_id, study_id=record.study_id, findings=findings
         )
+        kinds = Counter(str(f["kind"]) for f in findings)
         try:
             with session.begin_nested():
                 session.add(row)
+                session.flush()
+                session.add_all(
+                    FindingKind(trial_id=row.trial_id, kind=k, study_id=row.study_id, n=n)
+                    for k, n in kinds.items()
+                )
         except IntegrityError:
             pass  # stored concurrently
         except SQLAlchemyError as e:
@@ -259,3 +280,50 @@ def study_findings(
         computed[r] = out[r.optuna_trial_id] = _compute(session, r, spec, frozen, None)
     _store(session, computed)
     return out
+
+
+def diagnose_missing(session: Session, study: Study, limit: int) -> int:
+    """Diagnose and store up to `limit` finished trials of the study that have no stored
+    findings (normally none: workers store them when a trial ends); returns how many were
+    missing before, up to limit + 1. An anti-join by index, never a read of every trial's
+    findings."""
+    finished = session.scalar(
+        select(func.count())
+        .select_from(TrialRecord)
+        .where(TrialRecord.study_id == study.id, TrialRecord.state.in_(FINISHED))
+    )
+    stored_n = session.scalar(
+        select(func.count()).select_from(TrialDiagnosis).where(TrialDiagnosis.study_id == study.id)
+    )
+    if (stored_n or 0) >= (finished or 0):  # two index counts; the anti-join only if needed
+        return 0
+    missing = session.scalars(
+        select(TrialRecord)
+        .outerjoin(TrialDiagnosis, TrialDiagnosis.trial_id == TrialRecord.optuna_trial_id)
+        .where(
+            TrialRecord.study_id == study.id,
+            TrialRecord.optuna_trial_id.is_not(None),
+            TrialRecord.state.in_(FINISHED),
+            TrialDiagnosis.trial_id.is_(None),
+        )
+        .order_by(TrialRecord.id)
+        .limit(limit + 1)
+    ).all()
+    if missing:
+        spec = load_spec(study.spec)
+        _store(session, {r: _compute(session, r, spec, None, None) for r in missing[:limit]})
+    return len(missing)
+
+
+def finding_counts(session: Session, study_id: int) -> tuple[int, dict[str, int]]:
+    """(trials of the study with stored findings, findings per kind): two aggregate
+    statements over `hpo_trial_finding_kinds` and the diagnoses' study index."""
+    n = session.scalar(
+        select(func.count()).select_from(TrialDiagnosis).where(TrialDiagnosis.study_id == study_id)
+    )
+    kinds = session.execute(
+        select(FindingKind.kind, func.sum(FindingKind.n))
+        .where(FindingKind.study_id == study_id)
+        .group_by(FindingKind.kind)
+    ).all()
+    return int(n or 0), {str(k): int(c) for k, c in kinds}

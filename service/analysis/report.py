@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 import warnings
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
@@ -16,8 +17,13 @@ from service.analysis import charts, diagnoses
 from service.analysis.remedies import NumericDist, widened
 from service.analysis.schemas import BoundaryHit, Finding, StudyReport
 from service.core.db.engine import database_url
-from service.core.optuna_compat import trial_id_of
-from service.core.optuna_storage import get_storage
+from service.core.db.models import Study
+from service.core.optuna_compat import rdb_models as om
+from service.studies.cache import Version, VersionedCache, cached_counts, study_version
+from service.studies.pareto import objectives_of
+from service.studies.queries import study_history
+from service.studies.samples import complete_sample
+from service.studies.schemas import TrialCounts
 from service.studies.service import best_trial, get_study_row
 from service.studies.spec import Distribution, FloatDist, IntDist, load_spec
 from trainer.params import PARAMS
@@ -93,14 +99,22 @@ def _position(value: float, dist: NumericDist) -> float:
     return (value - low) / (high - low) if high > low else 0.5
 
 
+def _first_value(t: Scored | FrozenTrial) -> float:
+    """The objective's value, or a multi-objective study's first one."""
+    return float(t.value) if isinstance(t, Scored) else float(t.values[0])
+
+
 def boundary_hits(
-    space: Mapping[str, Distribution], done: list[FrozenTrial], direction: str
+    space: Mapping[str, Distribution], done: Sequence[Scored | FrozenTrial], direction: str
 ) -> list[BoundaryHit]:
     """Edges of numeric ranges that the best completed trials (`done`, ranked by
-    `direction`) pile up against: the optimum may lie beyond them."""
+    `direction`) pile up against: the optimum may lie beyond them. `done`: all complete
+    trials, or an even sample of them (the best quarter of a sample stands for the best
+    quarter of the study)."""
     if len(done) < TOP_MIN:
         return []
-    ranked = sorted(done, key=lambda t: t.value, reverse=direction == "maximize")  # type: ignore[arg-type,return-value]
+    # values[0]: the objective, or a multi-objective study's first one
+    ranked = sorted(done, key=_first_value, reverse=direction == "maximize")
     top = ranked[: max(TOP_MIN, math.ceil(TOP_FRACTION * len(done)))]
     hits = []
     for param, dist in space.items():
@@ -190,37 +204,75 @@ def _advice(
     return " ".join(parts)
 
 
+_reports: VersionedCache[StudyReport] = VersionedCache(maxsize=32)
+# Finished trials without stored findings diagnosed per report read (workers store them when
+# a trial ends; these are trials whose worker was killed, or from before findings existed).
+DIAGNOSE_PER_READ = 200
+
+
+@dataclass
+class Scored:
+    """A complete trial as `boundary_hits` reads it (a FrozenTrial reads the same)."""
+
+    value: float
+    params: dict[str, Any]
+
+
 def study_report(session: Session, study_id: int) -> StudyReport:
-    """The study's report; raises StudyNotFound. Diagnoses of finished trials that have
-    none yet are stored in the caller's transaction."""
+    """The study's report; raises StudyNotFound. Bounded reads, whatever the study's size:
+    finding counts are aggregate SQL over the stored findings, importances and boundary hits
+    read an even sample of at most ~1,000 complete trials (`studies.samples`), the best
+    trial is one indexed query. Kept per study version (`studies.cache`). Up to
+    DIAGNOSE_PER_READ finished trials without findings are diagnosed and stored in the
+    caller's transaction; a report that left some undiagnosed is not kept."""
     study = get_study_row(session, study_id)
-    best = best_trial(session, study)
+    version = study_version(session, study)
+    counts = cached_counts(session, study, version)
+    key = (database_url(session), study_id, "report")
+    found = _reports.get(key, version)
+    if found is not None:
+        return found
+    report, complete = _report(session, study, counts, version)
+    if complete:
+        _reports.put(key, version, report)
+    return report
+
+
+def _report(
+    session: Session, study: Study, counts: TrialCounts, version: Version
+) -> tuple[StudyReport, bool]:
+    best = best_trial(session, study, version)
     spec = load_spec(study.spec)
-    trials = get_storage(database_url(session)).get_all_trials(
-        study.optuna_study_id, deepcopy=False
-    )
-    direction = str(spec.objective.direction)
+    direction = objectives_of(spec)[0].direction  # a multi-objective study's first
+    sample = complete_sample(session, study.optuna_study_id, counts.complete)
+    complete = om.TrialModel.state == TrialState.COMPLETE
+    h = study_history(session, study, complete if sample is None else sample)
     done = [
-        t
-        for t in trials
-        if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)
+        Scored(v, {p: col[i] for p, col in h.params.items() if col[i] is not None})
+        for i, v in enumerate(h.value)
+        if v is not None
     ]
-    imp, note = importances(session, study_id, len(done))
+    n_done = len(done) if sample is None else counts.complete
+    imp, note = importances(session, study.id, n_done)
     hits = boundary_hits(spec.space, done, direction)
-    # Last: the first read of a study diagnoses its trials and stores the findings, a write
-    # that on SQLite holds the database's lock until the route's commit.
-    findings = diagnoses.study_findings(session, study, {trial_id_of(t): t for t in trials})
-    counts: Counter[str] = Counter(f["kind"] for fl in findings.values() for f in fl)
-    best_findings = [] if best is None else findings.get(best.trial_id, [])
+    # Last: diagnosing trials stores their findings, a write that on SQLite holds the
+    # database's lock until the route's commit.
+    missing = diagnoses.diagnose_missing(session, study, DIAGNOSE_PER_READ)
+    n_diagnosed, by_kind = diagnoses.finding_counts(session, study.id)
+    counted: Counter[str] = Counter(by_kind)
+    best_findings: list[dict[str, Any]] = []
+    if best is not None:
+        best_findings = diagnoses.stored(session, [best.trial_id]).get(best.trial_id, [])
     best_fact = None if best is None else (best.number, best.value, spec.objective.metric)
-    return StudyReport(
-        study_id=study_id,
-        n_trials=len(findings),
-        finding_counts=dict(counts.most_common()),
+    report = StudyReport(
+        study_id=study.id,
+        n_trials=n_diagnosed,
+        finding_counts=dict(counted.most_common()),
         best_trial_id=None if best is None else best.trial_id,
         best_trial_findings=[Finding.model_validate(f) for f in best_findings],
         importances=imp,
         importances_note=note,
         boundary_hits=hits,
-        advice=_advice(len(findings), counts, best_fact, best_findings, imp, hits),
+        advice=_advice(n_diagnosed, counted, best_fact, best_findings, imp, hits),
     )
+    return report, missing <= DIAGNOSE_PER_READ

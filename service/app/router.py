@@ -7,6 +7,7 @@ from service.app.routes import (
     health,
     metrics,
     studies,
+    tokens,
     trials,
     workers,
 )
@@ -20,3 +21,4 @@ api_router.include_router(workers.router)
 api_router.include_router(metrics.router)
 api_router.include_router(datasets.router)
 api_router.include_router(charts.router)
+api_router.include_router(tokens.router)

@@ -4,9 +4,9 @@ open the database: a token is made before anyone can call the API)."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from service.cli.db import check_database, database_errors
 from service.cli.options import (
@@ -17,40 +17,71 @@ from service.cli.options import (
     client_of,
     settings_of,
 )
+from service.cli.output import add_output_option, fields, print_json, table, wants_json
+from service.client import Json
+
+if TYPE_CHECKING:
+    from service.access.tokens import TokenInfo
+
+
+DATASET_COLUMNS = ("name", "rows", "shape", "target", "format", "sha256")
+
+
+def dataset_row(d: Json) -> tuple[object, ...]:
+    return (
+        d["name"],
+        d["n_rows"],
+        d["shape"],
+        _target(d),
+        d["source_format"],
+        d["sha256"][:12],
+    )
 
 
 def cmd_dataset_upload(args: argparse.Namespace) -> int:
-    """Upload a dataset file; print its rows, shape, classes and hash."""
+    """Upload a dataset file; print its rows, shape, classes and hash (JSON: the API's
+    dataset)."""
     path = Path(args.file)
     try:
         content = path.read_bytes()
     except OSError as e:
         raise CommandError(f"cannot read {path}: {e}") from e
     with client_of(args) as api:
-        info = api.upload_dataset(args.name, path.name, content, args.target)
+        info = api.upload_dataset(args.name, content, filename=path.name, target=args.target)
+    if wants_json(args):
+        print_json(info)
+        return 0
     print(
         f"dataset {info['name']!r}: {info['n_rows']} rows, shape {info['shape']}, "
-        f"{info['n_classes']} classes, sha256 {info['sha256']}"
+        f"{_target(info)}, sha256 {info['sha256']}"
     )
     return 0
 
 
+def _target(info: dict[str, object]) -> str:
+    """`N classes`, or `regression` for a dataset of continuous targets."""
+    return "regression" if info.get("task") == "regression" else f"{info['n_classes']} classes"
+
+
 def cmd_dataset_list(args: argparse.Namespace) -> int:
-    """One line per uploaded dataset."""
+    """The uploaded datasets: a table (JSON: the API's list)."""
     with client_of(args) as api:
         datasets = api.datasets()
-    for d in datasets:
-        print(
-            f"{d['name']:<24} {d['n_rows']:>8} rows  shape {d['shape']}  "
-            f"{d['n_classes']} classes  {d['source_format']}  {d['sha256'][:12]}"
-        )
+    if wants_json(args):
+        print_json(datasets)
+    else:
+        table(DATASET_COLUMNS, (dataset_row(d) for d in datasets))
     return 0
 
 
 def cmd_dataset_show(args: argparse.Namespace) -> int:
-    """One dataset as indented JSON."""
+    """One dataset (JSON: the API's dataset)."""
     with client_of(args) as api:
-        print(json.dumps(api.dataset(args.name), indent=2))
+        info = api.dataset(args.name)
+    if wants_json(args):
+        print_json(info)
+    else:
+        fields((k, v) for k, v in info.items())
     return 0
 
 
@@ -60,6 +91,21 @@ def cmd_dataset_delete(args: argparse.Namespace) -> int:
         api.delete_dataset(args.name)
     print(f"dataset {args.name!r} deleted")
     return 0
+
+
+def token_json(info: TokenInfo, secret: str | None = None) -> Json:
+    """A token as `/api/tokens` gives it: id, name, role, created_at, revoked_at (ISO 8601),
+    and the secret when it was just made."""
+    out: Json = {
+        "id": info.id,
+        "name": info.name,
+        "role": info.role,
+        "created_at": info.created_at.isoformat(),
+        "revoked_at": info.revoked_at and info.revoked_at.isoformat(),
+    }
+    if secret is not None:
+        out["token"] = secret
+    return out
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
@@ -74,6 +120,9 @@ def cmd_token_create(args: argparse.Namespace) -> int:
             info, token = create_token(session, args.name, args.role)
     except TokenError as e:
         raise CommandError(str(e)) from e
+    if wants_json(args):
+        print_json(token_json(info, token))
+        return 0
     print(token)
     print(
         f"token {info.id} {info.name!r} ({info.role}); shown once, only its hash is stored",
@@ -91,9 +140,22 @@ def cmd_token_list(args: argparse.Namespace) -> int:
     check_database(url)
     with database_errors(url), session_scope(url) as session:
         tokens = list_tokens(session)
-    for t in tokens:
-        state = "active" if t.revoked_at is None else f"revoked {t.revoked_at:%Y-%m-%d %H:%M}"
-        print(f"{t.id:>4}  {t.name:<20} {t.role:<7} created {t.created_at:%Y-%m-%d %H:%M}  {state}")
+    if wants_json(args):
+        print_json([token_json(t) for t in tokens])
+        return 0
+    table(
+        ("id", "name", "role", "created", "state"),
+        (
+            (
+                t.id,
+                t.name,
+                t.role,
+                f"{t.created_at:%Y-%m-%d %H:%M}",
+                "active" if t.revoked_at is None else f"revoked {t.revoked_at:%Y-%m-%d %H:%M}",
+            )
+            for t in tokens
+        ),
+    )
     return 0
 
 
@@ -126,9 +188,9 @@ def add_commands(sub: Subparsers) -> None:
     c.add_argument("--name", required=True, help="the name specs use in dataset.name")
     c.add_argument("--target", help="label column of a CSV or Parquet file")
     add_client_command(ds, "list", cmd_dataset_list, "list uploaded datasets")
-    add_client_command(ds, "show", cmd_dataset_show, "one dataset (JSON)").add_argument("name")
+    add_client_command(ds, "show", cmd_dataset_show, "one dataset").add_argument("name")
     add_client_command(
-        ds, "delete", cmd_dataset_delete, "delete a dataset no running study uses"
+        ds, "delete", cmd_dataset_delete, "delete a dataset no running study uses", output=False
     ).add_argument("name")
 
     tok = sub.add_parser("token", help="API tokens (talks to the database)").add_subparsers(
@@ -145,9 +207,11 @@ def add_commands(sub: Subparsers) -> None:
         help="metrics: scrape /metrics only; read: also read the API; submit: also create "
         "and change what it owns; admin: change anything",
     )
+    add_output_option(c)
     c.set_defaults(func=cmd_token_create)
     c = tok.add_parser("list", help="tokens (never their secrets)")
     add_database_options(c)
+    add_output_option(c)
     c.set_defaults(func=cmd_token_list)
     c = tok.add_parser("revoke", help="revoke a token by id, or all active tokens of a name")
     add_database_options(c)

@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
-from service.cli.client import ApiClient, Json
 from service.cli.options import Subparsers, add_client_command, client_of
+from service.cli.output import print_json, table, wants_json
+from service.client import Client, Json
 from service.core.states import JobState
 
 UNFINISHED = (JobState.QUEUED, JobState.RUNNING)
@@ -33,11 +33,12 @@ def print_trial_diagnosis(body: Json) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """A study's report as text (or `--json`): counts, best trial, importances, advice."""
+    """A study's report as text (`-o json`, or `--json`: the API's report): counts, best
+    trial, importances, advice."""
     with client_of(args) as api:
-        report = api.report(api.study_id(args.study))
-    if args.json:
-        print(json.dumps(report, indent=2))
+        report = api.report(args.study)
+    if args.json or wants_json(args):
+        print_json(report)
         return 0
     counts = ", ".join(f"{k} {v}" for k, v in report["finding_counts"].items()) or "none"
     print(f"study {report['study_id']}: {report['n_trials']} finished trials; findings: {counts}")
@@ -57,13 +58,24 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def print_curve(job: Json) -> None:
-    """A learning-curve job: its state, one line per data size, the verdict or error."""
+    """A learning-curve job: its state, a table of one row per data size, the verdict or
+    error."""
     print(f"learning curve {job['id']} of study {job['study_id']}: {job['state']}")
-    for p in job["points"]:
-        print(
-            f"  {p['fraction']:>5.0%}  n_train {p['n_train']:>6}  epochs {p['epochs']:>4}  "
-            f"train acc {p['train_accuracy']:.4f}  val acc {p['val_accuracy']:.4f}  "
-            f"train loss {p['train_loss']:.4f}  val loss {p['val_loss']:.4f}"
+    if job["points"]:
+        table(
+            ("data", "n_train", "epochs", "train acc", "val acc", "train loss", "val loss"),
+            (
+                (
+                    f"{p['fraction']:.0%}",
+                    p["n_train"],
+                    p["epochs"],
+                    f"{p['train_accuracy']:.4f}",
+                    f"{p['val_accuracy']:.4f}",
+                    f"{p['train_loss']:.4f}",
+                    f"{p['val_loss']:.4f}",
+                )
+                for p in job["points"]
+            ),
         )
     if job["verdict"]:
         print(f"verdict: {job['verdict']} — {job['explanation']}")
@@ -71,12 +83,14 @@ def print_curve(job: Json) -> None:
         print(f"error: {job['error']}")
 
 
-def watch_curve(api: ApiClient, study_id: int, job: Json, interval: float) -> Json:
+def watch_curve(
+    api: Client, study_id: int, job: Json, interval: float, quiet: bool = False
+) -> Json:
     """Poll the study's learning curve every `interval` seconds until it has finished,
     printing a line each time a data size is done; the finished job."""
     seen = -1
     while job["state"] in UNFINISHED:
-        if len(job["points"]) != seen:
+        if len(job["points"]) != seen and not quiet:
             seen = len(job["points"])
             print(f"  {job['state']}: {seen}/{len(job['fractions'])} sizes done", flush=True)
         time.sleep(interval)
@@ -86,7 +100,7 @@ def watch_curve(api: ApiClient, study_id: int, job: Json, interval: float) -> Js
 
 def cmd_learning_curve(args: argparse.Namespace) -> int:
     """Queue a learning curve (or with `--status` show the latest), `--watch` it to the end;
-    exit 1 when it failed."""
+    exit 1 when it failed. JSON: the API's job, once (the final one with `--watch`)."""
     with client_of(args) as api:
         study_id = api.study_id(args.study)
         if args.status:
@@ -94,10 +108,11 @@ def cmd_learning_curve(args: argparse.Namespace) -> int:
         else:
             job = api.queue_learning_curve(study_id, args.fractions)
             trial = job["source_trial_id"]
-            print(f"learning curve {job['id']} queued for study {study_id} (trial {trial})")
+            if not wants_json(args):
+                print(f"learning curve {job['id']} queued for study {study_id} (trial {trial})")
         if args.watch:
-            job = watch_curve(api, study_id, job, args.interval)
-    print_curve(job)
+            job = watch_curve(api, study_id, job, args.interval, quiet=wants_json(args))
+    print_json(job) if wants_json(args) else print_curve(job)
     return 0 if job["state"] != JobState.FAIL else 1
 
 
@@ -105,7 +120,7 @@ def add_commands(sub: Subparsers) -> None:
     """Add `report` and `learning-curve`."""
     c = add_client_command(sub, "report", cmd_report, "a study's diagnosis report and advice")
     c.add_argument("study", help="study id or name")
-    c.add_argument("--json", action="store_true", help="print the report as JSON")
+    c.add_argument("--json", action="store_true", help="the same as -o json")
     c = add_client_command(
         sub,
         "learning-curve",

@@ -1,15 +1,15 @@
 """What the command groups share: the REST and database options, and turning parsed options
-into an `ApiClient` or `Settings`."""
+into a `Client` or `Settings`."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from service.cli.client import ApiClient
+from service.cli.output import add_output_option
+from service.client import Client
 
 if TYPE_CHECKING:
     from service.core.settings import Settings
@@ -31,16 +31,26 @@ def one_line(message: str) -> str:
     return "; ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
-def add_client_command(
-    sub: Subparsers, name: str, func: Command, help: str
-) -> argparse.ArgumentParser:
-    """A command that talks to the service over REST: `--url` (env HPO_URL) and `--token`
-    (env HPO_TOKEN), read from the environment when the parser is built."""
-    c: argparse.ArgumentParser = sub.add_parser(name, help=help)
-    c.add_argument(
-        "--url", default=os.environ.get("HPO_URL", DEFAULT_URL), help="service URL (HPO_URL)"
+def add_rest_options(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """`--url` and `--token`, on `hpo` itself (`top`) and again on each REST command, so
+    that they may come before or after the command's name. A command's own default is
+    SUPPRESS: absent there, the value given before it (or None) stays."""
+    default = None if top else argparse.SUPPRESS
+    parser.add_argument(
+        "--url", default=default, help=f"service URL (env HPO_URL; default {DEFAULT_URL})"
     )
-    c.add_argument("--token", default=os.environ.get("HPO_TOKEN"), help="API token (HPO_TOKEN)")
+    parser.add_argument("--token", default=default, help="API token (env HPO_TOKEN)")
+
+
+def add_client_command(
+    sub: Subparsers, name: str, func: Command, help: str, *, output: bool = True
+) -> argparse.ArgumentParser:
+    """A command that talks to the service over REST: `--url`, `--token` and, when it
+    prints data (`output`), `-o table|json`."""
+    c: argparse.ArgumentParser = sub.add_parser(name, help=help)
+    add_rest_options(c)
+    if output:
+        add_output_option(c)
     c.set_defaults(func=func)
     return c
 
@@ -52,9 +62,12 @@ def add_database_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", help="debug, info, warning (env HPO_LOG_LEVEL)")
 
 
-def client_of(args: argparse.Namespace) -> ApiClient:
-    """The REST client a command's `--url` and `--token` name."""
-    return ApiClient(args.url, getattr(args, "token", None))
+def client_of(args: argparse.Namespace) -> Client:
+    """The REST client of `--url` (else HPO_URL, else the default) and `--token` (else
+    HPO_TOKEN), read when the command runs."""
+    url = getattr(args, "url", None) or os.environ.get("HPO_URL") or DEFAULT_URL
+    token = getattr(args, "token", None) or os.environ.get("HPO_TOKEN") or None
+    return Client(url, token)
 
 
 def settings_of(args: argparse.Namespace) -> Settings:
@@ -88,13 +101,3 @@ def settings_of(args: argparse.Namespace) -> Settings:
             for err in e.errors()
         )
         raise CommandError(f"invalid setting {problems}") from e
-
-
-def configure_logging(level: str) -> None:
-    """Log lines with time, level and logger at `level`; Optuna's and Alembic's chatter only
-    from warnings."""
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("optuna").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -13,11 +13,11 @@ import sys
 from typing import TYPE_CHECKING
 
 from service.cli.db import check_database, database_errors, require_current_schema
+from service.cli.logs import configure_logging
 from service.cli.options import (
     CommandError,
     Subparsers,
     add_database_options,
-    configure_logging,
     settings_of,
 )
 
@@ -29,7 +29,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Migrate (unless `--no-migrate`: then check the schema), then serve the API beside
     the local workers until SIGTERM (exit 0) or Ctrl-C (exit 130)."""
     settings = settings_of(args)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     url = settings.database_url
     with database_errors(url):
         if args.no_migrate:
@@ -50,7 +50,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     hold_on()  # first: a worker of a supervisor that dies now must stop too
     settings = settings_of(args)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     check_schema_unless_unreachable(settings.database_url)
     with database_errors(settings.database_url):
         return run_workers(args, settings)

@@ -10,6 +10,7 @@ import uvicorn
 
 from service.app.auth import check_at_startup
 from service.app.main import create_app
+from service.cli.logs import quiet_polling
 from service.cli.options import CommandError
 from service.core.settings import Settings
 from service.worker.supervisor import LocalWorkers
@@ -58,7 +59,10 @@ def serve(settings: Settings) -> int:
             port=settings.port,
             log_level=settings.log_level,
             root_path=settings.root_path,
+            log_config=None,  # uvicorn's lines go through our handler (text or JSON)
         )
+        if not settings.log_polling_requests:
+            quiet_polling(settings.root_path)
         uvicorn.Server(config).run()
     except SystemExit as e:
         if not received:  # uvicorn could not start (it logged why): a failed command

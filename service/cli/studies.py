@@ -5,179 +5,173 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-from pathlib import Path
-from typing import Any
 
-import yaml
-
-from service.cli.client import ApiClient, Json
-from service.cli.options import (
-    CommandError,
-    Subparsers,
-    add_client_command,
-    client_of,
-    one_line,
+from service.cli.options import Subparsers, add_client_command, client_of, one_line
+from service.cli.output import (
+    StudyProgress,
+    fields,
+    number,
+    print_json,
+    progress_line,
+    table,
+    wants_json,
 )
-from service.core.states import StudyState
+from service.client import Client, ConflictError, Json, load_spec_file
 
-FINAL = (StudyState.COMPLETED, StudyState.STOPPED, StudyState.FAILED)
-
-
-class SpecLoader(yaml.SafeLoader):
-    """YAML's safe loader without timestamps: a spec holds no dates, and a value such as
-    `name: 2024-01-01` means the string."""
+STUDY_COLUMNS = ("id", "name", "status", "finished", "running", "failed", "best", "direction")
 
 
-SpecLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def load_spec_file(path: Path) -> Json:
-    """A study spec from a `.json` file, or YAML from any other. Raises `CommandError` with
-    one line: the file cannot be read, its syntax is wrong (with line and column), or it
-    does not hold a mapping of JSON values (naming the first field that is not one)."""
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise CommandError(f"cannot read {path}: {e}") from e
-    try:
-        if path.suffix.lower() == ".json":
-            spec = json.loads(text)
-        else:
-            spec = yaml.load(text, Loader=SpecLoader)  # a SafeLoader
-    except json.JSONDecodeError as e:
-        raise CommandError(
-            f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}"
-        ) from e
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise CommandError(f"{path}: invalid YAML{where}: {e.problem or e.context}") from e
-    except yaml.YAMLError as e:
-        raise CommandError(f"{path}: invalid YAML: {e}") from e
-    if not isinstance(spec, dict):
-        found = "nothing" if spec is None else f"a {type(spec).__name__}"
-        raise CommandError(
-            f"{path}: a study spec is a mapping of fields (name, dataset, space, ...), not {found}"
-        )
-    problem = non_json_value(spec)
-    if problem:
-        raise CommandError(f"{path}: {problem}")
-    return spec
-
-
-def non_json_value(value: Any, where: str = "") -> str | None:
-    """`"field.path: why"` for the first value in `value` that JSON cannot carry (a YAML
-    binary or set, a key that is not a string); None when there is none."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            path = f"{where}.{key}" if where else str(key)
-            if not isinstance(key, str | int | float | bool) and key is not None:
-                return f"{path}: a {type(key).__name__} cannot be a key; use a string"
-            found = non_json_value(item, path)
-            if found:
-                return found
-        return None
-    if isinstance(value, list):
-        for i, item in enumerate(value):
-            found = non_json_value(item, f"{where}[{i}]")
-            if found:
-                return found
-        return None
-    if value is None or isinstance(value, str | int | float | bool):
-        return None
-    return f"{where or 'the spec'}: {type(value).__name__} is not a JSON value"
-
-
-def progress_line(s: Json) -> str:
-    """One line of a study's progress: status, finished/budget, counts by state, best."""
+def study_row(s: Json) -> tuple[object, ...]:
     c = s["counts"]
-    best = "-" if s["best_value"] is None else f"{s['best_value']:.4f}"
+    done = f"{c['complete'] + c['pruned']}/{s['n_trials']}"
     return (
-        f"[{s['id']}] {s['name']}: {s['status']}  finished {c['complete'] + c['pruned']}"
-        f"/{s['n_trials']} (complete {c['complete']}, pruned {c['pruned']}, "
-        f"failed {c['fail']}, running {c['running']})  best {best}"
+        s["id"],
+        s["name"],
+        s["status"],
+        done,
+        c["running"],
+        c["fail"],
+        number(s["best_value"]),
+        s["direction"],
     )
 
 
-def watch(api: ApiClient, study_id: int, interval: float) -> int:
-    """Print the progress line each time it changes, polling every `interval` seconds,
-    until the study has ended and no trial runs; 1 if it failed, else 0."""
-    last = ""
-    while True:
-        s = api.study(study_id)
-        line = progress_line(s)
-        if line != last:
-            print(line, flush=True)
-            last = line
-        if s["status"] in FINAL and s["counts"]["running"] == 0:
-            return 0 if s["status"] != StudyState.FAILED else 1
-        time.sleep(interval)
+def watch(api: Client, study_id: int, interval: float, as_json: bool) -> int:
+    """Follow a study until it has ended and no trial runs (a progress bar on a terminal,
+    progress lines elsewhere; with `as_json` only the final study, as JSON); 1 if it
+    failed, else 0."""
+    if as_json:
+        final = api.wait(study_id, interval=interval)
+        print_json(final)
+    else:
+        with StudyProgress() as show:
+            final = api.wait(study_id, interval=interval, progress=show)
+        if show.is_bar:  # elsewhere the last line printed is this one
+            print(progress_line(final))
+    return 1 if final["status"] == "failed" else 0
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
     """Submit a YAML or JSON spec (`--name` overrides its name); `--watch` follows it. The
     service's warnings about an accepted spec go to stderr, one `warning: ...` line each."""
-    spec = load_spec_file(Path(args.file))
-    if args.name:
-        spec["name"] = args.name
+    spec = load_spec_file(args.file)
     with client_of(args) as api:
-        created = api.submit(spec)
-        print(f"study {created['id']} {created['name']!r}: {created['status']}")
+        created = api.submit(spec, name=args.name)
         for warning in created.get("warnings") or []:
             print(f"warning: {one_line(str(warning))}", file=sys.stderr)
         if args.watch:
-            return watch(api, int(created["id"]), args.interval)
+            if not wants_json(args):
+                print(f"study {created['id']} {created['name']!r}: {created['status']}")
+            return watch(api, int(created["id"]), args.interval, wants_json(args))
+    if wants_json(args):
+        print_json(created)
+    else:
+        print(f"study {created['id']} {created['name']!r}: {created['status']}")
     return 0
 
 
 def cmd_studies(args: argparse.Namespace) -> int:
-    """Every study's progress line."""
+    """Every study: a table, or a JSON list of the API's study summaries."""
     with client_of(args) as api:
-        for s in api.studies():
-            print(progress_line(s))
+        studies = list(api.studies())
+    if wants_json(args):
+        print_json(studies)
+    else:
+        table(STUDY_COLUMNS, (study_row(s) for s in studies))
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """One study's progress line."""
+    """One study's progress (JSON: the API's study with spec and best trial)."""
     with client_of(args) as api:
-        print(progress_line(api.study(api.study_id(args.study))))
+        study = api.get(args.study)
+    if wants_json(args):
+        print_json(study)
+    else:
+        print(progress_line(study))
     return 0
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
     """Follow a study until it ends; 1 if it failed."""
     with client_of(args) as api:
-        return watch(api, api.study_id(args.study), args.interval)
+        return watch(api, api.study_id(args.study), args.interval, wants_json(args))
 
 
 def cmd_trials(args: argparse.Namespace) -> int:
-    """A page of a study's trials, one line each, then `(shown of total)`."""
+    """A page of a study's trials (or `--all` of them), then `(shown of total)`; JSON:
+    `{"items": [...], "total": n}` as the API pages it."""
     with client_of(args) as api:
-        page = api.trials(api.study_id(args.study), limit=args.limit, offset=args.offset)
-    for t in page["items"]:
-        value = "-" if t["value"] is None else f"{t['value']:.4f}"
-        extra = f"  error: {t['error']}" if t["error"] else ""
-        print(f"#{t['number']:<4} {t['state']:<9} {value:>8}  {json.dumps(t['params'])}{extra}")
+        if args.all:
+            items = list(api.trials(args.study, state=args.state))
+            page: Json = {"items": items, "total": len(items)}
+        else:
+            page = api.trials_page(args.study, args.limit, args.offset, args.state)
+    if wants_json(args):
+        print_json(page)
+        return 0
+    table(
+        ("#", "id", "state", "value", "params", "error"),
+        (
+            (
+                t["number"],
+                t["trial_id"],
+                t["state"],
+                number(t["value"]),
+                json.dumps(t["params"]),
+                t["error"] or "",
+            )
+            for t in page["items"]
+        ),
+    )
     print(f"({len(page['items'])} of {page['total']})")
     return 0
 
 
+def print_front(front: Json) -> None:
+    """A multi-objective study's Pareto front as a table: one row per trial."""
+    metrics = [f"{o['metric']} ({o['direction']})" for o in front["objectives"]]
+    rows = (
+        (t["number"], t["trial_id"], *(number(v) for v in t["values"]), json.dumps(t["params"]))
+        for t in front["trials"]
+    )
+    table(("#", "trial", *metrics, "params"), rows, title="Pareto front")
+
+
 def cmd_best(args: argparse.Namespace) -> int:
-    """The best configuration, as indented JSON."""
+    """The best trial's value, parameters and configuration (JSON: the API's answer). A
+    multi-objective study has no single best: its Pareto front is printed instead (JSON:
+    `/pareto`'s answer)."""
     with client_of(args) as api:
-        print(json.dumps(api.best(api.study_id(args.study)), indent=2))
+        study_id = api.study_id(args.study)
+        try:
+            best = api.best(study_id)
+        except ConflictError as e:
+            if "pareto" not in str(e.detail):
+                raise
+            front = api.pareto(study_id)
+            print_json(front) if wants_json(args) else print_front(front)
+            return 0
+    if wants_json(args):
+        print_json(best)
+        return 0
+    fields(
+        [
+            ("trial", f"{best['trial_id']} (#{best['number']})"),
+            ("value", number(best["value"])),
+            ("test_accuracy", number(best["test_accuracy"])),
+            *((f"params.{k}", v) for k, v in best["params"].items()),
+            *((f"config.{k}", v) for k, v in best["config"].items() if k not in best["params"]),
+        ]
+    )
     return 0
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    """Stop a study; its progress line."""
+    """Stop a study; its progress."""
     with client_of(args) as api:
-        print(progress_line(api.stop(api.study_id(args.study))))
+        study = api.stop(args.study)
+    print_json(study) if wants_json(args) else print(progress_line(study))
     return 0
 
 
@@ -191,7 +185,7 @@ def add_commands(sub: Subparsers) -> None:
     add_client_command(sub, "studies", cmd_studies, "list studies")
     for name, func, help in (
         ("status", cmd_status, "one study's progress"),
-        ("best", cmd_best, "the best configuration of a study"),
+        ("best", cmd_best, "the best configuration of a study (or its Pareto front)"),
         ("stop", cmd_stop, "stop a study: no new trials"),
     ):
         add_client_command(sub, name, func, help).add_argument("study", help="study id or name")
@@ -202,3 +196,5 @@ def add_commands(sub: Subparsers) -> None:
     c.add_argument("study", help="study id or name")
     c.add_argument("--limit", type=int, default=100)
     c.add_argument("--offset", type=int, default=0)
+    c.add_argument("--state", choices=["running", "complete", "pruned", "fail", "waiting"])
+    c.add_argument("--all", action="store_true", help="every trial, fetched page by page")

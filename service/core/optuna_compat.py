@@ -13,7 +13,15 @@ import optuna
 from optuna.storages._rdb import models as rdb_models  # Optuna's own table mappings
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["CLAIM_ATTR", "create_running_trial", "rdb_models", "trial_id_of"]
+__all__ = [
+    "CLAIM_ATTR",
+    "create_running_trial",
+    "get_trials_since",
+    "percentile_rule_helpers",
+    "rdb_models",
+    "study_id_of",
+    "trial_id_of",
+]
 
 # The system attribute naming the `hpo_trials` record (the claim) a trial was created for.
 # It is written with the trial, in Optuna's own transaction, so that no trial ever exists
@@ -64,3 +72,35 @@ def create_running_trial(
         template.datetime_start = started_at.replace(tzinfo=UTC).astimezone().replace(tzinfo=None)
     trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
     return optuna.Trial(study, trial_id)
+
+
+def study_id_of(study: optuna.Study) -> int:
+    """The storage id of a study (`studies.study_id`); Optuna exposes only its name."""
+    study_id: int = study._study_id
+    return study_id
+
+
+def get_trials_since(
+    storage: optuna.storages.RDBStorage, study_id: int, ids: set[int], watermark: int
+) -> list[FrozenTrial]:
+    """The trials of `study_id` whose id is in `ids` (those at most `watermark`) or above
+    `watermark` (everything when it is -1), in id order, each with all its attributes.
+
+    What `_CachedStorage` reads to refresh itself (`RDBStorage._get_trials`); no public API
+    reads "only the trials that changed", and `get_all_trials` reads all N every time.
+    """
+    return storage._get_trials(
+        study_id, states=None, included_trial_ids=ids, trial_id_greater_than=watermark
+    )
+
+
+def percentile_rule_helpers() -> tuple[Any, Any]:
+    """Optuna's own `_is_first_in_interval_step` and `_get_best_intermediate_result_over_steps`
+    (`optuna.pruners._percentile`), so the indexed percentile rule decides exactly as
+    `PercentilePruner` on the running trial's side."""
+    from optuna.pruners import _percentile
+
+    return (
+        _percentile._is_first_in_interval_step,
+        _percentile._get_best_intermediate_result_over_steps,
+    )

@@ -35,6 +35,14 @@ class Settings(BaseSettings):
     )
     torch_threads: int | None = Field(None, ge=1, description="intra-op threads per worker")
     log_level: str = "info"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="log lines of serve and workers: text, or one JSON object each"
+    )
+    log_polling_requests: bool = Field(
+        False,
+        description="access-log the dashboard's and monitors' polling (GET of studies, "
+        "trials, workers, health, metrics); off: only the other requests and errors",
+    )
     # -- access (issue 7) -----------------------------------------------------------------
     auth: Literal["auto", "required", "off"] = Field(
         "auto", description="auto: required unless the service listens on a loopback address"
@@ -72,6 +80,13 @@ class Settings(BaseSettings):
     # -- metrics (issue 17) -------------------------------------------------------------
     metrics_study_names: bool = Field(
         False, description="label /metrics series with study names too (default: ids only)"
+    )
+    metrics_max_studies: int = Field(
+        20,
+        ge=0,
+        le=1000,
+        description="studies with their own /metrics series (running first, then the most "
+        'recently created); the rest are summed into study="other"',
     )
     metrics_bind: str | None = Field(
         None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -52,10 +53,11 @@ def register_worker(
         return worker.id
 
 
-def heartbeat(url: str, worker_id: int) -> None:
+def heartbeat(url: str, worker_id: int, device: Mapping[str, int | float] | None = None) -> None:
     """Record a heartbeat. The status too: a worker declared dead during a long database
-    outage is alive again."""
-    _set(url, worker_id, heartbeat_at=utcnow(), status=WorkerState.RUNNING)
+    outage is alive again. `device`: what the worker read of its device
+    (`gpu_memory_used_mb`, `gpu_utilization`; `worker.device_stats`), if anything."""
+    _set(url, worker_id, heartbeat_at=utcnow(), status=WorkerState.RUNNING, **(device or {}))
 
 
 def set_current_trial(url: str, worker_id: int, trial_id: int | None) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from optuna.distributions import BaseDistribution, json_to_distribution
 from optuna.trial import TrialState
-from sqlalchemy import and_, func, select
+from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session
 
 from service.core.db.models import CurvePoint, Study, TrialRecord
@@ -113,12 +113,14 @@ class History:
     distributions: dict[str, BaseDistribution] = field(default_factory=dict)
 
 
-def study_history(session: Session, study: Study) -> History:
-    """Every trial's state, value, params, duration and, for pruned and failed trials, why."""
+def study_history(session: Session, study: Study, where: Any | None = None) -> History:
+    """Every trial's state, value, params, duration and, for pruned and failed trials, why;
+    `where` (a condition on Optuna's `trials`, e.g. from `studies.samples`): only those."""
     T, V, P = om.TrialModel, om.TrialValueModel, om.TrialParamModel
     IV = om.TrialIntermediateValueModel
     sid = study.optuna_study_id
     metric = load_spec(study.spec).objective.metric
+    chosen = T.study_id == sid if where is None else and_(T.study_id == sid, where)
     h = History()
     trials = session.execute(
         select(
@@ -131,19 +133,19 @@ def study_history(session: Session, study: Study) -> History:
             V.value_type,
         )
         .outerjoin(V, and_(V.trial_id == T.trial_id, V.objective == 0))
-        .where(T.study_id == sid)
+        .where(chosen)
         .order_by(T.number)
     ).all()
     params = session.execute(
         select(P.trial_id, P.param_name, P.param_value, P.distribution_json)
         .join(T, T.trial_id == P.trial_id)
-        .where(T.study_id == sid)
+        .where(chosen)
     ).all()
     # The last reported epoch of pruned trials: where and at what value they stopped.
     last = (
         select(IV.trial_id, func.max(IV.step).label("step"))
         .join(T, T.trial_id == IV.trial_id)
-        .where(T.study_id == sid, T.state == TrialState.PRUNED)
+        .where(chosen, T.state == TrialState.PRUNED)
         .group_by(IV.trial_id)
         .subquery()
     )
@@ -152,11 +154,14 @@ def study_history(session: Session, study: Study) -> History:
             IV, and_(IV.trial_id == last.c.trial_id, IV.step == last.c.step)
         )
     ).all()
+    with_error: list[ColumnElement[bool]] = [TrialRecord.error.is_not(None)]
+    if where is None:
+        with_error.append(TrialRecord.study_id == study.id)
+    else:  # by the unique index on optuna_trial_id, not a walk of the study's records
+        with_error.append(TrialRecord.optuna_trial_id.in_(select(T.trial_id).where(chosen)))
     errors = dict(
         session.execute(
-            select(TrialRecord.optuna_trial_id, TrialRecord.error).where(
-                TrialRecord.study_id == study.id, TrialRecord.error.is_not(None)
-            )
+            select(TrialRecord.optuna_trial_id, TrialRecord.error).where(*with_error)
         ).all()
     )
     stop_at = {tid: (int(step), _finite(v)) for tid, step, v in stops}

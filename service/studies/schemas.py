@@ -36,6 +36,31 @@ class BestTrial(BaseModel):
     params: dict[str, Any] = Field(description="the searched parameters' values")
     config: dict[str, Any] = Field(description="searched + fixed: the full configuration")
     test_accuracy: float | None
+    test_metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="the test split's metrics: test_accuracy and test_loss, or for regression "
+        "test_rmse, test_mae (the target's units), test_r2 and test_loss",
+    )
+
+
+class ObjectiveOut(BaseModel):
+    metric: str
+    direction: str
+
+
+class ParetoTrial(BaseModel):
+    trial_id: int
+    number: int
+    values: list[float] = Field(description="one per objective, in `objectives` order")
+    params: dict[str, Any] = Field(description="the searched parameters' values")
+
+
+class ParetoFront(BaseModel):
+    objectives: list[ObjectiveOut]
+    trials: list[ParetoTrial] = Field(
+        description="the complete trials no other complete trial dominates, best first by "
+        "the first objective"
+    )
 
 
 class StudySummary(BaseModel):
@@ -44,8 +69,15 @@ class StudySummary(BaseModel):
     status: str
     n_trials: int
     counts: TrialCounts
-    best_value: float | None
-    direction: str
+    best_value: float | None = Field(description="single-objective studies only")
+    direction: str = Field(description="the objective's; a multi-objective study's first one")
+    metric: str = Field("val_accuracy", description="the objective's metric")
+    task: str = Field(
+        "classification", description="the dataset's task: classification or regression"
+    )
+    objectives: list[ObjectiveOut] = Field(
+        default_factory=list, description="what the study optimizes: one, or 2-3 (a Pareto front)"
+    )
     error: str | None
     created_at: UtcDatetime
     finished_at: UtcDatetime | None

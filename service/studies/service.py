@@ -16,16 +16,32 @@ from service.core.db.models import EnqueuedConfig, Study, TrialRecord, utcnow
 from service.core.errors import NotFound, StudyExists, StudyNotFound
 from service.core.optuna_storage import get_storage
 from service.core.states import StudyState
+from service.integrations.notify import record_status_event
+from service.studies.cache import (
+    Version,
+    VersionedCache,
+    cached,
+    cached_counts,
+    study_version,
+)
+from service.studies.pareto import (
+    SeveralObjectives,
+    is_multi_objective,
+    objectives_of,
+    optuna_directions,
+    pareto_front,
+)
 from service.studies.queries import best_trial_id, best_values, trial_counts
-from service.studies.schemas import BestTrial, StudyCreated, StudyDetail, StudySummary
+from service.studies.schemas import (
+    BestTrial,
+    ParetoFront,
+    StudyCreated,
+    StudyDetail,
+    StudySummary,
+    TrialCounts,
+)
 from service.studies.search.space import space_warnings
 from service.studies.spec import StudySpec, load_spec
-
-
-def optuna_direction(spec: StudySpec) -> optuna.study.StudyDirection:
-    if spec.objective.direction == "maximize":
-        return optuna.study.StudyDirection.MAXIMIZE
-    return optuna.study.StudyDirection.MINIMIZE
 
 
 def create_study(
@@ -42,7 +58,7 @@ def create_study(
     # Optuna's study first, committed on its own connection: on SQLite a transaction of ours
     # holding the write lock would block Optuna's insert until the busy timeout.
     try:
-        optuna_id = storage.create_new_study([optuna_direction(spec)], f"hpo:{spec.name}")
+        optuna_id = storage.create_new_study(optuna_directions(spec), f"hpo:{spec.name}")
     except optuna.exceptions.DuplicatedStudyError as e:
         raise StudyExists(spec.name) from e
     now = utcnow()
@@ -107,21 +123,37 @@ def trial_records(session: Session, study_id: int) -> dict[int, TrialRecord]:
 
 
 def _direction(spec: StudySpec) -> str:
-    direction = spec.objective.direction
-    assert direction is not None  # the spec's validator fills in the metric's natural one
-    return direction
+    # the spec's validators fill in each metric's natural direction
+    return objectives_of(spec)[0].direction
 
 
-def best_trial(session: Session, study: Study) -> BestTrial | None:
-    """The complete trial with the best finite value (ties: the earliest)."""
+_best_ids: VersionedCache[int | None] = VersionedCache(maxsize=256)
+
+
+def best_trial(session: Session, study: Study, version: Version | None = None) -> BestTrial | None:
+    """The complete trial with the best finite value (ties: the earliest); None for a
+    multi-objective study, which has a front instead (`pareto`). Finding it is an aggregate
+    over the study's complete trials, kept per study version (`studies.cache`); `version`:
+    the study's, if the caller has it."""
     spec = load_spec(study.spec)
-    trial_id = best_trial_id(session, study.optuna_study_id, _direction(spec))
+    if is_multi_objective(spec):
+        return None
+    trial_id = cached(
+        _best_ids,
+        session,
+        study,
+        lambda: best_trial_id(session, study.optuna_study_id, _direction(spec)),
+        version,
+    )
     if trial_id is None:
         return None
     best = get_storage(database_url(session)).get_trial(trial_id)
-    test_accuracy = session.scalar(
-        select(TrialRecord.test_accuracy).where(TrialRecord.optuna_trial_id == trial_id)
-    )
+    tested = session.execute(
+        select(TrialRecord.test_accuracy, TrialRecord.test_metrics).where(
+            TrialRecord.optuna_trial_id == trial_id
+        )
+    ).first()
+    test_accuracy = None if tested is None else tested.test_accuracy
     return BestTrial(
         trial_id=trial_id,
         number=best.number,
@@ -129,30 +161,38 @@ def best_trial(session: Session, study: Study) -> BestTrial | None:
         params=best.params,
         config={**spec.fixed, **best.params},
         test_accuracy=test_accuracy,
+        test_metrics=(tested.test_metrics if tested is not None else None) or {},
+    )
+
+
+def _summary(study: Study, counts: TrialCounts, best_value: float | None) -> StudySummary:
+    spec = load_spec(study.spec)
+    return StudySummary(
+        id=study.id,
+        name=study.name,
+        status=study.status,
+        n_trials=study.n_trials,
+        counts=counts,
+        best_value=best_value,
+        direction=_direction(spec),
+        metric=spec.objective.metric,
+        task=spec.dataset.builtin_task or "classification",
+        objectives=objectives_of(spec),
+        error=study.error,
+        created_at=study.created_at,
+        finished_at=study.finished_at,
     )
 
 
 def summaries(session: Session, studies: Sequence[Study]) -> list[StudySummary]:
     """Summaries from two aggregate queries (counts by state, best value), however many
     trials the studies hold."""
-    directions = {s.id: _direction(load_spec(s.spec)) for s in studies}
+    specs = {s.id: load_spec(s.spec) for s in studies}
+    directions = {s.id: _direction(specs[s.id]) for s in studies}
     counts = trial_counts(session, [s.optuna_study_id for s in studies])
-    best = best_values(session, {s.optuna_study_id: directions[s.id] for s in studies})
-    return [
-        StudySummary(
-            id=s.id,
-            name=s.name,
-            status=s.status,
-            n_trials=s.n_trials,
-            counts=counts[s.optuna_study_id],
-            best_value=best.get(s.optuna_study_id),
-            direction=directions[s.id],
-            error=s.error,
-            created_at=s.created_at,
-            finished_at=s.finished_at,
-        )
-        for s in studies
-    ]
+    single = [s for s in studies if not is_multi_objective(specs[s.id])]
+    best = best_values(session, {s.optuna_study_id: directions[s.id] for s in single})
+    return [_summary(s, counts[s.optuna_study_id], best.get(s.optuna_study_id)) for s in studies]
 
 
 def list_studies(session: Session, limit: int = 100, offset: int = 0) -> list[StudySummary]:
@@ -166,18 +206,32 @@ def list_studies(session: Session, limit: int = 100, offset: int = 0) -> list[St
 def get_study(session: Session, study_id: int) -> StudyDetail:
     """A study's summary, spec and best trial; raises `StudyNotFound`."""
     study = get_study_row(session, study_id)
-    summary = summaries(session, [study])[0]
+    version = study_version(session, study)
+    counts = cached_counts(session, study, version)
+    best = best_trial(session, study, version)
+    # The best trial's value is the best value: no second aggregate over the trials.
+    summary = _summary(study, counts, None if best is None else best.value)
     return StudyDetail(
         **summary.model_dump(),
         spec=study.spec,
-        best=best_trial(session, study),
+        best=best,
         warnings=space_warnings(load_spec(study.spec)),
     )
 
 
 def get_best(session: Session, study_id: int) -> BestTrial | None:
-    """The study's best trial, None before one completed; raises `StudyNotFound`."""
-    return best_trial(session, get_study_row(session, study_id))
+    """The study's best trial, None before one completed; raises `StudyNotFound`, or
+    `SeveralObjectives` (409) for a multi-objective study."""
+    study = get_study_row(session, study_id)
+    if is_multi_objective(load_spec(study.spec)):
+        raise SeveralObjectives(study_id)
+    return best_trial(session, study)
+
+
+def get_pareto(session: Session, study_id: int) -> ParetoFront:
+    """The study's Pareto front (complete trials no other dominates); raises
+    `StudyNotFound`."""
+    return pareto_front(session, get_study_row(session, study_id))
 
 
 def require_best(session: Session, study_id: int) -> BestTrial:
@@ -205,4 +259,8 @@ def stop_study(session: Session, study_id: int) -> StudySummary:
     )
     if result.rowcount == 0 and session.get(Study, study_id) is None:  # type: ignore[attr-defined]
         raise StudyNotFound(study_id)
+    if result.rowcount == 1:  # type: ignore[attr-defined]
+        study = session.get(Study, study_id, populate_existing=True)
+        assert study is not None
+        record_status_event(session, study)  # its webhook event, if the spec asks
     return summaries(session, [get_study_row(session, study_id)])[0]

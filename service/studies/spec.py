@@ -38,13 +38,29 @@ from service.core.types import (
     check_text,
 )
 from service.datasets.spec import DatasetSpec
+from service.integrations.notify import NotifySpec
 from service.studies.checkpointing import CheckpointSpec
 from service.studies.model_families import check_family
-from service.studies.objectives import natural_direction
+from service.studies.multi_objective import (
+    MAX_OBJECTIVES,
+    MIN_OBJECTIVES,
+    OBJECTIVES_HELP,
+    ObjectiveItem,
+    monitored_metric,
+    objectives_problems,
+)
+from service.studies.objectives import (
+    AFTER_TRAINING,
+    DEFAULT_METRIC,
+    NATURAL_DIRECTION,
+    natural_direction,
+    task_problem,
+)
 from service.studies.search.conditions import condition_errors, enqueue_condition_errors
 from service.studies.search.steps import n_points, on_grid, step_error
 from trainer.config import TrainConfig
-from trainer.data import is_image
+from trainer.data import DATASET_NAMES, builtin_task, is_image
+from trainer.loop import CURVE_METRICS, REGRESSION_CURVE_METRICS
 from trainer.params import PARAMS, ParamValue
 
 # Strict's config makes the floats finite and the strings valid text of bounded length.
@@ -173,12 +189,23 @@ class ModelSpec(Strict):
 
 
 class ObjectiveSpec(Strict):
-    metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    metric: ShortName = Field(
+        "val_accuracy",
+        description=f"one of {', '.join(m for m in NATURAL_DIRECTION if m not in AFTER_TRAINING)} "
+        "that fits the dataset's task "
+        "(default: val_accuracy for classification, val_rmse for regression)",
+    )
     direction: Literal["maximize", "minimize"] | None = None
     max_epochs: int = Field(20, ge=1, le=MAX_COUNT)
 
     @model_validator(mode="after")
     def _check(self) -> ObjectiveSpec:
+        if self.metric not in NATURAL_DIRECTION or self.metric in AFTER_TRAINING:
+            # n_params and inference_ms exist only after training: early stopping and the
+            # pruner need a metric of every epoch (they are objectives of Pareto studies).
+            known = [m for m in NATURAL_DIRECTION if m not in AFTER_TRAINING]
+            why = f"unknown metric; known: {known}"
+            raise located("ObjectiveSpec", [FieldProblem(("metric",), why, self.metric)])
         natural = natural_direction(self.metric)
         if self.direction is None:
             self.direction = natural
@@ -188,10 +215,25 @@ class ObjectiveSpec(Strict):
         return self
 
 
+# TPE and GP see every trial of a study of up to 500 finished trials; past that the most
+# recent and best 500 each (search.bounded), so an ask costs as much at 100k trials as at 1k.
+DEFAULT_MAX_HISTORY = 500
+
+
 class SamplerSpec(Strict):
-    name: Literal["tpe", "random", "grid", "cmaes", "gp", "qmc"] = "tpe"
+    name: Literal["tpe", "random", "grid", "cmaes", "gp", "qmc", "nsga2", "nsga3"] = "tpe"
     seed: Seed | None = None
     n_startup_trials: int | None = Field(None, ge=0, le=MAX_COUNT, description="tpe and gp only")
+    population_size: int | None = Field(
+        None, ge=2, le=100_000, description="nsga2 and nsga3 only: trials per generation (50)"
+    )
+    max_history: int | None = Field(
+        DEFAULT_MAX_HISTORY,
+        ge=1,
+        le=MAX_COUNT,
+        description="tpe and gp only: the sampler reads the most recent and the best this many "
+        "finished trials (null: all of them)",
+    )
 
 
 class PrunerSpec(Strict):
@@ -250,6 +292,9 @@ class StudySpec(Strict):
     dataset: DatasetSpec
     model: ModelSpec = ModelSpec()
     objective: ObjectiveSpec = ObjectiveSpec()
+    objectives: list[ObjectiveItem] | None = Field(
+        None, min_length=MIN_OBJECTIVES, max_length=MAX_OBJECTIVES, description=OBJECTIVES_HELP
+    )
     space: dict[Text, Distribution] = Field(default_factory=dict)
     fixed: dict[Text, Scalar] = Field(default_factory=dict)
     sampler: SamplerSpec = SamplerSpec()
@@ -265,6 +310,27 @@ class StudySpec(Strict):
     checkpoint: CheckpointSpec = Field(
         CheckpointSpec(), description="how often a trial saves its state for a re-run to resume"
     )
+    notify: NotifySpec | None = Field(
+        None, description="a webhook that receives the study's events (signed JSON POSTs)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_metric(cls, data: Any) -> Any:
+        # The default objective follows the dataset's task where the spec states it or the
+        # dataset is built in (an uploaded dataset's task is checked at submission).
+        if not isinstance(data, dict) or not isinstance(data.get("dataset"), dict):
+            return data
+        objective = data.get("objective", {})
+        if not isinstance(objective, dict) or "metric" in objective:
+            return data
+        ds = data["dataset"]
+        task = ds.get("task") or (
+            builtin_task(ds["name"]) if ds.get("name") in DATASET_NAMES else None
+        )
+        if task == "regression":
+            return {**data, "objective": {**objective, "metric": DEFAULT_METRIC["regression"]}}
+        return data
 
     @field_validator("space", mode="before")
     @classmethod
@@ -325,9 +391,33 @@ class StudySpec(Strict):
                 )
                 errors.append(FieldProblem(("space",), why))
         errors += _augment_errors(self)
+        task = self.dataset.builtin_task
+        if task is not None:
+            metric = self.objective.metric
+            if (problem := task_problem(metric, task, self.dataset.name)) is not None:
+                errors.append(FieldProblem(("objective", "metric"), problem, metric))
+            for i, item in enumerate(self.objectives or []):
+                if (problem := task_problem(item.metric, task, self.dataset.name)) is not None:
+                    errors.append(FieldProblem(("objectives", i, "metric"), problem, item.metric))
+        if self.objectives is not None:
+            errors += self._set_up_objectives(self.objectives)
         if errors:
             raise located("StudySpec", errors)
         return self
+
+    def _set_up_objectives(self, objectives: list[ObjectiveItem]) -> list[FieldProblem]:
+        """A multi-objective study (`multi_objective`): no pruner unless one was asked for
+        (refused), and early stopping monitors the first per-epoch objective unless
+        `objective.metric` was given."""
+        named = self.pruner.name if "name" in self.pruner.model_fields_set else None
+        problems = objectives_problems(objectives, self.sampler.name, named)
+        self.pruner = self.pruner.model_copy(update={"name": "none"})
+        metric = monitored_metric(objectives, (*CURVE_METRICS, *REGRESSION_CURVE_METRICS))
+        if "metric" not in self.objective.model_fields_set and metric is not None:
+            self.objective = ObjectiveSpec.model_validate(
+                {"metric": metric, "max_epochs": self.objective.max_epochs}
+            )
+        return problems
 
 
 def _augment_errors(spec: StudySpec) -> list[FieldProblem]:

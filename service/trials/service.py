@@ -17,7 +17,8 @@ from service.core.db.models import CurvePoint, TrialDiagnosis, TrialRecord
 from service.core.errors import InvalidInput, TrialNotFound
 from service.core.optuna_compat import trial_id_of
 from service.core.optuna_storage import get_storage
-from service.studies.service import get_study_row, trial_records
+from service.studies.pages import TrialRow, trial_page
+from service.studies.service import get_study_row
 from service.studies.spec import StudySpec, load_spec
 from service.studies.submission import refuse
 from service.trials.artifacts import model_meta
@@ -28,6 +29,7 @@ from service.trials.transfer import init_from_errors
 def summarize_trial(
     t: FrozenTrial, study_id: int, record: TrialRecord | None, retried_by: int | None = None
 ) -> TrialSummary:
+    values = list(t.values) if t.state == TrialState.COMPLETE and t.values is not None else None
     duration = None
     if t.datetime_start is not None and t.datetime_complete is not None:
         duration = (t.datetime_complete - t.datetime_start).total_seconds()
@@ -37,7 +39,37 @@ def summarize_trial(
         number=t.number,
         state=t.state.name.lower(),
         params=t.params,
-        value=t.value if t.state == TrialState.COMPLETE else None,
+        value=values[0] if values is not None and len(values) == 1 else None,
+        values=values,
+        duration_seconds=duration,
+        error=None if record is None else record.error,
+        started_at=t.datetime_start,
+        finished_at=t.datetime_complete,
+        retry_of=None if record is None else record.retry_of,
+        retried_by=retried_by,
+        oom_batch_size=None if record is None else record.oom_batch_size,
+        resumed_from_epoch=None if record is None else record.resumed_from_epoch,
+    )
+
+
+def _row_summary(
+    t: TrialRow, study_id: int, record: TrialRecord | None, retried_by: int | None
+) -> TrialSummary:
+    """`summarize_trial` of a row read by `studies.pages` (the same fields, the same values)."""
+    values = None
+    if t.state == TrialState.COMPLETE and t.values:
+        values = [t.values[k] for k in sorted(t.values)]
+    duration = None
+    if t.datetime_start is not None and t.datetime_complete is not None:
+        duration = (t.datetime_complete - t.datetime_start).total_seconds()
+    return TrialSummary(
+        trial_id=t.trial_id,
+        study_id=study_id,
+        number=t.number,
+        state=t.state.name.lower(),
+        params=t.params,
+        value=values[0] if values is not None and len(values) == 1 else None,
+        values=values,
         duration_seconds=duration,
         error=None if record is None else record.error,
         started_at=t.datetime_start,
@@ -53,23 +85,36 @@ def list_trials(
     session: Session, study_id: int, limit: int, offset: int, state: str | None = None
 ) -> TrialPage:
     """One page of a study's trials in number order, optionally of one state (Optuna's
-    name, lower case); raises `StudyNotFound`."""
+    name, lower case); raises `StudyNotFound`. Indexed reads of the page's trials only
+    (`studies.pages`): the cost does not grow with the study."""
     study = get_study_row(session, study_id)
-    trials = get_storage(database_url(session)).get_all_trials(
-        study.optuna_study_id, deepcopy=False
-    )
-    if state is not None:
-        trials = [t for t in trials if t.state.name.lower() == state]
-    trials = sorted(trials, key=lambda t: t.number)
-    records = trial_records(session, study_id)
-    retries = {r.retry_of: tid for tid, r in records.items() if r.retry_of is not None}
-    page = trials[offset : offset + limit]
+    wanted = None if state is None else TrialState[state.upper()]
+    total, page = trial_page(session, study.optuna_study_id, limit, offset, wanted)
+    ids = [t.trial_id for t in page]
+    records: dict[int | None, TrialRecord] = {}
+    retries: dict[int | None, int] = {}
+    if ids:
+        # By the unique and retry_of indexes only: SQLite's planner, given a study_id
+        # condition too, walks the study's (study_id, state) index instead.
+        records = {
+            r.optuna_trial_id: r
+            for r in session.scalars(
+                select(TrialRecord).where(TrialRecord.optuna_trial_id.in_(ids))
+            )
+        }
+        for retry_of, tid in session.execute(
+            select(TrialRecord.retry_of, TrialRecord.optuna_trial_id)
+            .where(TrialRecord.retry_of.in_(ids), TrialRecord.optuna_trial_id.is_not(None))
+            .order_by(TrialRecord.id)
+        ):
+            if tid is not None:
+                retries[retry_of] = tid
     return TrialPage(
-        total=len(trials),
+        total=total,
         limit=limit,
         offset=offset,
         items=[
-            summarize_trial(t, study_id, records.get(trial_id_of(t)), retries.get(trial_id_of(t)))
+            _row_summary(t, study_id, records.get(t.trial_id), retries.get(t.trial_id))
             for t in page
         ],
     )
@@ -129,6 +174,7 @@ def get_trial(session: Session, trial_id: int) -> TrialDetail:
     return TrialDetail(
         **summary.model_dump(),
         test_accuracy=record.test_accuracy,
+        test_metrics=record.test_metrics or {},
         warnings=record.warnings or [],
         has_model=model_meta(session, trial_id) is not None,
         intermediate_values=dict(frozen.intermediate_values),

@@ -65,6 +65,7 @@ class EpochReporter(Protocol):
     metric: str  # the objective's metric, reported to Optuna
     verdict: EarlyVerdict
     reported: set[int]  # epochs reported to Optuna
+    to_optuna: bool  # False in a multi-objective study: nothing is reported
 
 
 def plan_training(
@@ -100,7 +101,7 @@ def plan_training(
     state, history = adopted
     for epoch in range(1, state.epoch + 1):
         values = history[epoch]
-        if epoch not in report.reported:
+        if report.to_optuna and epoch not in report.reported:
             retry_db(partial(report.trial.report, values[report.metric], epoch), "report")
             report.reported.add(epoch)
         report.verdict.update(values)

@@ -24,11 +24,12 @@ from service.core.db.retry import retry_db
 from service.core.optuna_compat import create_running_trial, trial_id_of
 from service.core.optuna_storage import get_storage
 from service.core.states import TrialState
+from service.integrations.trials import trial_ended, trial_told
 from service.scheduling.claims import Claim, attach_trial, finish_record, link_created_trial
 from service.scheduling.orphans import close_unclaimed_trial
 from service.scheduling.workers import set_current_trial
 from service.studies.model_families import builder_for
-from service.studies.search.factories import build_pruner, build_sampler
+from service.studies.search.factories import build_sampler
 from service.studies.search.space import suggest_params
 from service.studies.service import get_study_row
 from service.studies.spec import StudySpec, load_spec, train_config
@@ -38,9 +39,20 @@ from service.trials.warnings import record_warnings
 from service.worker.curves import write_epoch
 from service.worker.data import DatasetCache
 from service.worker.faults import crash_point
+from service.worker.objectives import reports_to_optuna, trial_values
 from service.worker.oom import fit_with_oom_retry, free_gpu_memory, record_oom_retry
+from service.worker.progress import log_epoch
 from service.worker.resume import ResumePlan, plan_training
-from trainer import DivergedError, EpochMetrics, FitResult, TensorData, TrainConfig, evaluate, fit
+from service.worker.study_handles import open_study
+from trainer import (
+    DivergedError,
+    EpochMetrics,
+    FitResult,
+    TensorData,
+    TrainConfig,
+    evaluate_test,
+    fit,
+)
 from trainer.diagnosis import EarlyVerdict
 from trainer.loop import ModelBuilder, PrepareModel
 
@@ -72,8 +84,8 @@ class Outcome:
     """How training ended: COMPLETE with the objective's value, or PRUNED (no value)."""
 
     state: TrialState
-    value: float | None
-    test_accuracy: float | None  # None when the dataset has no test split
+    value: float | list[float] | None  # a multi-objective study's: one per objective
+    test_metrics: dict[str, float]  # trainer.evaluate_test: empty without a test split
 
 
 @dataclass
@@ -83,13 +95,17 @@ class EpochReport:
     url: str
     trial: optuna.Trial
     trial_id: int
-    metric: str  # the objective's metric, reported to Optuna
+    metric: str  # the objective's metric: logged, and reported to Optuna
     verdict: EarlyVerdict  # stops hopeless trials: diverged, or vanishing and not learning
     reported: set[int] = field(default_factory=set)
+    max_epochs: int = 0  # for the log line
+    to_optuna: bool = True  # False: multi-objective, Optuna neither takes reports nor prunes
 
     def __call__(self, m: EpochMetrics) -> bool:
         write_epoch(self.url, self.trial_id, m)  # the epoch's one write
-        if m.epoch not in self.reported:  # a re-run after OOM repeats reported epochs
+        log_epoch(self.trial, self.trial_id, self.metric, m, self.max_epochs)
+        # a re-run after OOM repeats reported epochs
+        if self.to_optuna and m.epoch not in self.reported:
             retry_db(partial(self.trial.report, m.values[self.metric], m.epoch), "report")
             self.reported.add(m.epoch)
             crash_point("mid_train", epoch=m.epoch)
@@ -97,7 +113,11 @@ class EpochReport:
             set_reason = partial(self.trial.set_user_attr, PRUNED_BY_DIAGNOSIS, reason)
             retry_db(set_reason, "verdict")
             return True
-        return retry_db(self.trial.should_prune, "should_prune")
+        return self.to_optuna and retry_db(self.trial.should_prune, "should_prune")
+
+
+def _maximize(started: Started) -> bool:
+    return started.study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
 
 
 class TrialRunner:
@@ -154,12 +174,7 @@ class TrialRunner:
                 # parameter is fixed; GridSampler's own bookkeeping (a point per process,
                 # Study.stop() when it believes the grid used up) must stay out of it.
                 sampler = optuna.samplers.RandomSampler(seed=claim.claim_index)
-            study = optuna.load_study(
-                study_name=f"hpo:{spec.name}",
-                storage=get_storage(self.url),
-                sampler=sampler,
-                pruner=build_pruner(spec.pruner, spec.objective.max_epochs),
-            )
+            study = open_study(self.url, spec, sampler)  # flat in the study's size
             # Created RUNNING directly, tagged with the claim in the same transaction: no
             # moment exists in which the trial is RUNNING and its claim cannot find it.
             trial = create_running_trial(
@@ -209,7 +224,7 @@ class TrialRunner:
         return True
 
     def train(self, claim: Claim, started: Started) -> Outcome:
-        """Suggest the parameters, train, save the model, measure test accuracy."""
+        """Suggest the parameters, train, save the model, measure the test metrics."""
         spec, trial = started.spec, started.trial
         config = train_config(spec, suggest_params(trial, spec), trial_number=trial.number)
         data = self.data.get(spec.dataset)
@@ -219,7 +234,9 @@ class TrialRunner:
             trial,
             started.trial_id,
             spec.objective.metric,
-            EarlyVerdict(n_classes=data.n_classes),
+            EarlyVerdict(n_classes=data.n_classes, task=data.task),
+            max_epochs=config.max_epochs,
+            to_optuna=reports_to_optuna(spec),
         )
         plan = plan_training(self.url, claim, started.trial_id, spec.checkpoint, config, report)
         config = plan.config  # a resumed trial keeps the seed of the run it continues
@@ -234,13 +251,11 @@ class TrialRunner:
         on_retry = partial(record_oom_retry, self.url, claim.record_id, trial, started.trial_id)
         result = fit_with_oom_retry(fit_once, config, device=self.device, on_retry=on_retry)
         save_trial_model(self.url, started.trial_id, result, config, spec, data)
-        test_acc = None
-        if data.x_test.shape[0] > 0:
-            test_acc = evaluate(result.model, data.x_test, data.y_test)[1]
+        tested = evaluate_test(result.model, data)
         if result.stopped_by_callback:
-            return Outcome(TrialState.PRUNED, None, test_acc)
+            return Outcome(TrialState.PRUNED, None, tested)
         # Under early stopping the model (and so the value) is the best epoch's.
-        return Outcome(TrialState.COMPLETE, result.value(spec.objective.metric), test_acc)
+        return Outcome(TrialState.COMPLETE, trial_values(spec, result, config, data), tested)
 
     def finish(self, claim: Claim, started: Started, outcome: Outcome) -> None:
         """Tell Optuna the outcome, then finish the claim's record with the state Optuna
@@ -255,6 +270,7 @@ class TrialRunner:
             self.fail(claim, started, e)
             return
         crash_point("after_tell")
+        trial_told(self.url, started.spec.name, started.trial_id, maximize=_maximize(started))
         error = None
         if state != outcome.state:  # e.g. Optuna stores a non-finite value as a failure
             error = f"Optuna recorded the trial {state} (value {outcome.value})"
@@ -264,7 +280,8 @@ class TrialRunner:
             claim.record_id,
             state,
             error=error,
-            test_accuracy=outcome.test_accuracy,
+            test_accuracy=outcome.test_metrics.get("test_accuracy"),
+            test_metrics=outcome.test_metrics,
         )
         retry_db(record, "finish")
         crash_point("after_finish")
@@ -306,13 +323,16 @@ class TrialRunner:
         """Record the ended trial's diagnosis, clear the worker's current trial and free the
         GPU memory the trial held."""
         record_diagnosis(self.url, started.trial_id)  # never raises
+        trial_ended(self.url, started.spec.name, started.trial_id)  # MLflow; never raises
         try:
             set_current_trial(self.url, self.worker_id, None)
         except SQLAlchemyError as e:
             log.warning("could not clear the current trial: %s", type(e).__name__)
         free_gpu_memory(self.device)
 
-    def _tell(self, started: Started, value: float | None, state: TrialState) -> TrialState:
+    def _tell(
+        self, started: Started, value: float | list[float] | None, state: TrialState
+    ) -> TrialState:
         """Tell Optuna `state` (and `value`); the state Optuna stored, which differs when
         the trial had been finished already (e.g. failed by the reaper) or Optuna refused
         the value. Raises what Optuna raised only if the trial is not finished after it."""

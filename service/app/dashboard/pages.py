@@ -36,11 +36,15 @@ PAGES = {
 }
 
 
+# scripts a page needs besides its own
+PAGE_SCRIPTS = {"study": ("pareto.js",)}
+
+
 @cache
 def _template(name: str) -> str:
     title, plotly = PAGES[name]
     scripts = ["plotly.min.js", "axes.js"] if plotly else []
-    scripts += ["common.js", f"{name}.js"]
+    scripts += ["common.js", *PAGE_SCRIPTS.get(name, ()), f"{name}.js"]
     tags = "\n".join(f'<script src="__ROOT__/assets/{s}" defer></script>' for s in scripts)
     base = (TEMPLATES / "base.html").read_text(encoding="utf-8")
     body = (TEMPLATES / f"{name}.html").read_text(encoding="utf-8")

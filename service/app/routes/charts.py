@@ -42,7 +42,7 @@ def study_curves(
 @router.get("/studies/{study_id}/importances", response_model=Importances)
 def study_importances(study_id: StudyIdDep, session: SessionDep) -> Importances:
     """Importances of the searched params: Optuna's fANOVA; past 100 complete trials,
-    PED-ANOVA over a sample of at most 1,000 (empty until two trials completed)."""
+    PED-ANOVA over an even sample of about 500 (empty until two trials completed)."""
     return charts.importances(session, study_id)
 
 

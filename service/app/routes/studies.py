@@ -11,7 +11,13 @@ from service.app.deps import SessionDep, SettingsDep
 from service.app.http_policies import limit_submissions
 from service.app.ownership import StudyIdDep
 from service.studies import service as study_service
-from service.studies.schemas import BestTrial, StudyCreated, StudyDetail, StudySummary
+from service.studies.schemas import (
+    BestTrial,
+    ParetoFront,
+    StudyCreated,
+    StudyDetail,
+    StudySummary,
+)
 from service.studies.spec import StudySpec
 from service.studies.submission import check_submission
 from service.trials import service as trial_service
@@ -62,7 +68,16 @@ def list_trials(
 
 @router.get("/{study_id}/best", response_model=BestTrial)
 def get_best(study_id: StudyIdDep, session: SessionDep) -> BestTrial:
+    """The best trial; 404 before one completed, 409 for a multi-objective study (see
+    `/pareto`)."""
     return study_service.require_best(session, study_id)
+
+
+@router.get("/{study_id}/pareto", response_model=ParetoFront)
+def get_pareto(study_id: StudyIdDep, session: SessionDep) -> ParetoFront:
+    """The Pareto front: the complete trials that no other complete trial dominates (their
+    values, one per objective, and params)."""
+    return study_service.get_pareto(session, study_id)
 
 
 @router.post("/{study_id}/stop", response_model=StudySummary)

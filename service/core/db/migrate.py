@@ -8,7 +8,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from service.core.db.engine import ensure_sqlite_dir
+from service.core.db import optuna_indexes
+from service.core.db.engine import ensure_sqlite_dir, get_engine
 from service.core.optuna_storage import get_storage
 
 # Inside the package, so a wheel (not only an editable install) can migrate.
@@ -37,3 +38,10 @@ def upgrade(url: str) -> None:
     storage = get_storage(url)
     if storage.get_current_version() != storage.get_head_version():
         storage.upgrade()
+    # On a fresh database Optuna's tables did not exist yet when our migrations ran.
+    engine = get_engine(url)
+    try:
+        with engine.begin() as connection:
+            optuna_indexes.create(connection)
+    finally:
+        engine.dispose()

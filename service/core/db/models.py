@@ -83,12 +83,15 @@ class TrialRecord(Base):
     state: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text, default=None)
     test_accuracy: Mapped[float | None] = mapped_column(Float, default=None)
+    # The test split's metrics by name: test_accuracy and test_loss, or for regression
+    # test_rmse, test_mae (the target's units), test_r2 and test_loss (trainer.evaluate_test).
+    test_metrics: Mapped[dict[str, float] | None] = mapped_column(JSON, default=None)
     # trainer.model.config_warnings(config): e.g. dropout placed before batch norm.
     warnings: Mapped[list[str] | None] = mapped_column(JSON, default=None)
     started_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(), default=None)
     # A re-run with the same parameters of the trial (Optuna trial id) whose worker died.
-    retry_of: Mapped[int | None] = mapped_column(Integer, default=None)
+    retry_of: Mapped[int | None] = mapped_column(Integer, default=None, index=True)
     retry_number: Mapped[int] = mapped_column(Integer, default=0)
     # The batch size the trial was re-run with after running out of GPU memory.
     oom_batch_size: Mapped[int | None] = mapped_column(Integer, default=None)
@@ -138,6 +141,10 @@ class Worker(Base):
     process_start: Mapped[str | None] = mapped_column(String(128), default=None)
     supervisor_pid: Mapped[int | None] = mapped_column(Integer, default=None)
     supervisor_start: Mapped[str | None] = mapped_column(String(128), default=None)
+    # What the last heartbeat saw of the device (NULL on CPU, or where it cannot be read):
+    # memory in use on it (MiB) and, with NVML, its utilization (percent).
+    gpu_memory_used_mb: Mapped[int | None] = mapped_column(Integer, default=None)
+    gpu_utilization: Mapped[float | None] = mapped_column(Float, default=None)
 
 
 class EnqueuedConfig(Base):
@@ -194,6 +201,23 @@ class TrialDiagnosis(Base):
     )
     findings: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     computed_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
+
+
+class FindingKind(Base):
+    """How many findings of one kind a trial's diagnosis holds: written with the findings,
+    so a study's finding counts are one GROUP BY (`analysis.report`), not a read of every
+    trial's findings. Deleted with the diagnosis (foreign key, cascade)."""
+
+    __tablename__ = "hpo_trial_finding_kinds"
+
+    trial_id: Mapped[int] = mapped_column(
+        ForeignKey("hpo_trial_diagnoses.trial_id", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(64), primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("hpo_studies.id", ondelete="CASCADE"))
+    n: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_hpo_trial_finding_kinds_study_kind", "study_id", "kind"),)
 
 
 class LearningCurveJob(Base):
@@ -260,6 +284,8 @@ class Dataset(Base):
     shape: Mapped[list[int]] = mapped_column(JSON)  # X's shape, rows first
     n_classes: Mapped[int] = mapped_column(Integer)
     classes: Mapped[list[str]] = mapped_column(JSON)  # original label of class index i
+    # classification | regression (then y is the float target and `classes` is empty)
+    task: Mapped[str] = mapped_column(String(16), default="classification")
     owner_token_id: Mapped[int | None] = mapped_column(
         ForeignKey("hpo_api_tokens.id"), default=None
     )

@@ -33,6 +33,13 @@ def build_sampler(spec: StudySpec, claim_index: int) -> optuna.samplers.BaseSamp
         return optuna.samplers.GPSampler(
             seed=seed, n_startup_trials=n_startup, warn_independent_sampling=warn
         )
+    if s.name in ("nsga2", "nsga3"):
+        # Generations are read back from the storage's trials, so a fresh sampler per claim
+        # (as every worker builds) continues the same evolution.
+        nsga = (
+            optuna.samplers.NSGAIISampler if s.name == "nsga2" else optuna.samplers.NSGAIIISampler
+        )
+        return nsga(seed=seed, population_size=s.population_size or 50)  # Optuna's default
     if s.name == "qmc":
         # QMC walks one low-discrepancy sequence by trial number: every worker must use the
         # same scramble seed, so this one is not varied per claim.

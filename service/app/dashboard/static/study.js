@@ -20,6 +20,8 @@
   const isCategorical = (p) => (space()[p] || {}).type === "categorical"
     || hist.params[p].some((v) => v !== null && typeof v !== "number");
   const isLog = (p) => Boolean((space()[p] || {}).log);
+  const multi = () => Boolean(hist && hist.objectives && hist.objectives.length > 1);
+  const objectives = () => (study.objectives || []).map((o) => o.metric).join(", ");
 
   function renderSummary() {
     document.title = `${study.name} · Study · HPO`;
@@ -29,8 +31,10 @@
     HPO.facts($("summary"), [
       ["status", study.status],
       ["progress", `${finished} / ${study.n_trials}`],
-      ["best " + study.spec.objective.metric, fmt(study.best_value)],
-      ["direction", study.direction],
+      ["task", study.task || "classification"],
+      ...((study.objectives || []).length > 1
+        ? [["objectives", (study.objectives || []).map((o) => `${o.metric} (${o.direction})`).join(", ")]]
+        : [["best " + study.spec.objective.metric, fmt(study.best_value)], ["direction", study.direction]]),
       ["running", c.running],
       ["pruned", c.pruned],
       ["failed", c.fail],
@@ -52,6 +56,7 @@
   }
 
   function renderHistory() {
+    if (multi()) return Pareto.history("chart-history", hist);
     // Complete trials whose value is not finite (null in the history) are drawn at the edge.
     const idx = hist.state.map((s, i) => (s === "complete" ? i : -1)).filter((i) => i >= 0);
     const maximize = hist.direction === "maximize";
@@ -222,17 +227,13 @@
       .map((b) => el("li", { text: `${b.param} at its ${b.edge} edge: ${b.advice}` })));
   }
 
-  function renderPareto() {
+  async function renderPareto() {
     // Multi-objective studies only: the history then carries `values` per trial.
-    const values = hist.values;
-    const show = Array.isArray(values) && values.some((v) => Array.isArray(v) && v.length === 2);
-    $("pareto").hidden = !show;
-    if (!show) return;
-    const pts = values.map((v, i) => [v, i]).filter(([v]) => Array.isArray(v));
-    const x = Axes.robust(pts.map(([v]) => [v[0]])), y = Axes.robust(pts.map(([v]) => [v[1]]));
-    HPO.plot("chart-pareto", [{ type: "scatter", mode: "markers", x: pts.map(([v]) => v[0]),
-      y: pts.map(([v]) => v[1]), text: pts.map(([, i]) => "#" + hist.number[i]) }],
-    { xaxis: Axes.layout(x), yaxis: Axes.layout(y) });
+    $("pareto").hidden = !multi();
+    if (!multi()) return;
+    const front = await HPO.getJSON(`/api/studies/${studyId}/pareto`);
+    $("pareto-note").textContent = `${front.trials.length} non-dominated of ${completeIdx().length} complete trials (${objectives()})`;
+    await Pareto.render("chart-pareto", hist, front);
   }
 
   // ---- trial table ----------------------------------------------------------------------
@@ -249,7 +250,8 @@
     const keys = ["number", "state", "value", "duration", ...paramNames().map((p) => "param:" + p), "reason"];
     if (keys.join("|") === headKeys) return;
     headKeys = keys.join("|");
-    const label = { number: "#", state: "state", value: hist.metric, duration: "duration", reason: "reason" };
+    const value = multi() ? hist.objectives.map((o) => o.metric).join(" / ") : hist.metric;
+    const label = { number: "#", state: "state", value, duration: "duration", reason: "reason" };
     const th = (key) => {
       const h = el("th", { attrs: { scope: "col", "data-key": key },
         cls: ["number", "value", "duration"].includes(key) ? "num" : "" },
@@ -262,7 +264,49 @@
     HPO.sortable($("trials"), (key, dir) => { table.key = key; table.dir = dir; table.page = 0; renderTable(); });
   }
 
+  // A downsampled history (a study of many thousand trials) holds a sample of the trials:
+  // the table then pages through GET /api/studies/{id}/trials, in trial-number order.
+  let tableRequest = 0;
+  async function renderServerTable() {
+    buildHead();
+    const request = ++tableRequest;
+    const query = new URLSearchParams({ limit: PAGE_SIZE, offset: table.page * PAGE_SIZE });
+    if (table.state) query.set("state", table.state);
+    const page = await HPO.getJSON(`/api/studies/${studyId}/trials?${query}`);
+    if (request !== tableRequest) return;  // a newer page was asked for meanwhile
+    const pages = Math.max(1, Math.ceil(page.total / PAGE_SIZE));
+    const params = paramNames();
+    $("trials").tBodies[0].replaceChildren(...page.items.map((t) => {
+      const href = url("/trials/" + t.trial_id);
+      const box = el("input", { attrs: { type: "checkbox", "aria-label": "select trial #" + t.number } });
+      box.checked = table.selected.has(t.trial_id);
+      box.addEventListener("change", () => {
+        if (box.checked) table.selected.add(t.trial_id); else table.selected.delete(t.trial_id);
+        $("compare").disabled = table.selected.size < 2;
+      });
+      const tr = el("tr", { attrs: { "data-trial-id": t.trial_id } }, [
+        el("td", {}, [box]),
+        el("td", { cls: "num" }, [el("a", { text: "#" + t.number, attrs: { href } })]),
+        HPO.stateCell(t.state),
+        el("td", { text: fmt(t.value), cls: "num" }),
+        el("td", { text: fmtSeconds(t.duration_seconds), cls: "num" }),
+        ...params.map((p) => el("td", { text: fmt(t.params[p] ?? null) })),
+        el("td", { text: t.error || "", cls: "reason" }),
+      ]);
+      HPO.linkRow(tr, href);
+      return tr;
+    }));
+    $("table-count").textContent = `${page.total} trial${page.total === 1 ? "" : "s"} in trial-number order`;
+    $("page-label").textContent = `page ${table.page + 1} of ${pages}`;
+    $("prev").disabled = table.page === 0;
+    $("next").disabled = table.page >= pages - 1;
+  }
+
   function renderTable() {
+    if (hist.downsampled) {
+      renderServerTable().catch((e) => HPO.showError(e.message));
+      return;
+    }
     buildHead();
     let idx = hist.trial_id.map((_, i) => i);
     if (table.state) idx = idx.filter((i) => hist.state[i] === table.state);
@@ -284,7 +328,7 @@
         el("td", {}, [box]),
         el("td", { cls: "num" }, [el("a", { text: "#" + hist.number[i], attrs: { href } })]),
         HPO.stateCell(hist.state[i]),
-        el("td", { text: fmt(hist.value[i]), cls: "num" }),
+        el("td", { text: multi() && hist.values[i] ? hist.values[i].map((v) => fmt(v)).join(" / ") : fmt(hist.value[i]), cls: "num" }),
         el("td", { text: fmtSeconds(hist.duration_seconds[i]), cls: "num" }),
         ...params.map((p) => el("td", { text: fmt(hist.params[p][i]) })),
         el("td", { text: hist.reason[i] || "", cls: "reason" }),
@@ -318,7 +362,7 @@
       renderHistory();
       renderParcoords();
       renderSlice();
-      renderPareto();
+      jobs.push(renderPareto());
       renderTable();
       // Importances are recomputed per number of complete trials: at most every 10 s.
       const done = completeIdx().length;

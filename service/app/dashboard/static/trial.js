@@ -28,8 +28,14 @@
   }
 
   function renderCharts(curves) {
-    lines("chart-loss", curves, ["train_loss", "val_loss"], "loss");
-    lines("chart-accuracy", curves, ["train_accuracy", "val_accuracy"], "accuracy");
+    // Regression: MSE of standardized targets, R² for the score, RMSE/MAE in target units.
+    const regression = Boolean(curves.val_r2);
+    lines("chart-loss", curves, ["train_loss", "val_loss"], regression ? "MSE (standardized)" : "loss");
+    $("h-accuracy").textContent = regression ? "R²" : "Accuracy";
+    lines("chart-accuracy", curves, regression ? ["val_r2"] : ["train_accuracy", "val_accuracy"],
+      regression ? "R²" : "accuracy");
+    $("target-error").hidden = !regression;
+    if (regression) lines("chart-error", curves, ["val_rmse", "val_mae"], "error");
     lines("chart-lr", curves, ["lr"], "learning rate", { log: true });
     const layers = Object.keys(curves).filter((m) => /^grad_norm\.\d+$/.test(m))
       .sort((a, b) => Number(a.split(".")[1]) - Number(b.split(".")[1]));
@@ -48,8 +54,10 @@
     $("study-link").href = url("/studies/" + study.id);
     HPO.facts($("summary"), [
       ["state", t.state],
-      [study.spec.objective.metric, fmt(t.value)],
-      ["test accuracy", fmt(t.test_accuracy)],
+      ...((study.objectives || []).length > 1
+        ? study.objectives.map((o, k) => [o.metric, fmt(t.values ? t.values[k] : null)])
+        : [[study.spec.objective.metric, fmt(t.value)]]),
+      ...HPO.testFacts(t),
       ["duration", fmtSeconds(t.duration_seconds)],
       ["epochs", Object.keys(t.intermediate_values || {}).length],
       ["started", fmtDate(t.started_at)],
