@@ -5,6 +5,7 @@ No HTTP, no database, no Optuna: usable from a notebook on its own.
 
 from trainer.config import TrainConfig
 from trainer.data import DataSplits, TensorData, load_dataset
+from trainer.fused import fit_fused, structure_key
 from trainer.loop import DivergedError, EpochMetrics, FitResult, evaluate, evaluate_test, fit
 
 __all__ = [
@@ -17,5 +18,7 @@ __all__ = [
     "evaluate",
     "evaluate_test",
     "fit",
+    "fit_fused",
     "load_dataset",
+    "structure_key",
 ]

@@ -99,7 +99,12 @@ class EarlyStopping:
         if self.best_state is None or score < self.best - self.min_delta:
             self.best = score
             self.best_epoch = epoch
-            self.best_state = copy.deepcopy(model.state_dict())
+            # Clones, not deepcopy: a tensor that is a slice of a larger one (fused training's
+            # stacked members) deep-copies its whole storage.
+            self.best_state = {
+                k: v.detach().clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)
+                for k, v in model.state_dict().items()
+            }
             self.bad_epochs = 0
             return False
         self.bad_epochs += 1

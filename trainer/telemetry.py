@@ -87,6 +87,13 @@ class GradientTelemetry:
             self._grad_sums += squares.sqrt()
         self._steps += 1
 
+    def set_grad_norms(self, mean_norms: torch.Tensor) -> None:
+        """Replace this epoch's accumulated gradient norms by `mean_norms` (one per trained
+        weight layer, already averaged over the epoch's steps), as fused training measures
+        them for all members at once (trainer/fused.py)."""
+        self._grad_sums = mean_norms.detach().to(self._grad_sums.dtype).clone()
+        self._steps = 1
+
     @contextmanager
     def watching_units(self) -> Iterator[None]:
         """While active, forward passes mark which units of each probed activation fire."""
