@@ -16,6 +16,7 @@ from service.core.db.models import EnqueuedConfig, Study, TrialRecord, utcnow
 from service.core.errors import NotFound, StudyExists, StudyNotFound
 from service.core.optuna_storage import get_storage
 from service.core.states import StudyState
+from service.studies.fusing import device_seconds_limit
 from service.studies.queries import best_trial_id, best_values, trial_counts
 from service.studies.schemas import BestTrial, StudyCreated, StudyDetail, StudySummary
 from service.studies.search.space import space_warnings
@@ -64,6 +65,7 @@ def create_study(
             priority=spec.priority,
             n_running=0,
             max_parallel_trials=spec.budget.max_parallel_trials,
+            device_seconds_limit=device_seconds_limit(spec.budget.device_hours),
             created_at=now,
             updated_at=now,
             deadline_at=deadline,
@@ -172,6 +174,8 @@ def get_study(session: Session, study_id: int) -> StudyDetail:
         spec=study.spec,
         best=best_trial(session, study),
         warnings=space_warnings(load_spec(study.spec)),
+        device_seconds=study.device_seconds or 0.0,
+        device_seconds_limit=study.device_seconds_limit,
     )
 
 
