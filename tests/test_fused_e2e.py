@@ -88,6 +88,9 @@ def test_a_fused_study_through_rest(client: httpx.Client, database_url: str) -> 
         rebuild_model(ckpt)  # an ordinary model of its family
     # Device time: every trial has its share; the study's is their sum.
     assert all(t["device_seconds"] is not None and t["device_seconds"] > 0 for t in trials)
+    # A fused group's members share its wall time evenly: equal shares. Each pack of 4 has
+    # at least two members of one batch size (two structures), so some trained fused.
+    assert len({t["device_seconds"] for t in trials}) < len(trials)
     total = sum(t["device_seconds"] for t in trials)
     assert study["device_seconds"] == pytest.approx(total)
     assert study["device_seconds_limit"] is None
