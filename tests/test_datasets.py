@@ -232,13 +232,23 @@ BAD_FILES: dict[str, BadFile] = {
         "file",
         "NaN or infinite values (first at row 7)",
     ),
-    "regression targets": (
+    # Continuous targets are a regression dataset (tests/test_regression.py); a constant one
+    # leaves nothing to regress on.
+    "constant regression target": (
         "d.npz",
-        lambda: npz_bytes(X=X, y=np.linspace(0, 1, 60)),
+        lambda: npz_bytes(X=X, y=np.full(60, 0.5)),
         None,
         422,
         "file",
-        "regression is not supported",
+        "y is constant",
+    ),
+    "NaN in a regression target": (
+        "d.npz",
+        lambda: npz_bytes(X=X, y=np.r_[np.linspace(0, 1, 59), np.nan]),
+        None,
+        422,
+        "file",
+        "y has NaN or infinite values (first at row 59)",
     ),
     "5-d X": (
         "d.npz",

@@ -51,6 +51,7 @@ MAXIMAL_SPEC: dict[str, Any] = {
         "n_samples": 100,
         "noise": 0.1,
         "shape": "flat",
+        "task": "classification",
     },
     "model": {"family": "mlp"},
     "objective": {"metric": "val_accuracy", "direction": "maximize", "max_epochs": 2},
@@ -88,6 +89,7 @@ MAXIMAL_SPEC: dict[str, Any] = {
     "enqueue": [{"lr": 0.01, "dropout": 0.2, "hidden_units": 16, "optimizer": "adam"}],
     "priority": 1,
     "checkpoint": {"every_epochs": 5, "every_seconds": 120.0},
+    "notify": {"webhook": "https://hooks.example.com/hpo", "events": ["completed", "failed"]},
 }
 NOT_IN_MAXIMAL = {("init_from",), ("dataset", "path"), ("dataset", "download")}
 

@@ -15,6 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RANKS = {
     "trainer": 0,
     "service.core": 1,
+    # What the service sends out (webhooks, MLflow runs): called by the domain packages
+    # that decide an event, it reads only core's tables.
+    "service.integrations": 1.5,
     # The domain packages, in their own order: a study's spec names a dataset, a trial
     # belongs to a study, the analysis reads studies and trials' curves.
     "service.access": 2.0,

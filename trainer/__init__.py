@@ -5,7 +5,7 @@ No HTTP, no database, no Optuna: usable from a notebook on its own.
 
 from trainer.config import TrainConfig
 from trainer.data import DataSplits, TensorData, load_dataset
-from trainer.loop import DivergedError, EpochMetrics, FitResult, evaluate, fit
+from trainer.loop import DivergedError, EpochMetrics, FitResult, evaluate, evaluate_test, fit
 
 __all__ = [
     "DataSplits",
@@ -15,6 +15,7 @@ __all__ = [
     "TensorData",
     "TrainConfig",
     "evaluate",
+    "evaluate_test",
     "fit",
     "load_dataset",
 ]

@@ -7,6 +7,10 @@ reads it without unpickling arbitrary objects:
     ckpt = load_checkpoint("model.pt")
     model = rebuild_model(ckpt)  # in eval mode, on the CPU
     logits = model(x)            # x standardized like the training data (see ckpt.extra)
+
+A regression model outputs standardized targets, shape (n, 1); the checkpoint carries the
+training split's target mean and standard deviation, and `ckpt.to_target(model(x))` turns
+outputs into the target's original units: y = output * target_std + target_mean.
 """
 
 from __future__ import annotations
@@ -35,6 +39,13 @@ class Checkpoint:
     state_dict: dict[str, torch.Tensor]
     # Provenance and metrics: e.g. the dataset spec, the final val_accuracy.
     extra: dict[str, Any] = field(default_factory=dict)
+    task: str = "classification"  # or "regression": n_classes is then 1, the one output
+    target_mean: float = 0.0
+    target_std: float = 1.0
+
+    def to_target(self, output: torch.Tensor) -> torch.Tensor:
+        """A regression model's outputs (n, 1) in the target's original units, (n,)."""
+        return output[:, 0] * self.target_std + self.target_mean
 
     @property
     def n_blocks(self) -> int:
@@ -54,7 +65,12 @@ def checkpoint_bytes(
     input_shape: tuple[int, ...],
     n_classes: int,
     extra: Mapping[str, Any] | None = None,
+    task: str = "classification",
+    target_mean: float = 0.0,
+    target_std: float = 1.0,
 ) -> bytes:
+    """The checkpoint file's bytes. Regression: `target_mean`/`target_std` are the training
+    split's target statistics that the model's outputs are standardized with."""
     payload = {
         "format": FORMAT,
         "family": family,
@@ -63,6 +79,8 @@ def checkpoint_bytes(
         "n_classes": int(n_classes),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "extra": dict(extra or {}),
+        "task": task,
+        "target": {"mean": float(target_mean), "std": float(target_std)},
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
@@ -85,6 +103,10 @@ def load_checkpoint(source: bytes | str | Path | IO[bytes]) -> Checkpoint:
         n_classes=int(payload["n_classes"]),
         state_dict=dict(payload["state_dict"]),
         extra=dict(payload.get("extra", {})),
+        # Checkpoints written before regression existed are classification models.
+        task=str(payload.get("task", "classification")),
+        target_mean=float(payload.get("target", {}).get("mean", 0.0)),
+        target_std=float(payload.get("target", {}).get("std", 1.0)),
     )
 
 

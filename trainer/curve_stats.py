@@ -90,3 +90,12 @@ def early_stop(
         if bad >= patience:
             return epoch, best_epoch
     return len(values), best_epoch
+
+
+# Curve metrics where larger is better; every other (losses, errors) is minimized.
+MAXIMIZED_METRICS = frozenset({"train_accuracy", "val_accuracy", "val_r2"})
+
+
+def metric_mode(metric: str) -> str:
+    """'max' for accuracies and R², 'min' for losses and errors (RMSE, MAE)."""
+    return "max" if metric in MAXIMIZED_METRICS else "min"

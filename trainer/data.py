@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -27,6 +27,12 @@ from trainer.images import IMAGE_DATASETS, load_image_dataset
 
 FloatArray = NDArray[np.float32]
 IntArray = NDArray[np.int64]
+# Targets: class indices (int64) for classification, values (float32) for regression.
+TargetArray = NDArray[Any]
+Task = Literal["classification", "regression"]
+TASKS: tuple[Task, ...] = ("classification", "regression")
+# A floating-point target with more distinct values than this is regression (see infer_task).
+MAX_CLASS_VALUES = 20
 
 
 def _digits(n_samples: int, noise: float, seed: int) -> tuple[FloatArray, IntArray]:
@@ -55,14 +61,51 @@ def _blobs(n_samples: int, noise: float, seed: int) -> tuple[FloatArray, IntArra
     return x.astype(np.float32), y.astype(np.int64)
 
 
+def _diabetes(n_samples: int, noise: float, seed: int) -> tuple[FloatArray, FloatArray]:
+    # 442 patients, 10 features, target: disease progression one year later (25..346).
+    x, y = skdata.load_diabetes(return_X_y=True)
+    return x.astype(np.float32), y.astype(np.float32)
+
+
+def _friedman1(n_samples: int, noise: float, seed: int) -> tuple[FloatArray, FloatArray]:
+    # y = 10 sin(pi x1 x2) + 20 (x3 - 0.5)^2 + 10 x4 + 5 x5 + N(0, noise^2); x in U[0, 1]^10
+    # (Friedman 1991, "Multivariate adaptive regression splines"); x6..x10 are irrelevant.
+    x, y = skdata.make_friedman1(n_samples=n_samples, n_features=10, noise=noise, random_state=seed)
+    return x.astype(np.float32), y.astype(np.float32)
+
+
+Loader = Callable[[int, float, int], tuple[FloatArray, TargetArray]]
 # name -> (loader, synthetic?)
-BUILTIN: dict[str, tuple[Callable[[int, float, int], tuple[FloatArray, IntArray]], bool]] = {
+BUILTIN: dict[str, tuple[Loader, bool]] = {
     "digits": (_digits, False),
     "breast_cancer": (_breast_cancer, False),
     "wine": (_wine, False),
     "moons": (_moons, True),
     "blobs": (_blobs, True),
+    "diabetes": (_diabetes, False),
+    "friedman1": (_friedman1, True),
 }
+# The task of each built-in dataset that is not classification.
+BUILTIN_REGRESSION = frozenset({"diabetes", "friedman1"})
+
+
+def builtin_task(name: str) -> Task:
+    """The task of a built-in (or image) dataset."""
+    return "regression" if name in BUILTIN_REGRESSION else "classification"
+
+
+def infer_task(y: NDArray[Any]) -> Task:
+    """Regression when the target is floating-point and has a non-integer value or more than
+    MAX_CLASS_VALUES distinct values; classification otherwise (integer, boolean or text
+    labels, and floats such as 0.0/1.0 that only encode a few classes)."""
+    if not np.issubdtype(y.dtype, np.floating) or y.size == 0:
+        return "classification"
+    finite = y[np.isfinite(y)]
+    if np.any(finite != np.round(finite)):
+        return "regression"
+    return "regression" if len(np.unique(finite)) > MAX_CLASS_VALUES else "classification"
+
+
 # Every dataset name a spec may use: the bundled ones, then image files from a local folder.
 DATASET_NAMES = (*BUILTIN, *IMAGE_DATASETS)
 
@@ -80,18 +123,26 @@ def is_image(name: str, shape: Shape | None) -> bool:
 
 @dataclass(frozen=True)
 class DataSplits:
-    """Standardized splits as numpy arrays; mean/std come from the training split only."""
+    """Standardized splits as numpy arrays; mean/std come from the training split only.
+
+    Classification: y are class indices (int64) and `n_classes` the number of classes.
+    Regression: y are float32 targets standardized as (y - target_mean) / target_std with
+    the training split's statistics, and `n_classes` is 1, the network's one output.
+    """
 
     x_train: FloatArray
-    y_train: IntArray
+    y_train: TargetArray
     x_val: FloatArray
-    y_val: IntArray
+    y_val: TargetArray
     x_test: FloatArray
-    y_test: IntArray
+    y_test: TargetArray
     mean: FloatArray
     std: FloatArray
     n_classes: int
     layout: DataLayout = "tabular"
+    task: Task = "classification"
+    target_mean: float = 0.0
+    target_std: float = 1.0
 
     @property
     def n_features(self) -> int:
@@ -109,6 +160,7 @@ def load_dataset(
     shape: Shape | None = None,
     path: str | None = None,
     download: bool = False,
+    task: Task | None = None,
 ) -> DataSplits:
     """Load, split and standardize a dataset.
 
@@ -116,6 +168,7 @@ def load_dataset(
     None is the dataset's natural shape: images for mnist, fashion_mnist and cifar10, flat
     for the rest. `path`: the folder of an image dataset (default $HPO_DATA_DIR/<name>);
     `download`: fetch its missing files first (networked nodes only; opt-in).
+    `task`: classification or regression; None is the dataset's own (`builtin_task`).
     """
     if name in IMAGE_DATASETS:
         x, y = load_image_dataset(name, path, download=download)
@@ -136,6 +189,7 @@ def load_dataset(
         test_fraction=test_fraction,
         seed=seed,
         per_channel=image,
+        task=builtin_task(name) if task is None else task,
     )
     if image and shape == "flat":
         return flatten_splits(splits)
@@ -160,10 +214,15 @@ def flatten_splits(s: DataSplits) -> DataSplits:
         std=np.broadcast_to(s.std, shape).reshape(-1).astype(np.float32),
         n_classes=s.n_classes,
         layout="tabular",
+        task=s.task,
+        target_mean=s.target_mean,
+        target_std=s.target_std,
     )
 
 
 SplitName = Literal["training", "validation", "test"]
+# A regression split needs 2 rows: a mean and a spread (standardization, R²).
+MIN_REGRESSION_ROWS = 2
 
 
 class SplitError(ValueError):
@@ -184,33 +243,52 @@ def split_sizes(n: int, *, val_fraction: float, test_fraction: float) -> dict[Sp
 
 
 def split_size_problems(
-    n: int, n_classes: int, *, val_fraction: float, test_fraction: float
+    n: int,
+    n_classes: int,
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    task: Task = "classification",
 ) -> list[tuple[SplitName | None, str]]:
-    """Splits of n rows too small to hold one row of each of `n_classes` classes (a test
-    split of 0 rows, test_fraction 0, is no split and fine)."""
+    """Splits of n rows too small to hold one row of each of `n_classes` classes, or for
+    regression fewer than 2 rows (`n_classes` is then ignored); a test split of 0 rows,
+    test_fraction 0, is no split and fine."""
     if not 0 < val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
         return [(None, "val_fraction + test_fraction must leave rows for training")]
     sizes = split_sizes(n, val_fraction=val_fraction, test_fraction=test_fraction)
+    need = MIN_REGRESSION_ROWS if task == "regression" else n_classes
+    why = (
+        f"a regression split needs at least {need} rows"
+        if task == "regression"
+        else f"fewer than the {n_classes} classes, and every split needs each class"
+    )
     return [
-        (
-            split,
-            f"the {split} split would have {size} of the {n} rows, fewer than the "
-            f"{n_classes} classes, and every split needs each class",
-        )
+        (split, f"the {split} split would have {size} of the {n} rows, {why}")
         for split, size in sizes.items()
-        if size < n_classes and not (split == "test" and test_fraction == 0)
+        if size < need and not (split == "test" and test_fraction == 0)
     ]
 
 
 def split_indices(
-    y: IntArray, *, val_fraction: float, test_fraction: float, seed: int
+    y: TargetArray,
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    task: Task = "classification",
 ) -> tuple[IntArray, IntArray, IntArray]:
-    """Row indices of the stratified train, validation and test splits of labels y (n,).
+    """Row indices of the train, validation and test splits of targets y (n,): stratified by
+    class for classification, plain random for regression.
 
     `val_fraction` and `test_fraction` are fractions of all n rows; test_fraction 0 gives
     an empty test split. Raises `SplitError` naming the split when one has fewer rows than
-    there are classes or misses a class.
+    there are classes or misses a class (regression: fewer than 2 rows, which no
+    standardization or R² can be computed from).
     """
+    if task == "regression":
+        return _random_split(
+            len(y), val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
+        )
     classes, counts = np.unique(y, return_counts=True)
     n_splits = 3 if test_fraction > 0 else 2
     problems = split_size_problems(
@@ -249,23 +327,43 @@ def split_indices(
     return i_train, i_val, i_test
 
 
+def _random_split(
+    n: int, *, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[IntArray, IntArray, IntArray]:
+    """Unstratified train/val/test row indices (regression), sized as `split_sizes`."""
+    problems = split_size_problems(
+        n, 0, val_fraction=val_fraction, test_fraction=test_fraction, task="regression"
+    )
+    if problems:
+        raise SplitError(problems)
+    rows = np.arange(n)
+    i_rest, i_test = rows, rows[:0]
+    if test_fraction > 0:
+        i_rest, i_test = train_test_split(rows, test_size=test_fraction, random_state=seed)
+    val_of_rest = val_fraction / (1.0 - test_fraction)
+    i_train, i_val = train_test_split(i_rest, test_size=val_of_rest, random_state=seed)
+    return i_train, i_val, i_test
+
+
 def split_and_standardize(
     x: FloatArray,
-    y: IntArray,
+    y: TargetArray,
     *,
     val_fraction: float,
     test_fraction: float,
     seed: int,
     per_channel: bool = False,
+    task: Task = "classification",
 ) -> DataSplits:
-    """Stratified train/val/test split, then x <- (x - mu) / sigma with training statistics.
+    """Train/val/test split (stratified for classification), then x <- (x - mu) / sigma with
+    training statistics; for regression also y <- (y - mu_y) / sigma_y (training split).
 
     x is (n, *sample_shape). mu and sigma have the sample's shape (per feature), or with
     `per_channel` the shape (c, 1, ..., 1): one value per channel of (n, c, *spatial).
     Raises `SplitError` when a split could not train or evaluate (see `split_indices`).
     """
     i_train, i_val, i_test = split_indices(
-        y, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
+        y, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, task=task
     )
     x_train, x_val, x_test = x[i_train], x[i_val], x[i_test]
     y_train, y_val, y_test = y[i_train], y[i_val], y[i_test]
@@ -283,6 +381,30 @@ def split_and_standardize(
         out: FloatArray = ((a - mean) / std).astype(np.float32)
         return out
 
+    layout = sample_layout(x.shape[1:])
+    if task == "regression":
+        y_mean = float(y_train.mean(dtype=np.float64))
+        y_std = float(y_train.std(dtype=np.float64)) or 1.0
+
+        def norm_y(a: TargetArray) -> FloatArray:
+            out: FloatArray = ((a.astype(np.float64) - y_mean) / y_std).astype(np.float32)
+            return out
+
+        return DataSplits(
+            x_train=norm(x_train),
+            y_train=norm_y(y_train),
+            x_val=norm(x_val),
+            y_val=norm_y(y_val),
+            x_test=norm(x_test),
+            y_test=norm_y(y_test),
+            mean=mean,
+            std=std,
+            n_classes=1,
+            layout=layout,
+            task="regression",
+            target_mean=y_mean,
+            target_std=y_std,
+        )
     return DataSplits(
         x_train=norm(x_train),
         y_train=y_train,
@@ -293,7 +415,7 @@ def split_and_standardize(
         mean=mean,
         std=std,
         n_classes=int(y.max()) + 1,
-        layout=sample_layout(x.shape[1:]),
+        layout=layout,
     )
 
 
@@ -316,6 +438,9 @@ class TensorData:
     y_test: torch.Tensor
     n_classes: int
     layout: DataLayout = "tabular"
+    task: Task = "classification"
+    target_mean: float = 0.0  # regression: y was standardized with these (training split)
+    target_std: float = 1.0
 
     @property
     def n_features(self) -> int:
@@ -335,4 +460,7 @@ class TensorData:
             y_test=t(splits.y_test),
             n_classes=splits.n_classes,
             layout=splits.layout,
+            task=splits.task,
+            target_mean=splits.target_mean,
+            target_std=splits.target_std,
         )

@@ -43,14 +43,19 @@ NO_HELP = "more data will not help"
 
 
 def subsample(data: TensorData, fraction: float, seed: int) -> TensorData:
-    """A stratified `fraction` of the training split; validation and test stay whole."""
+    """A `fraction` of the training split, stratified by class for classification (at
+    random, at least 2 rows, for regression); validation and test stay whole."""
     if fraction >= 1.0:
         return data
     y = data.y_train.cpu().numpy()
     idx = np.arange(len(y))
-    n_keep = max(round(fraction * len(y)), data.n_classes)
-    counts = np.bincount(y)
-    stratify = y if counts[counts > 0].min() >= 2 and n_keep < len(y) else None
+    if data.task == "regression":
+        n_keep = max(round(fraction * len(y)), 2)
+        stratify = None
+    else:
+        n_keep = max(round(fraction * len(y)), data.n_classes)
+        counts = np.bincount(y)
+        stratify = y if counts[counts > 0].min() >= 2 and n_keep < len(y) else None
     keep, _ = train_test_split(idx, train_size=n_keep, random_state=seed, stratify=stratify)
     keep_t = torch.from_numpy(np.sort(keep)).to(data.x_train.device)
     return replace(data, x_train=data.x_train[keep_t], y_train=data.y_train[keep_t])
@@ -58,6 +63,10 @@ def subsample(data: TensorData, fraction: float, seed: int) -> TensorData:
 
 @dataclass(frozen=True)
 class SizePoint:
+    """One size's final values. For regression the accuracy fields hold the score R²:
+    validation `val_r2`, training 1 - the standardized training MSE (its R² on the whole
+    training split, whose standardized targets have mean 0 and variance 1)."""
+
     fraction: float
     n_train: int
     epochs: int
@@ -101,8 +110,10 @@ def train_at_size(
         epochs=result.epochs_run,
         train_loss=c["train_loss"][-1],
         val_loss=c["val_loss"][-1],
-        train_accuracy=c["train_accuracy"][-1],
-        val_accuracy=c["val_accuracy"][-1],
+        train_accuracy=c["train_accuracy"][-1]
+        if "train_accuracy" in c
+        else 1 - c["train_loss"][-1],
+        val_accuracy=c["val_accuracy"][-1] if "val_accuracy" in c else c["val_r2"][-1],
     )
 
 

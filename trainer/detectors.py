@@ -36,8 +36,9 @@ MIN_EPOCHS = 3
 # Diverged: a finite loss that grew this many times above its minimum is "growing by orders
 # of magnitude" (TECHNIQUES §9) — no healthy run ever ends 10x above its own best loss.
 DIVERGE_GROWTH = 10.0
-# Diverged: a training loss this many times chance level ln(n_classes). Even a first epoch
-# ends near or below chance; 10x above it means the updates blew the logits up.
+# Diverged: a training loss this many times chance level ln(n_classes) (regression: 10 times
+# the target's variance). Even a first epoch ends near or below chance; 10x above it means
+# the updates blew the outputs up.
 DIVERGE_CHANCE_MULTIPLE = 10.0
 # Error texts of a trial that stopped on a non-finite loss (trainer.DivergedError).
 DIVERGE_ERROR = re.compile(r"DivergedError|non-finite|\bnan\b|\binf\b", re.IGNORECASE)
@@ -94,6 +95,21 @@ class TrialRun:
     n_val: int | None = None
     monitor: str = "val_loss"
     kept_epoch: int | None = None
+    # "regression": losses are MSE of standardized targets, chance level 1 (predicting the
+    # training mean scores the target's variance, 1 after standardization); errors are the
+    # fraction of variance unexplained (training loss, 1 - val_r2), chance error 1.
+    task: str = "classification"
+
+
+REGRESSION_CHANCE_LOSS = 1.0
+
+
+def chance_loss(run: TrialRun) -> float | None:
+    """The loss of guessing: ln K for K classes (a uniform guess), 1 for regression (the
+    training mean, in standardized units); None when K is unknown."""
+    if run.task == "regression":
+        return REGRESSION_CHANCE_LOSS
+    return math.log(run.n_classes) if run.n_classes and run.n_classes > 1 else None
 
 
 # ---- detectors ---------------------------------------------------------------------------
@@ -114,14 +130,13 @@ def find_diverged(run: TrialRun, train: list[float], val: list[float]) -> Eviden
         if bad:
             return {"non_finite_metric": name, "diverged_at_epoch": bad[0] + 1}
     finite_train = finite(train)
-    if finite_train and run.n_classes and run.n_classes > 1:
-        chance = math.log(run.n_classes)
-        if finite_train[-1] >= DIVERGE_CHANCE_MULTIPLE * chance:
-            return {
-                "final_train_loss": rounded(finite_train[-1]),
-                "chance_loss": rounded(chance),
-                "train_loss_over_chance": rounded(finite_train[-1] / chance),
-            }
+    chance = chance_loss(run)
+    if finite_train and chance is not None and finite_train[-1] >= DIVERGE_CHANCE_MULTIPLE * chance:
+        return {
+            "final_train_loss": rounded(finite_train[-1]),
+            "chance_loss": rounded(chance),
+            "train_loss_over_chance": rounded(finite_train[-1] / chance),
+        }
     if len(finite_train) >= 2:
         best = min(finite_train)
         growth = finite_train[-1] / best if best > 0 else math.inf

@@ -140,6 +140,7 @@ class EarlyVerdict:
     is confidently `diverged` or has `vanishing_gradients` (TECHNIQUES §8)."""
 
     n_classes: int | None = None
+    task: str = "classification"
     curves: dict[str, list[float]] = field(default_factory=dict)
     streaks: dict[str, int] = field(default_factory=dict)
 
@@ -147,7 +148,9 @@ class EarlyVerdict:
         for name, value in values.items():
             self.curves.setdefault(name, []).append(value)
         train = self.curves.get("train_loss", [])
-        run = TrialRun(curves=self.curves, state="running", n_classes=self.n_classes)
+        run = TrialRun(
+            curves=self.curves, state="running", n_classes=self.n_classes, task=self.task
+        )
         window = train[-CONFIRM_EPOCHS:]
         drop = (window[0] - window[-1]) / window[0] if window and window[0] > 0 else 0.0
         now: dict[str, Evidence] = {}

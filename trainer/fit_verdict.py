@@ -14,6 +14,13 @@ Error terms are read relative to the task's chance level, the error of a uniform
 threshold means the same on every task. A gap only counts once it is larger than the noise
 of the validation error estimate, `sqrt(p(1 - p)/n_val)`.
 
+Regression is read in the same terms (TECHNIQUES §9: its chance level is predicting the
+training mean): losses are the MSE of standardized targets, chance loss 1 (the target's
+variance); errors are the fraction of variance left unexplained, training loss on the
+training split and 1 - R² on the validation split, chance error 1. The noise of the
+validation error is `e·sqrt(2/n_val)`, the standard error of a mean of n_val squared
+Gaussian residuals relative to their mean.
+
 `good_fit` needs every term small — the losses fell, training error low, and a small gap in
 loss *and* in error with the validation loss not turning up; `overfit` and `underfit` need
 their picture clearly; anything in between is `inconclusive` (info), with the terms, which
@@ -25,8 +32,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from trainer.curve_stats import early_stop, median, rounded, slope
-from trainer.detectors import MIN_EPOCHS, TAIL_EPOCHS, Evidence, TrialRun
+from trainer.curve_stats import early_stop, median, metric_mode, rounded, slope
+from trainer.detectors import (
+    MIN_EPOCHS,
+    REGRESSION_CHANCE_LOSS,
+    TAIL_EPOCHS,
+    Evidence,
+    TrialRun,
+    chance_loss,
+)
 
 # ---- thresholds --------------------------------------------------------------------------
 # Loss rules, in nats (the loss-only diagnosis's, with the rise read robustly):
@@ -201,20 +215,15 @@ def read_picture(run: TrialRun, train: list[float], val: list[float]) -> FitPict
     """The bias/variance terms of `run` (train/val losses of equal length >= 1)."""
     n = len(train)
     at = n if run.kept_epoch is None else max(1, min(run.kept_epoch, n))
-    train_acc = list(run.curves.get("train_accuracy", []))
-    val_acc = list(run.curves.get("val_accuracy", []))
-    train_error = val_error = noise = None
-    if len(train_acc) >= at and len(val_acc) >= at:
-        train_error, val_error = 1 - train_acc[at - 1], 1 - val_acc[at - 1]
-        if run.n_val:
-            p = max(val_error, 1 / run.n_val)  # a zero error is still uncertain
-            noise = math.sqrt(p * (1 - p) / run.n_val)
+    train_error, val_error, noise = _errors(run, train, at)
     k = run.n_classes if run.n_classes and run.n_classes > 1 else None
+    chance_error = None if k is None else 1 - 1 / k
+    if run.task == "regression":
+        chance_error = REGRESSION_CHANCE_LOSS
     monitored = list(run.curves.get(run.monitor, []))
     stop = None
     if run.kept_epoch is None and len(monitored) >= n:
-        mode = "max" if run.monitor.endswith("accuracy") else "min"
-        stop = early_stop(monitored[:n], SUGGESTED_PATIENCE, mode)
+        stop = early_stop(monitored[:n], SUGGESTED_PATIENCE, metric_mode(run.monitor))
     return FitPicture(
         epochs=n,
         at=at,
@@ -222,13 +231,38 @@ def read_picture(run: TrialRun, train: list[float], val: list[float]) -> FitPict
         val=val[:at],
         train_error=train_error,
         val_error=val_error,
-        chance_loss=None if k is None else math.log(k),
-        chance_error=None if k is None else 1 - 1 / k,
+        chance_loss=chance_loss(run),
+        chance_error=chance_error,
         val_error_noise=noise,
         val_loss_min_epoch=min(range(n), key=lambda i: val[i]) + 1,
         monitor_stop=stop,
         kept_epoch=run.kept_epoch,
     )
+
+
+def _errors(
+    run: TrialRun, train: list[float], at: int
+) -> tuple[float | None, float | None, float | None]:
+    """(training error, validation error, the validation error's standard error) at epoch
+    `at`: 1 - accuracy for classification, the fraction of variance unexplained for
+    regression; None where the curves do not hold them."""
+    if run.task == "regression":
+        r2 = list(run.curves.get("val_r2", []))
+        if len(r2) < at:
+            return None, None, None
+        val_error = 1 - r2[at - 1]
+        noise = val_error * math.sqrt(2 / run.n_val) if run.n_val else None
+        return train[at - 1], val_error, noise
+    train_acc = list(run.curves.get("train_accuracy", []))
+    val_acc = list(run.curves.get("val_accuracy", []))
+    if len(train_acc) < at or len(val_acc) < at:
+        return None, None, None
+    train_error, val_error = 1 - train_acc[at - 1], 1 - val_acc[at - 1]
+    noise = None
+    if run.n_val:
+        p = max(val_error, 1 / run.n_val)  # a zero error is still uncertain
+        noise = math.sqrt(p * (1 - p) / run.n_val)
+    return train_error, val_error, noise
 
 
 # ---- the verdicts ------------------------------------------------------------------------
@@ -295,7 +329,7 @@ def _underfit(run: TrialRun, p: FitPicture) -> Evidence:
         ev["train_loss_over_chance"] = rounded(p.train_loss / p.chance_loss)
         why = (
             f"training loss {p.train_loss:.3g} is {_pct(p.train_loss / p.chance_loss)} of "
-            f"the chance level ln K = {p.chance_loss:.3g}"
+            f"the chance level {_chance_words(run)} = {p.chance_loss:.3g}"
         )
         if p.train_error is not None and p.chance_error is not None:
             why += (
@@ -310,6 +344,10 @@ def _underfit(run: TrialRun, p: FitPicture) -> Evidence:
     if acc:
         ev["final_train_accuracy"] = rounded(acc[p.at - 1])
     return ev
+
+
+def _chance_words(run: TrialRun) -> str:
+    return "(the target's variance)" if run.task == "regression" else "ln K"
 
 
 def _not_good(p: FitPicture) -> list[str]:
@@ -330,7 +368,10 @@ def _not_good(p: FitPicture) -> list[str]:
     if p.rise >= OVERFIT_RISE and p.rise_nats >= OVERFIT_MIN_RISE_NATS:
         why.append(f"validation loss turned up {_pct(p.rise)} from epoch {p.best + 1}")
     if p.train_error is None or p.val_error is None:
-        why.append("accuracy was not recorded, so the fit cannot be confirmed in error terms")
+        why.append(
+            "accuracy was not recorded (nor R², for regression), so the fit cannot be "
+            "confirmed in error terms"
+        )
         return why
     if p.train_error > GOOD_FIT_MAX_TRAIN_ERROR * p.error_scale:
         why.append(

@@ -22,11 +22,9 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
 
 from trainer.config import TrainConfig
+from trainer.curve_stats import metric_mode
 
-
-def metric_mode(metric: str) -> str:
-    """'min' for losses, 'max' for accuracies."""
-    return "min" if metric.endswith("loss") else "max"
+__all__ = ["EarlyStopping", "EpochSchedule", "lr_factor", "metric_mode"]
 
 
 def lr_factor(config: TrainConfig) -> Callable[[int], float] | None:

@@ -26,7 +26,7 @@ from service.core.optuna_storage import get_storage
 from service.core.states import TrialState
 from service.datasets.spec import DatasetSpec
 from service.studies.spec import StudySpec, load_spec
-from trainer.curve_stats import early_stop
+from trainer.curve_stats import early_stop, metric_mode
 from trainer.data import DATASET_NAMES, load_dataset
 from trainer.diagnosis import TrialRun, diagnose
 from trainer.params import PARAMS
@@ -47,6 +47,7 @@ class SplitFacts:
 
     n_classes: int | None = None
     n_val: int | None = None
+    task: str = "classification"  # regression: chance loss 1, errors 1 - R² (trainer)
 
 
 def split_facts(session: Session, dataset: DatasetSpec) -> SplitFacts:
@@ -55,25 +56,31 @@ def split_facts(session: Session, dataset: DatasetSpec) -> SplitFacts:
     if dataset.name in DATASET_NAMES:
         return _builtin_facts(dataset.model_dump_json())
     row = session.execute(
-        select(Dataset.n_rows, Dataset.n_classes).where(Dataset.name == dataset.name)
+        select(Dataset.n_rows, Dataset.n_classes, Dataset.task).where(Dataset.name == dataset.name)
     ).first()
     if row is None:
-        return SplitFacts()
+        return SplitFacts(task=dataset.task or "classification")
     # train_test_split's sizes: the test split first, then validation out of the rest.
     rest = row.n_rows - math.ceil(dataset.test_fraction * row.n_rows)
     val_of_rest = dataset.val_fraction / (1.0 - dataset.test_fraction)
-    return SplitFacts(n_classes=row.n_classes, n_val=math.ceil(val_of_rest * rest))
+    return SplitFacts(
+        n_classes=row.n_classes,
+        n_val=math.ceil(val_of_rest * rest),
+        task=dataset.task or row.task,
+    )
 
 
 @lru_cache(maxsize=32)
 def _builtin_facts(dataset_json: str) -> SplitFacts:
     ds = DatasetSpec.model_validate_json(dataset_json)
-    split = ds.model_dump(include={"val_fraction", "test_fraction", "seed", "n_samples", "noise"})
+    split = ds.model_dump(
+        include={"val_fraction", "test_fraction", "seed", "n_samples", "noise", "task"}
+    )
     try:
         data = load_dataset(ds.name, **split)
     except Exception:  # e.g. an image dataset whose files live on the workers only
-        return SplitFacts()
-    return SplitFacts(n_classes=data.n_classes, n_val=int(data.y_val.shape[0]))
+        return SplitFacts(task=ds.builtin_task or "classification")
+    return SplitFacts(n_classes=data.n_classes, n_val=int(data.y_val.shape[0]), task=data.task)
 
 
 def kept_epoch(
@@ -87,8 +94,7 @@ def kept_epoch(
         return None
     min_delta = config.get("early_stopping_min_delta", 0.0)
     delta = float(min_delta) if isinstance(min_delta, int | float) else 0.0
-    mode = "max" if monitor.endswith("accuracy") else "min"
-    return early_stop(values, int(patience), mode, delta)[1]
+    return early_stop(values, int(patience), metric_mode(monitor), delta)[1]
 
 
 def curve_values(session: Session, trial_id: int) -> dict[str, list[float]]:
@@ -129,6 +135,7 @@ def diagnose_trial(
         n_val=facts.n_val,
         monitor=monitor,
         kept_epoch=kept_epoch(config, curves, monitor),
+        task=facts.task,
     )
     ctx = RemedyContext(config=config, spec=spec)
     findings = with_remedies(diagnose(run), ctx)

@@ -48,6 +48,13 @@ CONFLICTS = frozenset(
         "start_learning_curve",  # NoCompletedTrial, JobActive
     }
 )
+# Statuses a route answers that the rules above cannot see: the token routes refuse everyone
+# but admins even with auth off (403), and a revoke names its token in the body (404).
+EXTRA_STATUSES: dict[str, frozenset[int]] = {
+    "create_token": frozenset({403}),
+    "list_tokens": frozenset({403}),
+    "revoke_tokens": frozenset({403, 404}),
+}
 # Routes that answer 429 besides those rate-limited by `limit_submissions`.
 QUOTAS = frozenset({"create_study"})  # studies.submission.check_quota: running studies/owner
 
@@ -121,6 +128,7 @@ def error_statuses(path: str, method: str, route: APIRoute, auth_on: bool) -> li
         statuses.add(409)
     if route.body_field is not None:
         statuses.add(413)
+    statuses |= EXTRA_STATUSES.get(route.name, frozenset())
     if auth_on and (
         route.name in QUOTAS or limit_submissions in set(_dependencies(route.dependant))
     ):

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from service.access.tokens import TokenInfo
 
 
-DATASET_COLUMNS = ("name", "rows", "shape", "classes", "format", "sha256")
+DATASET_COLUMNS = ("name", "rows", "shape", "target", "format", "sha256")
 
 
 def dataset_row(d: Json) -> tuple[object, ...]:
@@ -32,7 +32,7 @@ def dataset_row(d: Json) -> tuple[object, ...]:
         d["name"],
         d["n_rows"],
         d["shape"],
-        d["n_classes"],
+        _target(d),
         d["source_format"],
         d["sha256"][:12],
     )
@@ -53,9 +53,14 @@ def cmd_dataset_upload(args: argparse.Namespace) -> int:
         return 0
     print(
         f"dataset {info['name']!r}: {info['n_rows']} rows, shape {info['shape']}, "
-        f"{info['n_classes']} classes, sha256 {info['sha256']}"
+        f"{_target(info)}, sha256 {info['sha256']}"
     )
     return 0
+
+
+def _target(info: dict[str, object]) -> str:
+    """`N classes`, or `regression` for a dataset of continuous targets."""
+    return "regression" if info.get("task") == "regression" else f"{info['n_classes']} classes"
 
 
 def cmd_dataset_list(args: argparse.Namespace) -> int:

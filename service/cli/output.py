@@ -88,12 +88,15 @@ def finished(study: Json) -> int:
 
 
 def progress_line(s: Json) -> str:
-    """One line of a study's progress: status, finished/budget, counts by state, best."""
+    """One line of a study's progress: status, finished/budget, counts by state, best (its
+    metric, and the dataset's task)."""
     c = s["counts"]
+    metric = f"{s['metric']} " if s.get("metric") else ""  # older services do not say
+    task = f" ({s['task']})" if s.get("task") else ""
     return (
         f"[{s['id']}] {s['name']}: {s['status']}  finished {finished(s)}"
         f"/{s['n_trials']} (complete {c['complete']}, pruned {c['pruned']}, "
-        f"failed {c['fail']}, running {c['running']})  best {number(s['best_value'])}"
+        f"failed {c['fail']}, running {c['running']})  best {metric}{number(s['best_value'])}{task}"
     )
 
 

@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 
 from service.core.errors import DatasetFileError as DatasetFileError  # re-exported
 from service.core.types import bounded_text_problem
+from trainer.data import Task, infer_task
 
 FORMATS = ("npz", "csv", "parquet")
 MAX_X_DIMS = 4  # rows x (d | L | C x L | H x W | C x H x W)
@@ -73,9 +74,10 @@ class DatasetLimits:
 @dataclass(frozen=True)
 class ParsedDataset:
     x: NDArray[np.float32]  # original shape, rows first
-    y: NDArray[np.int64]  # class indices 0..K-1
-    classes: list[str]  # original label of class index i
+    y: NDArray[Any]  # class indices 0..K-1 (int64), or regression targets (float32)
+    classes: list[str]  # original label of class index i; empty for regression
     source_format: str
+    task: Task = "classification"
 
 
 def detect_format(filename: str, data: bytes) -> str:
@@ -106,6 +108,9 @@ def parse_dataset(
         if not target:
             raise DatasetFileError("target", "required for CSV and Parquet: the label column")
         x, y = _read_table(fmt, data, target, limits)
+    if infer_task(y) == "regression":
+        x32, values = validate_regression_arrays(x, y, limits)
+        return ParsedDataset(x=x32, y=values, classes=[], source_format=fmt, task="regression")
     x, labels, classes = validate_arrays(x, y, limits)
     return ParsedDataset(x=x, y=labels, classes=classes, source_format=fmt)
 
@@ -458,10 +463,28 @@ def _rows_over(n: int, limits: DatasetLimits) -> str:
 # ---- checks common to every format ------------------------------------------------------------
 
 
-def validate_arrays(
+def validate_regression_arrays(
     x: NDArray[Any], y: NDArray[Any], limits: DatasetLimits
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """X as `validate_arrays` checks it; y (n,) finite float targets that fit float32 and
+    are not all equal (nothing to regress on)."""
+    x32, _, _ = validate_arrays(x, y, limits, check_y=False)  # y's shape checked too
+    if not np.isfinite(y).all():
+        row = int(np.argwhere(~np.isfinite(y))[0][0])
+        raise DatasetFileError("file", f"y has NaN or infinite values (first at row {row})")
+    y32 = y.astype(np.float32)
+    if not np.isfinite(y32).all():
+        raise DatasetFileError("file", "y has values too large for float32")
+    if np.ptp(y32) == 0:
+        raise DatasetFileError("file", "y is constant; a regression target must vary")
+    return x32, y32
+
+
+def validate_arrays(
+    x: NDArray[Any], y: NDArray[Any], limits: DatasetLimits, *, check_y: bool = True
 ) -> tuple[NDArray[np.float32], NDArray[np.int64], list[str]]:
-    """Numeric, finite, consistent, within the caps; labels mapped to 0..K-1."""
+    """Numeric, finite, consistent, within the caps; labels mapped to 0..K-1 (`check_y`
+    False: X only, with y just counted)."""
     if x.dtype.kind not in "biuf":
         raise DatasetFileError("file", f"X must be numeric, got dtype {x.dtype}")
     if not 2 <= x.ndim <= MAX_X_DIMS:
@@ -497,6 +520,8 @@ def validate_arrays(
     x32 = x.astype(np.float32, copy=False)  # no second copy of an upload that is float32
     if not np.isfinite(x32).all():
         raise DatasetFileError("file", "X has values too large for float32")
+    if not check_y:
+        return x32, y, []
     y = _labels(y)
     classes, index, counts = np.unique(y, return_inverse=True, return_counts=True)
     if len(classes) < 2:
@@ -529,7 +554,7 @@ def _labels(y: NDArray[Any]) -> NDArray[Any]:
     if y.dtype.kind == "f":
         if not np.isfinite(y).all() or not np.array_equal(y, np.round(y)):
             raise DatasetFileError(
-                "file", "y must hold integer class labels (regression is not supported)"
+                "file", "y must hold finite values (class labels or regression targets)"
             )
         return y.astype(np.int64)
     raise DatasetFileError("file", f"y must hold integer class labels, got dtype {y.dtype}")
@@ -538,9 +563,10 @@ def _labels(y: NDArray[Any]) -> NDArray[Any]:
 # ---- canonical storage -----------------------------------------------------------------------
 
 
-def canonical_npz(x: NDArray[np.float32], y: NDArray[np.int64]) -> bytes:
-    """X (float32) and y (int64) as an NPZ whose bytes depend only on the arrays, so equal
-    content hashes to one stored copy (no timestamps: a fixed date in every zip entry)."""
+def canonical_npz(x: NDArray[np.float32], y: NDArray[Any]) -> bytes:
+    """X (float32) and y (int64 class indices, or float32 regression targets) as an NPZ
+    whose bytes depend only on the arrays, so equal content hashes to one stored copy (no
+    timestamps: a fixed date in every zip entry)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, array in (("X", x), ("y", y)):
@@ -551,6 +577,10 @@ def canonical_npz(x: NDArray[np.float32], y: NDArray[np.int64]) -> bytes:
     return buf.getvalue()
 
 
-def read_canonical(blob: bytes) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+def read_canonical(blob: bytes) -> tuple[NDArray[np.float32], NDArray[Any]]:
+    """X (float32) and y: int64 class indices, or float32 targets of a regression upload."""
     with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
-        return npz["X"].astype(np.float32), npz["y"].astype(np.int64)
+        y = npz["y"]
+        return npz["X"].astype(np.float32), y.astype(
+            np.float32 if y.dtype.kind == "f" else np.int64
+        )

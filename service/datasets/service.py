@@ -13,6 +13,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -52,6 +53,7 @@ class DatasetInfo(BaseModel):
     n_classes: int
     classes: list[str]
     source_format: str
+    task: str = "classification"
     size_bytes: int
     created_at: UtcDatetime
 
@@ -73,6 +75,7 @@ def _info(d: Dataset, size: int) -> DatasetInfo:
         n_classes=d.n_classes,
         classes=list(d.classes),
         source_format=d.source_format,
+        task=d.task,
         size_bytes=size,
         created_at=d.created_at,
     )
@@ -140,6 +143,7 @@ def create_dataset(
                 shape=[int(s) for s in parsed.x.shape],
                 n_classes=len(parsed.classes),
                 classes=parsed.classes,
+                task=parsed.task,
                 owner_token_id=owner_token_id,
                 created_at=utcnow(),
             )
@@ -213,10 +217,9 @@ def resolve(url: str, name: str) -> str:
         return get_row(session, name).sha256
 
 
-def load_arrays(
-    url: str, sha: str, cache_dir: Path
-) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """X and y of a stored blob, from the local cache when its hash checks out."""
+def load_arrays(url: str, sha: str, cache_dir: Path) -> tuple[NDArray[np.float32], NDArray[Any]]:
+    """X and y (int64 class indices, or float32 regression targets) of a stored blob, from
+    the local cache when its hash checks out."""
     path = cache_dir / f"{sha}.npz"
     if path.exists():
         blob = path.read_bytes()

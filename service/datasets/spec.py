@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from service.core.errors import FieldProblem, located
 from service.core.types import Seed, ShortName, Strict
-from trainer.data import DATASET_NAMES, is_image
+from trainer.data import BUILTIN_REGRESSION, DATASET_NAMES, Task, builtin_task, is_image
 from trainer.images import IMAGE_DATASETS
 
 
@@ -28,6 +28,12 @@ class DatasetSpec(Strict):
         None,
         description="image datasets: their folder on the worker (default $HPO_DATA_DIR/name; "
         "relative: under HPO_DATA_DIR), inside HPO_DATA_DIR or a folder of HPO_DATA_ROOTS",
+    )
+    task: Task | None = Field(
+        None,
+        description="classification or regression; default: inferred (built-ins: their own; "
+        "uploads: a float target with a non-integer value or more than 20 distinct values is "
+        "regression)",
     )
     download: bool = Field(
         False,
@@ -50,6 +56,12 @@ class DatasetSpec(Strict):
         if self.download and self.name not in IMAGE_DATASETS:
             why = f"only image datasets {list(IMAGE_DATASETS)} are fetched"
             errors.append(FieldProblem(("download",), why, self.download))
+        if self.task == "classification" and self.name in BUILTIN_REGRESSION:
+            why = f"{self.name!r} has a continuous target; it can only be regression"
+            errors.append(FieldProblem(("task",), why, self.task))
+        if self.task == "regression" and self.name in IMAGE_DATASETS:
+            why = f"{self.name!r} holds class labels; image datasets are classification"
+            errors.append(FieldProblem(("task",), why, self.task))
         # Only what no dataset could train on; whether the splits of this dataset's rows
         # hold every class is checked where its rows are known (datasets.splits).
         if self.val_fraction + self.test_fraction >= 1:
@@ -58,3 +70,11 @@ class DatasetSpec(Strict):
         if errors:
             raise located("DatasetSpec", errors)
         return self
+
+    @property
+    def builtin_task(self) -> Task | None:
+        """The task when it is known without the database: stated, or a built-in's own;
+        None for an uploaded dataset whose task was not stated (see datasets.tasks)."""
+        if self.task is not None:
+            return self.task
+        return builtin_task(self.name) if self.name in DATASET_NAMES else None

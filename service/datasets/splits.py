@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from sqlalchemy.orm import Session
 
+from service.core.db.engine import session_scope
 from service.core.errors import InvalidInput
 from service.datasets.service import get_row, load_arrays, resolve
 from service.datasets.spec import DatasetSpec
@@ -20,6 +23,7 @@ from trainer.data import (
     IntArray,
     SplitError,
     SplitName,
+    Task,
     flatten_splits,
     split_and_standardize,
     split_indices,
@@ -45,9 +49,18 @@ def uploaded_dataset_hash(url: str, ds: DatasetSpec) -> str | None:
 
 def load_uploaded_splits(url: str, sha: str, ds: DatasetSpec, data_dir: Path) -> DataSplits:
     """X keeps its uploaded shape: (n, d) tabular, (n, C, L) signals, (n, C, H, W) images
-    (standardized per channel); `dataset.shape: flat` flattens it. Raises `SplitError`
-    when a split could not train or evaluate."""
+    (standardized per channel); `dataset.shape: flat` flattens it. The task is the upload's
+    (float targets are regression) unless `dataset.task` says otherwise: regression on a
+    classification upload regresses on its numeric labels. Raises `SplitError` when a split
+    could not train or evaluate, ValueError for labels that are not numbers."""
     x, y = load_arrays(url, sha, data_dir / CACHE_SUBDIR)
+    stored: Task = "regression" if y.dtype.kind == "f" else "classification"
+    task = ds.task or stored
+    if task == "regression" and stored == "classification":
+        with session_scope(url) as session:
+            y = regression_targets(get_row(session, ds.name).classes, y)
+    elif task == "classification" and stored == "regression":
+        raise ValueError(f"dataset {ds.name!r} holds continuous targets; it is regression")
     if ds.shape == "image" and x.ndim != 4:
         raise ValueError(f"dataset.shape: image needs X of n x C x H x W, got {x.shape}")
     splits = split_and_standardize(
@@ -57,12 +70,25 @@ def load_uploaded_splits(url: str, sha: str, ds: DatasetSpec, data_dir: Path) ->
         test_fraction=ds.test_fraction,
         seed=ds.seed,
         per_channel=x.ndim == 4,
+        task=task,
     )
     return flatten_splits(splits) if ds.shape == "flat" and x.ndim > 2 else splits
 
 
+def regression_targets(classes: list[str], index: IntArray) -> NDArray[np.float32]:
+    """The numeric values of a classification upload's labels, per row (`dataset.task:
+    regression` on labels such as ratings 1..5). Raises ValueError for a label that is not a
+    number."""
+    try:
+        values = np.array([float(c) for c in classes], dtype=np.float32)
+    except ValueError as e:
+        raise ValueError(f"dataset.task: regression needs numeric labels; {e}") from e
+    out: NDArray[np.float32] = values[index]
+    return out
+
+
 @lru_cache(maxsize=4)  # at most 4 x 8 MB of labels (n_samples <= 1e6)
-def _builtin_labels(name: str, n_samples: int, noise: float, seed: int) -> IntArray:
+def _builtin_labels(name: str, n_samples: int, noise: float, seed: int) -> NDArray[Any]:
     loader, _ = BUILTIN[name]
     return loader(n_samples, noise, seed)[1]
 
@@ -94,7 +120,19 @@ def check_split(session: Session, ds: DatasetSpec) -> None:
     `dataset.test_fraction` or `dataset`.
     """
     try:
-        if ds.name in BUILTIN:
+        if ds.name in BUILTIN and ds.builtin_task == "regression":
+            # Not stratified: only the split sizes matter (each needs 2 rows).
+            n = len(_builtin_labels(ds.name, ds.n_samples, ds.noise, ds.seed))
+            problems = split_size_problems(
+                n,
+                0,
+                val_fraction=ds.val_fraction,
+                test_fraction=ds.test_fraction,
+                task="regression",
+            )
+            if problems:
+                raise SplitError(problems)
+        elif ds.name in BUILTIN:
             labels = _builtin_labels(ds.name, ds.n_samples, ds.noise, ds.seed)
             if not surely_in_every_split(labels, ds):
                 split_indices(
@@ -110,6 +148,7 @@ def check_split(session: Session, ds: DatasetSpec) -> None:
                 row.n_classes,
                 val_fraction=ds.val_fraction,
                 test_fraction=ds.test_fraction,
+                task="regression" if (ds.task or row.task) == "regression" else "classification",
             )
             if problems:
                 raise SplitError(problems)

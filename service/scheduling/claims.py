@@ -45,6 +45,7 @@ from service.core.optuna_compat import CLAIM_ATTR
 from service.core.optuna_compat import rdb_models as om
 from service.core.optuna_storage import get_storage
 from service.core.states import StudyState, TrialState, WorkerState
+from service.integrations.notify import record_status_event
 from service.scheduling.grid import grid_point, grid_size
 from service.studies.spec import StudySpec, load_spec
 
@@ -83,12 +84,15 @@ def expire_deadlines(url: str) -> None:
     deadline themselves; this only brings the status up to date."""
     now = utcnow()
     with session_scope(url) as session:
-        session.execute(
+        expired = session.scalars(
             update(Study)
             .where(Study.status == StudyState.RUNNING, Study.deadline_at.is_not(None))
             .where(Study.deadline_at < now)
             .values(status=StudyState.COMPLETED, finished_at=now, updated_at=now)
-        )
+            .returning(Study.id)
+        ).all()
+        for study in session.scalars(select(Study).where(Study.id.in_(expired))):
+            record_status_event(session, study)  # its webhook event, if the spec asks
 
 
 def candidate_studies(url: str, only: Sequence[str] | None = None) -> list[int]:
@@ -266,6 +270,7 @@ def finish_record(
     test_accuracy: float | None = None,
     retry_params: dict[str, Any] | None = None,
     device_seconds: float | None = None,
+    test_metrics: dict[str, float] | None = None,
 ) -> bool:
     """Mark a claimed trial finished with `state`, which must be its Optuna trial's final
     state; on failure give its slot back and count the failure. Returns False if it was
@@ -275,7 +280,8 @@ def finish_record(
     it is enqueued again with these parameters, up to the spec's `budget.max_retries`
     times, in the same transaction: exactly one re-run per failure. A trial that ends
     without a re-run loses its saved training state (`CHECKPOINT_KIND`), in the same
-    transaction; a re-run resumes from it (`worker.resume`).
+    transaction; a re-run resumes from it (`worker.resume`). `test_metrics`: the test
+    split's metrics by name (`trainer.evaluate_test`).
 
     `device_seconds`: the device time the trial used, recorded on it and added to the
     study's (which the device-hour budget limits)."""
@@ -288,6 +294,7 @@ def finish_record(
                 state=state,
                 error=error,
                 test_accuracy=test_accuracy,
+                test_metrics=test_metrics or None,
                 finished_at=now,
                 device_seconds=device_seconds,
             )
@@ -412,6 +419,9 @@ def settle_status(session: Session, study_id: int) -> None:
         )
         study.status, study.finished_at, study.updated_at = StudyState.FAILED, now, now
         study.error = f"{study.n_failed} trials failed (more than {max_failed}); last: {last}"
+    else:
+        return
+    record_status_event(session, study)  # its webhook event, if the spec asks
 
 
 def _grid_done(session: Session, study: Study, spec: StudySpec) -> bool:

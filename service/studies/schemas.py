@@ -36,6 +36,11 @@ class BestTrial(BaseModel):
     params: dict[str, Any] = Field(description="the searched parameters' values")
     config: dict[str, Any] = Field(description="searched + fixed: the full configuration")
     test_accuracy: float | None
+    test_metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="the test split's metrics: test_accuracy and test_loss, or for regression "
+        "test_rmse, test_mae (the target's units), test_r2 and test_loss",
+    )
 
 
 class StudySummary(BaseModel):
@@ -46,6 +51,10 @@ class StudySummary(BaseModel):
     counts: TrialCounts
     best_value: float | None
     direction: str
+    metric: str = Field("val_accuracy", description="the objective's metric")
+    task: str = Field(
+        "classification", description="the dataset's task: classification or regression"
+    )
     error: str | None
     created_at: UtcDatetime
     finished_at: UtcDatetime | None

@@ -16,6 +16,7 @@ from service.core.db.models import EnqueuedConfig, Study, TrialRecord, utcnow
 from service.core.errors import NotFound, StudyExists, StudyNotFound
 from service.core.optuna_storage import get_storage
 from service.core.states import StudyState
+from service.integrations.notify import record_status_event
 from service.studies.fusing import device_seconds_limit
 from service.studies.queries import best_trial_id, best_values, trial_counts
 from service.studies.schemas import BestTrial, StudyCreated, StudyDetail, StudySummary
@@ -121,9 +122,12 @@ def best_trial(session: Session, study: Study) -> BestTrial | None:
     if trial_id is None:
         return None
     best = get_storage(database_url(session)).get_trial(trial_id)
-    test_accuracy = session.scalar(
-        select(TrialRecord.test_accuracy).where(TrialRecord.optuna_trial_id == trial_id)
-    )
+    tested = session.execute(
+        select(TrialRecord.test_accuracy, TrialRecord.test_metrics).where(
+            TrialRecord.optuna_trial_id == trial_id
+        )
+    ).first()
+    test_accuracy = None if tested is None else tested.test_accuracy
     return BestTrial(
         trial_id=trial_id,
         number=best.number,
@@ -131,13 +135,15 @@ def best_trial(session: Session, study: Study) -> BestTrial | None:
         params=best.params,
         config={**spec.fixed, **best.params},
         test_accuracy=test_accuracy,
+        test_metrics=(tested.test_metrics if tested is not None else None) or {},
     )
 
 
 def summaries(session: Session, studies: Sequence[Study]) -> list[StudySummary]:
     """Summaries from two aggregate queries (counts by state, best value), however many
     trials the studies hold."""
-    directions = {s.id: _direction(load_spec(s.spec)) for s in studies}
+    specs = {s.id: load_spec(s.spec) for s in studies}
+    directions = {s.id: _direction(specs[s.id]) for s in studies}
     counts = trial_counts(session, [s.optuna_study_id for s in studies])
     best = best_values(session, {s.optuna_study_id: directions[s.id] for s in studies})
     return [
@@ -149,6 +155,8 @@ def summaries(session: Session, studies: Sequence[Study]) -> list[StudySummary]:
             counts=counts[s.optuna_study_id],
             best_value=best.get(s.optuna_study_id),
             direction=directions[s.id],
+            metric=specs[s.id].objective.metric,
+            task=specs[s.id].dataset.builtin_task or "classification",
             error=s.error,
             created_at=s.created_at,
             finished_at=s.finished_at,
@@ -209,4 +217,8 @@ def stop_study(session: Session, study_id: int) -> StudySummary:
     )
     if result.rowcount == 0 and session.get(Study, study_id) is None:  # type: ignore[attr-defined]
         raise StudyNotFound(study_id)
+    if result.rowcount == 1:  # type: ignore[attr-defined]
+        study = session.get(Study, study_id, populate_existing=True)
+        assert study is not None
+        record_status_event(session, study)  # its webhook event, if the spec asks
     return summaries(session, [get_study_row(session, study_id)])[0]

@@ -38,14 +38,20 @@ from service.core.types import (
     check_text,
 )
 from service.datasets.spec import DatasetSpec
+from service.integrations.notify import NotifySpec
 from service.studies.checkpointing import CheckpointSpec
 from service.studies.fusing import MAX_DEVICE_HOURS, FuseSpec
 from service.studies.model_families import check_family
-from service.studies.objectives import natural_direction
+from service.studies.objectives import (
+    DEFAULT_METRIC,
+    NATURAL_DIRECTION,
+    natural_direction,
+    task_problem,
+)
 from service.studies.search.conditions import condition_errors, enqueue_condition_errors
 from service.studies.search.steps import n_points, on_grid, step_error
 from trainer.config import TrainConfig
-from trainer.data import is_image
+from trainer.data import DATASET_NAMES, builtin_task, is_image
 from trainer.params import PARAMS, ParamValue
 
 # Strict's config makes the floats finite and the strings valid text of bounded length.
@@ -174,12 +180,19 @@ class ModelSpec(Strict):
 
 
 class ObjectiveSpec(Strict):
-    metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    metric: ShortName = Field(
+        "val_accuracy",
+        description=f"one of {', '.join(NATURAL_DIRECTION)} that fits the dataset's task "
+        "(default: val_accuracy for classification, val_rmse for regression)",
+    )
     direction: Literal["maximize", "minimize"] | None = None
     max_epochs: int = Field(20, ge=1, le=MAX_COUNT)
 
     @model_validator(mode="after")
     def _check(self) -> ObjectiveSpec:
+        if self.metric not in NATURAL_DIRECTION:
+            why = f"unknown metric; known: {list(NATURAL_DIRECTION)}"
+            raise located("ObjectiveSpec", [FieldProblem(("metric",), why, self.metric)])
         natural = natural_direction(self.metric)
         if self.direction is None:
             self.direction = natural
@@ -273,6 +286,27 @@ class StudySpec(Strict):
     checkpoint: CheckpointSpec = Field(
         CheckpointSpec(), description="how often a trial saves its state for a re-run to resume"
     )
+    notify: NotifySpec | None = Field(
+        None, description="a webhook that receives the study's events (signed JSON POSTs)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_metric(cls, data: Any) -> Any:
+        # The default objective follows the dataset's task where the spec states it or the
+        # dataset is built in (an uploaded dataset's task is checked at submission).
+        if not isinstance(data, dict) or not isinstance(data.get("dataset"), dict):
+            return data
+        objective = data.get("objective", {})
+        if not isinstance(objective, dict) or "metric" in objective:
+            return data
+        ds = data["dataset"]
+        task = ds.get("task") or (
+            builtin_task(ds["name"]) if ds.get("name") in DATASET_NAMES else None
+        )
+        if task == "regression":
+            return {**data, "objective": {**objective, "metric": DEFAULT_METRIC["regression"]}}
+        return data
 
     @field_validator("space", mode="before")
     @classmethod
@@ -333,6 +367,11 @@ class StudySpec(Strict):
                 )
                 errors.append(FieldProblem(("space",), why))
         errors += _augment_errors(self)
+        task = self.dataset.builtin_task
+        if task is not None:
+            metric = self.objective.metric
+            if (problem := task_problem(metric, task, self.dataset.name)) is not None:
+                errors.append(FieldProblem(("objective", "metric"), problem, metric))
         if errors:
             raise located("StudySpec", errors)
         return self

@@ -20,6 +20,8 @@ from service.core.states import StudyState
 from service.datasets import service as dataset_service
 from service.datasets.locations import DataPlaces
 from service.datasets.splits import check_split
+from service.datasets.tasks import dataset_task
+from service.studies.objectives import DEFAULT_METRIC, natural_direction, task_problem
 from service.studies.search.space import grid_values
 from service.studies.spec import StudySpec
 from trainer.data import DATASET_NAMES
@@ -92,6 +94,21 @@ def check_dataset(session: Session, spec: StudySpec) -> None:
     check_split(session, spec.dataset)
 
 
+def check_objective_task(session: Session, spec: StudySpec) -> None:
+    """The objective's metric exists for the dataset's task (an upload's task is known only
+    here); raises `InvalidInput` at `objective.metric` or `dataset.task`. The task is
+    written into the spec (`dataset.task`), and a spec that named no metric gets the task's
+    default, so workers, diagnosis and readers need not ask again."""
+    task = dataset_task(session, spec.dataset)
+    spec.dataset.task = task
+    if "metric" not in spec.objective.model_fields_set and task == "regression":
+        spec.objective.metric = DEFAULT_METRIC[task]
+        spec.objective.direction = natural_direction(spec.objective.metric)
+    metric = spec.objective.metric
+    if (why := task_problem(metric, task, spec.dataset.name)) is not None:
+        raise InvalidInput(why, field="objective.metric", value=metric)
+
+
 def check_quota(session: Session, settings: Settings, principal: Principal | None) -> None:
     """A non-admin token runs at most `max_running_studies_per_owner` studies at once;
     raises `TooManyRequests`."""
@@ -118,5 +135,6 @@ def check_submission(
     check_caps(spec, settings)
     check_grid_budget(spec)
     check_dataset(session, spec)
+    check_objective_task(session, spec)
     DataPlaces.of(settings).folder(spec.dataset)  # dataset.path inside a data root
     check_quota(session, settings, principal)

@@ -54,6 +54,9 @@ def save_trial_model(
         family=spec.model.family,
         input_shape=input_shape,
         n_classes=data.n_classes,
+        task=data.task,
+        target_mean=data.target_mean,
+        target_std=data.target_std,
         extra={
             "trial_id": trial_id,
             "study": spec.name,
@@ -67,6 +70,7 @@ def save_trial_model(
         "n_blocks": len(result.model.blocks),
         "input_shape": list(input_shape),
         "n_classes": data.n_classes,
+        "task": data.task,
     }
     try:
         with session_scope(url) as session:

@@ -46,6 +46,11 @@ class TrialPage(BaseModel):
 
 class TrialDetail(TrialSummary):
     test_accuracy: float | None
+    test_metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="the test split's metrics: test_accuracy and test_loss, or for regression "
+        "test_rmse, test_mae (the target's units), test_r2 and test_loss",
+    )
     warnings: list[str] = Field(default_factory=list, description="about the configuration")
     has_model: bool = Field(False, description="GET /api/trials/{id}/model serves its weights")
     intermediate_values: dict[int, float]

@@ -130,6 +130,7 @@ def get_trial(session: Session, trial_id: int) -> TrialDetail:
     return TrialDetail(
         **summary.model_dump(),
         test_accuracy=record.test_accuracy,
+        test_metrics=record.test_metrics or {},
         warnings=record.warnings or [],
         has_model=model_meta(session, trial_id) is not None,
         intermediate_values=dict(frozen.intermediate_values),

@@ -60,4 +60,5 @@ class DatasetCache:
             shape=ds.shape,
             path=None if folder is None else str(folder),
             download=ds.download,
+            task=ds.task,
         )

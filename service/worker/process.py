@@ -27,6 +27,7 @@ from service.analysis import learning_curves
 from service.core.db.retry import retry_db
 from service.core.settings import Settings
 from service.datasets.locations import DataPlaces
+from service.integrations.dispatch import Dispatcher
 from service.scheduling.claims import Claim, candidate_studies, claim_pack, fail_orphans
 from service.scheduling.orphans import sweep
 from service.scheduling.workers import heartbeat, record_stop, register_worker
@@ -72,6 +73,7 @@ class WorkerProcess:
         self._signalled = 0  # the signal number, set by the handler
         self._stop_requested = False
         self._done = threading.Event()  # run() finished its clean-up
+        self._outbox: Dispatcher | None = None  # sends webhooks and MLflow runs
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -100,6 +102,7 @@ class WorkerProcess:
         log.info("worker %s started on %s (pid %d)", worker_id, self.device, os.getpid())
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()
+        self._outbox = Dispatcher(self.url).start()
         trials = TrialRunner(self.url, worker_id, self.device, self.data, self._interruptible)
         ran = 0
         backoff = self.settings.worker_poll_seconds
@@ -144,6 +147,8 @@ class WorkerProcess:
         if self._signals:
             signal.setitimer(signal.ITIMER_REAL, 0)
         beat.join()
+        if self._outbox is not None:
+            self._outbox.stop()  # sends what falls due within HPO_OUTBOX_FLUSH_SECONDS
         try:
             # A trial whose end was lost to the database must not stay RUNNING.
             record_stop(self.url, worker_id, "the worker stopped during a database outage")

@@ -25,6 +25,7 @@ from service.core.db.retry import retry_db
 from service.core.optuna_compat import create_running_trial, trial_id_of
 from service.core.optuna_storage import get_storage
 from service.core.states import TrialState
+from service.integrations.trials import trial_ended, trial_told
 from service.scheduling.claims import Claim, attach_trial, finish_record, link_created_trial
 from service.scheduling.orphans import close_unclaimed_trial
 from service.scheduling.workers import set_current_trial
@@ -42,7 +43,15 @@ from service.worker.faults import crash_point
 from service.worker.oom import fit_with_oom_retry, free_gpu_memory, record_oom_retry
 from service.worker.progress import log_epoch
 from service.worker.resume import ResumePlan, plan_training
-from trainer import DivergedError, EpochMetrics, FitResult, TensorData, TrainConfig, evaluate, fit
+from trainer import (
+    DivergedError,
+    EpochMetrics,
+    FitResult,
+    TensorData,
+    TrainConfig,
+    evaluate_test,
+    fit,
+)
 from trainer.diagnosis import EarlyVerdict
 from trainer.loop import ModelBuilder, PrepareModel
 
@@ -75,7 +84,7 @@ class Outcome:
 
     state: TrialState
     value: float | None
-    test_accuracy: float | None  # None when the dataset has no test split
+    test_metrics: dict[str, float]  # trainer.evaluate_test: empty without a test split
     device_seconds: float | None = None  # the device time it used (a pack's share)
 
 
@@ -116,6 +125,10 @@ class EpochReport:
             retry_db(set_reason, "verdict")
             return True
         return retry_db(self.trial.should_prune, "should_prune")
+
+
+def _maximize(started: Started) -> bool:
+    return started.study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
 
 
 class TrialRunner:
@@ -229,7 +242,7 @@ class TrialRunner:
         return True
 
     def train(self, claim: Claim, started: Started) -> Outcome:
-        """Suggest the parameters, train, save the model, measure test accuracy."""
+        """Suggest the parameters, train, save the model, measure the test metrics."""
         prepared = self.prepare(claim, started)
         return self.conclude(started, prepared, self.fit_prepared(claim, started, prepared))
 
@@ -252,7 +265,7 @@ class TrialRunner:
             trial,
             started.trial_id,
             spec.objective.metric,
-            EarlyVerdict(n_classes=data.n_classes),
+            EarlyVerdict(n_classes=data.n_classes, task=data.task),
             max_epochs=config.max_epochs,
         )
         plan = plan_training(self.url, claim, started.trial_id, spec.checkpoint, config, report)
@@ -269,13 +282,11 @@ class TrialRunner:
         """Save the trained model, measure test accuracy: the outcome to tell."""
         spec, config, data = started.spec, prepared.config, prepared.data
         save_trial_model(self.url, started.trial_id, result, config, spec, data)
-        test_acc = None
-        if data.x_test.shape[0] > 0:
-            test_acc = evaluate(result.model, data.x_test, data.y_test)[1]
+        tested = evaluate_test(result.model, data)
         if result.stopped_by_callback:
-            return Outcome(TrialState.PRUNED, None, test_acc)
+            return Outcome(TrialState.PRUNED, None, tested)
         # Under early stopping the model (and so the value) is the best epoch's.
-        return Outcome(TrialState.COMPLETE, result.value(spec.objective.metric), test_acc)
+        return Outcome(TrialState.COMPLETE, result.value(spec.objective.metric), tested)
 
     def finish(self, claim: Claim, started: Started, outcome: Outcome) -> None:
         """Tell Optuna the outcome, then finish the claim's record with the state Optuna
@@ -290,6 +301,7 @@ class TrialRunner:
             self.fail(claim, started, e)
             return
         crash_point("after_tell")
+        trial_told(self.url, started.spec.name, started.trial_id, maximize=_maximize(started))
         error = None
         if state != outcome.state:  # e.g. Optuna stores a non-finite value as a failure
             error = f"Optuna recorded the trial {state} (value {outcome.value})"
@@ -299,7 +311,8 @@ class TrialRunner:
             claim.record_id,
             state,
             error=error,
-            test_accuracy=outcome.test_accuracy,
+            test_accuracy=outcome.test_metrics.get("test_accuracy"),
+            test_metrics=outcome.test_metrics,
             device_seconds=outcome.device_seconds,
         )
         retry_db(record, "finish")
@@ -350,6 +363,7 @@ class TrialRunner:
         """Record the ended trial's diagnosis, clear the worker's current trial and free the
         GPU memory the trial held."""
         record_diagnosis(self.url, started.trial_id)  # never raises
+        trial_ended(self.url, started.spec.name, started.trial_id)  # MLflow; never raises
         try:
             set_current_trial(self.url, self.worker_id, None)
         except SQLAlchemyError as e:

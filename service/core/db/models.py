@@ -87,6 +87,9 @@ class TrialRecord(Base):
     state: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text, default=None)
     test_accuracy: Mapped[float | None] = mapped_column(Float, default=None)
+    # The test split's metrics by name: test_accuracy and test_loss, or for regression
+    # test_rmse, test_mae (the target's units), test_r2 and test_loss (trainer.evaluate_test).
+    test_metrics: Mapped[dict[str, float] | None] = mapped_column(JSON, default=None)
     # trainer.model.config_warnings(config): e.g. dropout placed before batch norm.
     warnings: Mapped[list[str] | None] = mapped_column(JSON, default=None)
     started_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
@@ -266,6 +269,8 @@ class Dataset(Base):
     shape: Mapped[list[int]] = mapped_column(JSON)  # X's shape, rows first
     n_classes: Mapped[int] = mapped_column(Integer)
     classes: Mapped[list[str]] = mapped_column(JSON)  # original label of class index i
+    # classification | regression (then y is the float target and `classes` is empty)
+    task: Mapped[str] = mapped_column(String(16), default="classification")
     owner_token_id: Mapped[int | None] = mapped_column(
         ForeignKey("hpo_api_tokens.id"), default=None
     )

@@ -217,6 +217,16 @@ const HPO = (() => {
     return run();
   }
 
+  // A trial's test metrics as [label, text] facts: test accuracy (classification), or test
+  // R², RMSE and MAE in the target's units (regression); "test accuracy" "" when untested.
+  function testFacts(t) {
+    const m = t.test_metrics || {};
+    if (m.test_r2 !== undefined) {
+      return [["test R²", fmt(m.test_r2)], ["test RMSE", fmt(m.test_rmse)], ["test MAE", fmt(m.test_mae)]];
+    }
+    return [["test accuracy", fmt(t.test_accuracy)]];
+  }
+
   return { ROOT, $, el, url, getJSON, request, features, fmt, fmtSeconds, fmtDate, stateCell,
-    facts, colors, plot, plain, sortable, compare, linkRow, poll, showError, authHeaders };
+    facts, colors, plot, plain, sortable, compare, linkRow, poll, showError, authHeaders, testFacts };
 })();

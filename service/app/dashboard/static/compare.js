@@ -6,6 +6,15 @@
   const ids = (new URLSearchParams(window.location.search).get("trials") || "")
     .split(",").map((s) => s.trim()).filter(Boolean);
 
+  // One row per test metric any of the trials has (test accuracy, or test RMSE/MAE/R²).
+  function testRows(trials) {
+    const names = [...new Set(trials.flatMap((t) => HPO.testFacts(t).map(([k]) => k)))];
+    return names.map((k) => [k, trials.map((t) => {
+      const found = HPO.testFacts(t).find(([name]) => name === k);
+      return found ? found[1] : "";
+    })]);
+  }
+
   async function load() {
     const bad = ids.filter((s) => !/^\d+$/.test(s));
     if (bad.length) throw new Error(`trials: not trial ids: ${bad.join(", ")}`);
@@ -15,8 +24,8 @@
     }
     $("hint").hidden = true;
     const trials = await Promise.all(ids.map((id) => HPO.getJSON(`/api/trials/${id}`)));
-    const curves = await Promise.all(ids.map((id) =>
-      HPO.getJSON(`/api/trials/${id}/curves?metric=val_loss&metric=val_accuracy&max_points=500`)));
+    const curves = await Promise.all(ids.map((id) => HPO.getJSON(
+      `/api/trials/${id}/curves?metric=val_loss&metric=val_accuracy&metric=val_r2&max_points=500`)));
     const studies = new Map();
     for (const t of trials) {
       if (!studies.has(t.study_id)) studies.set(t.study_id, await HPO.getJSON(`/api/studies/${t.study_id}`));
@@ -24,7 +33,9 @@
     const name = (t) => (studies.size > 1 ? `${studies.get(t.study_id).name} #${t.number}` : `#${t.number}`);
     document.title = `Compare ${trials.map((t) => "#" + t.number).join(", ")} · HPO`;
     $("title").textContent = "Compare trials " + trials.map(name).join(", ");
-    for (const [metric, chart] of [["val_loss", "chart-val-loss"], ["val_accuracy", "chart-val-accuracy"]]) {
+    // Regression trials have R² where classification ones have accuracy.
+    const score = curves.some((c) => c.curves.val_r2) ? "val_r2" : "val_accuracy";
+    for (const [metric, chart] of [["val_loss", "chart-val-loss"], [score, "chart-val-accuracy"]]) {
       const traces = trials.map((t, k) => {
         const points = curves[k].curves[metric] || [];
         return { type: "scatter", mode: "lines", name: HPO.plain(name(t)), x: points.map((p) => p[0]),
@@ -40,7 +51,7 @@
     const rows = [
       ["state", trials.map((t) => t.state)],
       ["value", trials.map((t) => fmt(t.value))],
-      ["test accuracy", trials.map((t) => fmt(t.test_accuracy))],
+      ...testRows(trials),
       ...keys.map((k) => [k, trials.map((t) => fmt(config(t)[k]))]),
     ];
     $("side").tHead.rows[0].replaceChildren(el("th", { text: "", attrs: { scope: "col" } }),

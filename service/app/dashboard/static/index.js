@@ -25,7 +25,7 @@
         el("td", { cls: "name" }, [el("a", { text: s.name, attrs: { href } })]),
         el("td", { text: s.status, cls: "state state-" + s.status }),
         el("td", { text: `${finished(s)} / ${s.n_trials}` }),
-        el("td", { text: fmt(s.best_value), cls: "num" }),
+        el("td", { text: fmt(s.best_value), cls: "num", attrs: { title: `${s.metric || ""} (${s.task || ""})` } }),
         el("td", { text: s.counts.running, cls: "num" }),
         el("td", { text: fmtDate(s.created_at) }),
       ]);

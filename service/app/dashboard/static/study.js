@@ -29,6 +29,7 @@
     HPO.facts($("summary"), [
       ["status", study.status],
       ["progress", `${finished} / ${study.n_trials}`],
+      ["task", study.task || "classification"],
       ["best " + study.spec.objective.metric, fmt(study.best_value)],
       ["direction", study.direction],
       ["running", c.running],

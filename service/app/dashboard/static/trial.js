@@ -28,8 +28,14 @@
   }
 
   function renderCharts(curves) {
-    lines("chart-loss", curves, ["train_loss", "val_loss"], "loss");
-    lines("chart-accuracy", curves, ["train_accuracy", "val_accuracy"], "accuracy");
+    // Regression: MSE of standardized targets, R² for the score, RMSE/MAE in target units.
+    const regression = Boolean(curves.val_r2);
+    lines("chart-loss", curves, ["train_loss", "val_loss"], regression ? "MSE (standardized)" : "loss");
+    $("h-accuracy").textContent = regression ? "R²" : "Accuracy";
+    lines("chart-accuracy", curves, regression ? ["val_r2"] : ["train_accuracy", "val_accuracy"],
+      regression ? "R²" : "accuracy");
+    $("target-error").hidden = !regression;
+    if (regression) lines("chart-error", curves, ["val_rmse", "val_mae"], "error");
     lines("chart-lr", curves, ["lr"], "learning rate", { log: true });
     const layers = Object.keys(curves).filter((m) => /^grad_norm\.\d+$/.test(m))
       .sort((a, b) => Number(a.split(".")[1]) - Number(b.split(".")[1]));
@@ -49,7 +55,7 @@
     HPO.facts($("summary"), [
       ["state", t.state],
       [study.spec.objective.metric, fmt(t.value)],
-      ["test accuracy", fmt(t.test_accuracy)],
+      ...HPO.testFacts(t),
       ["duration", fmtSeconds(t.duration_seconds)],
       ["epochs", Object.keys(t.intermediate_values || {}).length],
       ["started", fmtDate(t.started_at)],

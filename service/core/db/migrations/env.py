@@ -10,6 +10,7 @@ import os
 
 from alembic import context
 
+from service.core.db import outbox  # noqa: F401  (its tables in Base.metadata)
 from service.core.db.engine import get_engine
 from service.core.db.models import Base
 

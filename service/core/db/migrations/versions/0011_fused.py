@@ -1,7 +1,7 @@
 """studies and trials: device seconds (device-hour budgets, issue 14)
 
-Revision ID: 0008_fused
-Revises: 0008_resume
+Revision ID: 0011_fused
+Revises: 0010_regression
 Create Date: 2026-11-30
 
 `hpo_studies.device_seconds_limit` is `budget.device_hours` in seconds (NULL: no limit), a
@@ -15,10 +15,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008_fused"
-# Issue 14 asked for "0007"; main already has 0008_resume on it, and two heads would stop
-# `upgrade head`. The integrator relinks the chain at merge.
-down_revision = "0008_resume"
+revision = "0011_fused"
+# Written as 0008_fused on "0007"; main has since gained 0008_resume .. 0010_regression, and
+# two heads would stop `upgrade head`, so it follows main's head.
+down_revision = "0010_regression"
 branch_labels = None
 depends_on = None
 
