@@ -4,11 +4,12 @@ the ratio against the unfused run of the same invocation, and each run's budget 
 (finished trials, slots used, claims, failures: they must be equal).
 
 The digits MLP of the issue's probe (64-128-128-10, batch 64, adam, per-trial learning
-rate), a random sampler (the same configurations in both runs), no pruner, 3 epochs.
+rate), a random sampler (the same configurations in both runs), no pruner, 10 epochs.
 Throughput is the study's trials over the span from its first claim to its last finish, the
-worker's data loaded before the clock starts.
+worker's data loaded (and torch._dynamo imported) before the clock starts.
 
-    python bench/fused_service.py [--n-trials 32] [--fuse 16] [--epochs 3]
+    python bench/fused_service.py [--n-trials 32] [--fuse 16] [--epochs 10]
+    BENCH_LOG=info python bench/fused_service.py    # with the worker's log lines
     HPO_BENCH_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test \
         python bench/fused_service.py
 """
@@ -50,10 +51,17 @@ def worker(url: str, name: str, ready: Any) -> None:
     from service.worker.process import WorkerProcess
 
     settings = Settings(
-        database_url=url, torch_threads=1, worker_poll_seconds=0.05, log_level="warning"
+        database_url=url,
+        torch_threads=1,
+        worker_poll_seconds=0.05,
+        log_level=os.environ.get("BENCH_LOG", "warning"),
     )
     process = WorkerProcess(settings, [name])
     process.data.get(_dataset(name, url))  # load the data before the clock starts
+    # What a long-running worker imported once, long ago: the first optimizer a process
+    # builds imports torch._dynamo (seconds on a loaded machine).
+    import torch._dynamo  # noqa: F401
+
     ready.wait()
     process.run(until_idle=True, install_signals=False)
 
@@ -111,7 +119,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n-trials", type=int, default=32)
     ap.add_argument("--fuse", type=int, default=16)
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=10)
     args = ap.parse_args()
 
     from service.core.db.migrate import upgrade
