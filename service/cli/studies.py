@@ -89,7 +89,17 @@ def cmd_status(args: argparse.Namespace) -> int:
         print_json(study)
     else:
         print(progress_line(study))
+        print(device_line(study))
     return 0
+
+
+def device_line(s: Json) -> str:
+    """The study's device time used, and its `budget.device_hours` limit if it has one."""
+    used = float(s.get("device_seconds") or 0.0) / 3600
+    limit = s.get("device_seconds_limit")
+    if limit is None:
+        return f"device hours used {used:.4g} (no limit)"
+    return f"device hours used {used:.4g} / limit {float(limit) / 3600:.4g}"
 
 
 def cmd_watch(args: argparse.Namespace) -> int:

@@ -66,10 +66,6 @@ class Claim:
     claimed_at: datetime | None = None  # naive UTC: the trial's start
 
 
-class _Refused(Exception):
-    """Raised inside a claim's transaction to roll it back."""
-
-
 def _open(now: datetime) -> Any:
     """The conditions under which a study takes a new trial, as SQL on `hpo_studies`."""
     return and_(
@@ -77,6 +73,9 @@ def _open(now: datetime) -> Any:
         Study.slots_used < Study.n_trials,
         or_(Study.max_parallel_trials.is_(None), Study.n_running < Study.max_parallel_trials),
         or_(Study.deadline_at.is_(None), Study.deadline_at > now),
+        or_(
+            Study.device_seconds_limit.is_(None), Study.device_seconds < Study.device_seconds_limit
+        ),
     )
 
 
@@ -116,63 +115,98 @@ def claim_slot(url: str, study_id: int, worker_id: int | None) -> Claim | None:
     """Take one budget slot of the study for `worker_id` (None: no worker, e.g. a test), in
     one conditional UPDATE, with the next enqueued configuration if there is one (else, in a
     grid study, the next grid point). None when the study takes no new trial: not running,
-    budget used up, max_parallel_trials running, past its deadline, or its grid used up."""
+    budget used up, max_parallel_trials running, past its deadline or its device-hour
+    budget, or its grid used up."""
+    claims = claim_pack(url, study_id, worker_id, max_trials=1)
+    return claims[0] if claims else None
+
+
+def claim_pack(
+    url: str, study_id: int, worker_id: int | None, max_trials: int | None = None
+) -> list[Claim]:
+    """Take up to `max_trials` slots of the study (None: the spec's `fuse.max_trials`) in
+    one transaction, each as `claim_slot` takes one: every member is one conditional UPDATE
+    under the study's row lock, so the budget, `max_parallel_trials` (which counts every
+    member), the deadline and the device-hour budget hold exactly. Fewer (or none) when the
+    study takes fewer."""
     now = utcnow()
-    try:
-        with session_scope(url) as session:
-            claimed = session.execute(
-                update(Study)
-                .where(Study.id == study_id, _open(now))
-                .values(
-                    slots_used=Study.slots_used + 1,
-                    n_claims=Study.n_claims + 1,
-                    n_running=Study.n_running + 1,
-                    updated_at=now,
-                )
-                .returning(Study.n_claims, Study.spec, Study.optuna_study_id)
-            ).first()
-            if claimed is None:
-                return None
-            claim_index, stored_spec, optuna_study_id = claimed
-            # The study row is now locked by this transaction (a write lock on SQLite, a row
-            # lock on PostgreSQL): no other claim of this study can interleave until commit.
-            # Re-runs of trials whose worker died come first (position -1).
-            enqueued = session.scalars(
-                select(EnqueuedConfig)
-                .where(EnqueuedConfig.study_id == study_id, EnqueuedConfig.claimed.is_(False))
-                .order_by(EnqueuedConfig.position, EnqueuedConfig.id)
-                .limit(1)
-            ).first()
-            if enqueued is not None:
-                enqueued.claimed = True
-            else:
-                spec = load_spec(stored_spec)
-                if spec.sampler.name == "grid":
-                    enqueued = _next_grid_point(session, study_id, spec, optuna_study_id)
-                    if enqueued is None:
-                        raise _Refused  # every point was handed out: roll the slot back
-            record = TrialRecord(
-                study_id=study_id,
-                claim_index=claim_index,
-                worker_id=worker_id,
-                enqueued_id=None if enqueued is None else enqueued.id,
-                retry_of=None if enqueued is None else enqueued.retry_of,
-                retry_number=0 if enqueued is None else enqueued.retry_number,
-                state=TrialState.CLAIMED,
-                started_at=now,
-            )
-            session.add(record)
-            session.flush()
-            return Claim(
-                record_id=record.id,
-                study_id=study_id,
-                claim_index=claim_index,
-                fixed_params=None if enqueued is None else dict(enqueued.params),
-                retry_of=None if enqueued is None else enqueued.retry_of,
-                claimed_at=now,
-            )
-    except _Refused:
+    claims: list[Claim] = []
+    with session_scope(url) as session:
+        while max_trials is None or len(claims) < max_trials:
+            claim = _claim_one(session, study_id, worker_id, now)
+            if claim is None:
+                break
+            claims.append(claim[0])
+            if max_trials is None:
+                max_trials = claim[1].fuse.max_trials
+    return claims
+
+
+def _claim_one(
+    session: Session, study_id: int, worker_id: int | None, now: datetime
+) -> tuple[Claim, StudySpec] | None:
+    """One slot of the study, in the caller's transaction (see `claim_slot`); None, with
+    nothing changed, when the study takes no new trial."""
+    claimed = session.execute(
+        update(Study)
+        .where(Study.id == study_id, _open(now))
+        .values(
+            slots_used=Study.slots_used + 1,
+            n_claims=Study.n_claims + 1,
+            n_running=Study.n_running + 1,
+            updated_at=now,
+        )
+        .returning(Study.n_claims, Study.spec, Study.optuna_study_id)
+    ).first()
+    if claimed is None:
         return None
+    claim_index, stored_spec, optuna_study_id = claimed
+    spec = load_spec(stored_spec)
+    # The study row is now locked by this transaction (a write lock on SQLite, a row lock
+    # on PostgreSQL): no other claim of this study can interleave until commit.
+    # Re-runs of trials whose worker died come first (position -1).
+    enqueued = session.scalars(
+        select(EnqueuedConfig)
+        .where(EnqueuedConfig.study_id == study_id, EnqueuedConfig.claimed.is_(False))
+        .order_by(EnqueuedConfig.position, EnqueuedConfig.id)
+        .limit(1)
+    ).first()
+    if enqueued is not None:
+        enqueued.claimed = True
+    elif spec.sampler.name == "grid":
+        enqueued = _next_grid_point(session, study_id, spec, optuna_study_id)
+        if enqueued is None:  # every point was handed out: give the slot back
+            session.execute(
+                update(Study)
+                .where(Study.id == study_id)
+                .values(
+                    slots_used=Study.slots_used - 1,
+                    n_claims=Study.n_claims - 1,
+                    n_running=Study.n_running - 1,
+                )
+            )
+            return None
+    record = TrialRecord(
+        study_id=study_id,
+        claim_index=claim_index,
+        worker_id=worker_id,
+        enqueued_id=None if enqueued is None else enqueued.id,
+        retry_of=None if enqueued is None else enqueued.retry_of,
+        retry_number=0 if enqueued is None else enqueued.retry_number,
+        state=TrialState.CLAIMED,
+        started_at=now,
+    )
+    session.add(record)
+    session.flush()
+    claim = Claim(
+        record_id=record.id,
+        study_id=study_id,
+        claim_index=claim_index,
+        fixed_params=None if enqueued is None else dict(enqueued.params),
+        retry_of=None if enqueued is None else enqueued.retry_of,
+        claimed_at=now,
+    )
+    return claim, spec
 
 
 def _grid_cursor(session: Session, study_id: int, spec: StudySpec) -> int:
@@ -235,6 +269,7 @@ def finish_record(
     error: str | None = None,
     test_accuracy: float | None = None,
     retry_params: dict[str, Any] | None = None,
+    device_seconds: float | None = None,
     test_metrics: dict[str, float] | None = None,
 ) -> bool:
     """Mark a claimed trial finished with `state`, which must be its Optuna trial's final
@@ -246,7 +281,10 @@ def finish_record(
     times, in the same transaction: exactly one re-run per failure. A trial that ends
     without a re-run loses its saved training state (`CHECKPOINT_KIND`), in the same
     transaction; a re-run resumes from it (`worker.resume`). `test_metrics`: the test
-    split's metrics by name (`trainer.evaluate_test`)."""
+    split's metrics by name (`trainer.evaluate_test`).
+
+    `device_seconds`: the device time the trial used, recorded on it and added to the
+    study's (which the device-hour budget limits)."""
     now = utcnow()
     with session_scope(url) as session:
         result = session.execute(
@@ -258,6 +296,7 @@ def finish_record(
                 test_accuracy=test_accuracy,
                 test_metrics=test_metrics or None,
                 finished_at=now,
+                device_seconds=device_seconds,
             )
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
@@ -265,6 +304,8 @@ def finish_record(
         record = session.get(TrialRecord, record_id)
         assert record is not None
         values: dict[str, Any] = {"n_running": Study.n_running - 1, "updated_at": now}
+        if device_seconds:
+            values["device_seconds"] = Study.device_seconds + device_seconds
         if state == TrialState.FAIL:
             values.update(slots_used=Study.slots_used - 1, n_failed=Study.n_failed + 1)
         session.execute(update(Study).where(Study.id == record.study_id).values(**values))
@@ -342,8 +383,8 @@ def enqueue_retry(session: Session, record: TrialRecord, params: dict[str, Any])
 def settle_status(session: Session, study_id: int) -> None:
     """Bring a running study's status up to date, in the caller's transaction (the one that
     finished or released a trial): `completed` once the budget is finished, the deadline
-    passed, or the grid is used up with nothing running or queued; `failed` past
-    `max_failed_trials`."""
+    passed, the device-hour budget is used up with nothing running, or the grid is used up
+    with nothing running or queued; `failed` past `max_failed_trials`."""
     # populate_existing: the counters the caller's UPDATE just changed.
     study = session.get(Study, study_id, with_for_update=True, populate_existing=True)
     if study is None or study.status != StudyState.RUNNING:
@@ -360,7 +401,14 @@ def settle_status(session: Session, study_id: int) -> None:
         max_failed = study.n_trials
     now = utcnow()
     past_deadline = study.deadline_at is not None and study.deadline_at <= now
-    if (finished or 0) >= study.n_trials or past_deadline or _grid_done(session, study, spec):
+    # The device-hour budget stops claims; the study ends once its last trial finished.
+    out_of_time = (
+        study.device_seconds_limit is not None
+        and study.device_seconds >= study.device_seconds_limit
+        and study.n_running == 0
+    )
+    ended = (finished or 0) >= study.n_trials or past_deadline or out_of_time
+    if ended or _grid_done(session, study, spec):
         study.status, study.finished_at, study.updated_at = StudyState.COMPLETED, now, now
     elif study.n_failed > max_failed:
         last = session.scalar(

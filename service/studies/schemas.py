@@ -87,6 +87,12 @@ class StudyDetail(StudySummary):
     spec: dict[str, Any]
     best: BestTrial | None
     warnings: list[str] = Field(default_factory=list, description=WARNINGS_HELP)
+    device_seconds: float = Field(
+        0.0, description="device time its finished trials used (a fused pack's split evenly)"
+    )
+    device_seconds_limit: float | None = Field(
+        None, description="budget.device_hours in seconds: no trial starts past it"
+    )
 
 
 class Health(BaseModel):

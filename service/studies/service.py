@@ -31,6 +31,7 @@ from service.studies.pareto import (
     optuna_directions,
     pareto_front,
 )
+from service.studies.fusing import device_seconds_limit
 from service.studies.queries import best_trial_id, best_values, trial_counts
 from service.studies.schemas import (
     BestTrial,
@@ -80,6 +81,7 @@ def create_study(
             priority=spec.priority,
             n_running=0,
             max_parallel_trials=spec.budget.max_parallel_trials,
+            device_seconds_limit=device_seconds_limit(spec.budget.device_hours),
             created_at=now,
             updated_at=now,
             deadline_at=deadline,
@@ -216,6 +218,8 @@ def get_study(session: Session, study_id: int) -> StudyDetail:
         spec=study.spec,
         best=best,
         warnings=space_warnings(load_spec(study.spec)),
+        device_seconds=study.device_seconds or 0.0,
+        device_seconds_limit=study.device_seconds_limit,
     )
 
 

@@ -40,6 +40,7 @@ from service.core.types import (
 from service.datasets.spec import DatasetSpec
 from service.integrations.notify import NotifySpec
 from service.studies.checkpointing import CheckpointSpec
+from service.studies.fusing import MAX_DEVICE_HOURS, FuseSpec
 from service.studies.model_families import check_family
 from service.studies.multi_objective import (
     MAX_OBJECTIVES,
@@ -274,6 +275,12 @@ class BudgetSpec(Strict):
         le=100,
         description="re-runs, with the same parameters, of a trial whose worker died or stopped",
     )
+    device_hours: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_DEVICE_HOURS,
+        description="no trial starts once the study's trials used this much device time",
+    )
 
 
 class InitFromSpec(Strict):
@@ -300,6 +307,7 @@ class StudySpec(Strict):
     sampler: SamplerSpec = SamplerSpec()
     pruner: PrunerSpec = PrunerSpec()
     budget: BudgetSpec
+    fuse: FuseSpec = Field(FuseSpec(), description="trials a worker trains at once, fused")
     enqueue: list[dict[Text, Scalar]] = Field(default_factory=list, max_length=1000)
     init_from: InitFromSpec | None = Field(
         None, description="start every trial from a finished trial's weights (transfer learning)"

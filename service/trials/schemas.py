@@ -35,6 +35,9 @@ class TrialSummary(BaseModel):
         None,
         description="a re-run that resumed from the saved state of this epoch of `retry_of`",
     )
+    device_seconds: float | None = Field(
+        None, description="device time it used (a fused pack's wall time split evenly)"
+    )
 
 
 class TrialPage(BaseModel):

@@ -28,13 +28,14 @@ from service.core.db.retry import retry_db
 from service.core.settings import Settings
 from service.datasets.locations import DataPlaces
 from service.integrations.dispatch import Dispatcher
-from service.scheduling.claims import Claim, candidate_studies, claim_slot, fail_orphans
+from service.scheduling.claims import Claim, candidate_studies, claim_pack, fail_orphans
 from service.scheduling.orphans import sweep
 from service.scheduling.workers import heartbeat, record_stop, register_worker
 from service.worker.data import DatasetCache
 from service.worker.device_stats import device_sample
 from service.worker.faults import crash_point
 from service.worker.gpus import gpu_info
+from service.worker.pack import PackRunner
 from service.worker.trial import STORAGE_ERRORS, Interrupted, TrialRunner
 
 log = logging.getLogger("hpo.worker")
@@ -116,18 +117,21 @@ class WorkerProcess:
                     continue
                 if until_idle and not candidate_studies(self.url, self.only):
                     break
-                claim = self._next_claim(worker_id)
+                claims = self._next_claims(worker_id)
                 backoff = self.settings.worker_poll_seconds
             except STORAGE_ERRORS as e:
                 log.warning("database unavailable (%s); retrying in %.0fs", e, backoff)
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
                 continue
-            if claim is None:
+            if not claims:
                 self.stopping.wait(self.settings.worker_poll_seconds)
                 continue
             try:
-                trials.run(claim)
+                if len(claims) == 1:
+                    trials.run(claims[0])
+                else:  # a pack (the spec's `fuse`): compatible trials train fused
+                    PackRunner(trials).run(claims)
             except STORAGE_ERRORS as e:
                 # The trial's end could not be recorded; _next_claim fails it once the
                 # database is back, which gives its slot back.
@@ -135,7 +139,7 @@ class WorkerProcess:
                 log.warning("database unavailable during a trial (%s)", e)
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
-            ran += 1
+            ran += len(claims)
         self._shut_down(worker_id, beat)
         return self.exit_code()
 
@@ -173,16 +177,17 @@ class WorkerProcess:
         sweep(self.url, self.settings.worker_grace_seconds, every_study=first)
         self._last_sweep = now
 
-    def _next_claim(self, worker_id: int) -> Claim | None:
+    def _next_claims(self, worker_id: int) -> list[Claim]:
+        """The next study's claims: one, or up to its `fuse.max_trials` (a pack)."""
         if self._lost_trial:
             fail_orphans(self.url, worker_id, "the worker lost the database during the trial")
             self._lost_trial = False
         for study_id in candidate_studies(self.url, self.only):
-            claim = claim_slot(self.url, study_id, worker_id)
-            if claim is not None:
+            claims = claim_pack(self.url, study_id, worker_id)
+            if claims:
                 crash_point("after_claim")
-                return claim
-        return None
+                return claims
+        return []
 
     # -- stopping -----------------------------------------------------------------------
 

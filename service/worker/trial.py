@@ -9,9 +9,10 @@ trial goes on.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 import optuna
@@ -86,6 +87,20 @@ class Outcome:
     state: TrialState
     value: float | list[float] | None  # a multi-objective study's: one per objective
     test_metrics: dict[str, float]  # trainer.evaluate_test: empty without a test split
+    device_seconds: float | None = None  # the device time it used (a pack's share)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A started trial ready to train: its parameters suggested, its config, data,
+    per-epoch callback and resume plan, the `init_from` hook and plug-in model builder."""
+
+    config: TrainConfig
+    data: TensorData
+    report: EpochReport
+    plan: ResumePlan
+    prepare: PrepareModel | None
+    builder: ModelBuilder | None
 
 
 @dataclass
@@ -149,13 +164,15 @@ class TrialRunner:
         if started is None or not self.attach(claim, started):
             return
         try:
+            began = time.monotonic()
             try:
                 outcome = self.train(claim, started)
             except Exception as e:
-                self.fail(claim, started, e)
+                self.fail(claim, started, e, device_seconds=time.monotonic() - began)
             else:
                 # Not inside the `try` above: once Optuna has the trial's final state,
                 # nothing raised later may turn it into a failure.
+                outcome = replace(outcome, device_seconds=time.monotonic() - began)
                 self.finish(claim, started, outcome)
         finally:
             self.clean_up(started)
@@ -225,6 +242,19 @@ class TrialRunner:
 
     def train(self, claim: Claim, started: Started) -> Outcome:
         """Suggest the parameters, train, save the model, measure the test metrics."""
+        prepared = self.prepare(claim, started)
+        return self.conclude(started, prepared, self.fit_prepared(claim, started, prepared))
+
+    def fit_prepared(self, claim: Claim, started: Started, prepared: Prepared) -> FitResult:
+        """Train the prepared trial (out of GPU memory: once more with half the batch)."""
+        fit_once = partial(self._fit, prepared=prepared)
+        trial = started.trial
+        on_retry = partial(record_oom_retry, self.url, claim.record_id, trial, started.trial_id)
+        return fit_with_oom_retry(fit_once, prepared.config, device=self.device, on_retry=on_retry)
+
+    def prepare(self, claim: Claim, started: Started) -> Prepared:
+        """Suggest the parameters and build what training the trial needs (its config,
+        warnings recorded, data, per-epoch callback, resume plan)."""
         spec, trial = started.spec, started.trial
         config = train_config(spec, suggest_params(trial, spec), trial_number=trial.number)
         data = self.data.get(spec.dataset)
@@ -239,17 +269,18 @@ class TrialRunner:
             to_optuna=reports_to_optuna(spec),
         )
         plan = plan_training(self.url, claim, started.trial_id, spec.checkpoint, config, report)
-        config = plan.config  # a resumed trial keeps the seed of the run it continues
-        fit_once = partial(
-            self._fit,
+        return Prepared(
+            config=plan.config,  # a resumed trial keeps the seed of the run it continues
             data=data,
-            on_epoch=report,
+            report=report,
+            plan=plan,
             prepare=None if spec.init_from is None else prepare_from(self.url, spec.init_from),
             builder=builder_for(spec.model.family),
-            plan=plan,
         )
-        on_retry = partial(record_oom_retry, self.url, claim.record_id, trial, started.trial_id)
-        result = fit_with_oom_retry(fit_once, config, device=self.device, on_retry=on_retry)
+
+    def conclude(self, started: Started, prepared: Prepared, result: FitResult) -> Outcome:
+        """Save the trained model, measure test accuracy: the outcome to tell."""
+        spec, config, data = started.spec, prepared.config, prepared.data
         save_trial_model(self.url, started.trial_id, result, config, spec, data)
         tested = evaluate_test(result.model, data)
         if result.stopped_by_callback:
@@ -282,6 +313,7 @@ class TrialRunner:
             error=error,
             test_accuracy=outcome.test_metrics.get("test_accuracy"),
             test_metrics=outcome.test_metrics,
+            device_seconds=outcome.device_seconds,
         )
         retry_db(record, "finish")
         crash_point("after_finish")
@@ -293,7 +325,14 @@ class TrialRunner:
             outcome.value,
         )
 
-    def fail(self, claim: Claim, started: Started, e: Exception) -> None:
+    def fail(
+        self,
+        claim: Claim,
+        started: Started,
+        e: BaseException,
+        *,
+        device_seconds: float | None = None,
+    ) -> None:
         """Fail the trial with `e` as its reason; a trial interrupted by a stop was not at
         fault and is enqueued again with the same parameters."""
         if not isinstance(e, QUIET_FAILURES):
@@ -316,6 +355,7 @@ class TrialRunner:
             state,
             error=error,
             retry_params=retry_params,
+            device_seconds=device_seconds,
         )
         retry_db(record, "finish")
 
@@ -366,16 +406,9 @@ class TrialRunner:
             )
         return TrialState(frozen.state.name.lower())
 
-    def _fit(
-        self,
-        config: TrainConfig,
-        *,
-        data: TensorData,
-        on_epoch: EpochReport,
-        prepare: PrepareModel | None,
-        builder: ModelBuilder | None,
-        plan: ResumePlan,
-    ) -> FitResult:
+    def _fit(self, config: TrainConfig, *, prepared: Prepared) -> FitResult:
+        data, on_epoch, prepare = prepared.data, prepared.report, prepared.prepare
+        builder, plan = prepared.builder, prepared.plan
         resume, saver = plan.take(), plan.checkpointer
         with self.interruptible():  # from here the stop deadline may interrupt the trial
             if builder is None:  # a shipped family: the trainer builds it

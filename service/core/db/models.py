@@ -52,6 +52,10 @@ class Study(Base):
     # Trials claimed and not yet finished; claims stop at max_parallel_trials (if set).
     n_running: Mapped[int] = mapped_column(Integer, default=0)
     max_parallel_trials: Mapped[int | None] = mapped_column(Integer, default=None)
+    # budget.device_hours in seconds (NULL: no limit); claims stop once `device_seconds`
+    # (the sum of its finished trials' device seconds) reaches it.
+    device_seconds_limit: Mapped[float | None] = mapped_column(Float, default=None)
+    device_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     error: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(), default=utcnow, onupdate=utcnow)
@@ -98,6 +102,8 @@ class TrialRecord(Base):
     # A re-run that resumed from its retry_of's saved state: the epoch of that state (it
     # trained the epochs after it). NULL: trained from epoch 1.
     resumed_from_epoch: Mapped[int | None] = mapped_column(Integer, default=None)
+    # Device time the trial used (a fused pack's wall time split evenly among its members).
+    device_seconds: Mapped[float | None] = mapped_column(Float, default=None)
 
     __table_args__ = (Index("ix_hpo_trials_study_state", "study_id", "state"),)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import optuna
 
+from service.studies.fusing import fused
 from service.studies.search.space import grid_values
 from service.studies.spec import PrunerSpec, StudySpec
 
@@ -22,7 +23,11 @@ def build_sampler(spec: StudySpec, claim_index: int) -> optuna.samplers.BaseSamp
     # their independent (random) sampler, which they would otherwise log for every trial.
     warn = not any(dist.when for dist in spec.space.values())
     if s.name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup)
+        # A fused study's packs ask K trials at once: constant_liar makes each ask see the
+        # running ones (with a pessimistic value), so K asks do not collapse onto one point.
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=n_startup, constant_liar=fused(spec.fuse.max_trials)
+        )
     if s.name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if s.name == "grid":
