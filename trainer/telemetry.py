@@ -91,8 +91,14 @@ class GradientTelemetry:
         """Replace this epoch's accumulated gradient norms by `mean_norms` (one per trained
         weight layer, already averaged over the epoch's steps), as fused training measures
         them for all members at once (trainer/fused.py)."""
-        self._grad_sums = mean_norms.detach().to(self._grad_sums.dtype).clone()
-        self._steps = 1
+        norms = mean_norms.detach().to(self._grad_sums.dtype)
+        if norms.shape[0] == self._grad_sums.shape[0]:
+            self._grad_sums = norms.clone()
+        else:  # one per trained group: place them at the trained groups' positions
+            self._grad_sums = torch.zeros_like(self._grad_sums)
+            self._grad_sums[self._trained_groups] = norms
+        self._grad_steps.zero_()
+        self._steps = self._full_steps = 1  # the means count as one full step
 
     @contextmanager
     def watching_units(self) -> Iterator[None]:

@@ -24,6 +24,7 @@ from service.studies.cache import (
     cached_counts,
     study_version,
 )
+from service.studies.fusing import device_seconds_limit
 from service.studies.pareto import (
     SeveralObjectives,
     is_multi_objective,
@@ -31,7 +32,6 @@ from service.studies.pareto import (
     optuna_directions,
     pareto_front,
 )
-from service.studies.fusing import device_seconds_limit
 from service.studies.queries import best_trial_id, best_values, trial_counts
 from service.studies.schemas import (
     BestTrial,
