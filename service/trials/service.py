@@ -49,6 +49,7 @@ def summarize_trial(
         retried_by=retried_by,
         oom_batch_size=None if record is None else record.oom_batch_size,
         resumed_from_epoch=None if record is None else record.resumed_from_epoch,
+        device_seconds=None if record is None else record.device_seconds,
     )
 
 
