@@ -65,6 +65,23 @@ class TrialRecord:
     value: float | None
 
 
+@dataclass
+class Report:
+    """The `on_epoch` callback, as `service.worker.trial.EpochReport` talks to Optuna: report
+    the objective, stop on the early verdict, else ask the pruner. Counts the epochs."""
+
+    trial: optuna.Trial
+    verdict: EarlyVerdict
+    epochs: int = 0
+
+    def __call__(self, m: EpochMetrics) -> bool:
+        self.epochs += 1
+        self.trial.report(m.values[METRIC], m.epoch)
+        if self.verdict.update(m.values) is not None:
+            return True  # the service marks it pruned by diagnosis
+        return self.trial.should_prune()
+
+
 def make_spec(args: argparse.Namespace, dataset: str, seed: int, search: str) -> StudySpec:
     """The study a user would post: `search` is "random" (no pruning) or "tpe" (pruned)."""
     pruner: dict[str, Any] = {"name": "none"}
@@ -100,29 +117,20 @@ def run_study(spec: StudySpec, data: TensorData) -> list[TrialRecord]:
         study.sampler = build_sampler(spec, claim_index)  # a fresh one per claim, as workers do
         trial = study.ask()
         config = train_config(spec, suggest_params(trial, spec), trial_number=trial.number)
-        verdict = EarlyVerdict(n_classes=data.n_classes, task=data.task)
-        seen: list[int] = []
-
-        def on_epoch(m: EpochMetrics, trial: optuna.Trial = trial) -> bool:
-            seen.append(m.epoch)
-            trial.report(m.values[METRIC], m.epoch)
-            if verdict.update(m.values) is not None:
-                return True
-            return trial.should_prune()
-
+        report = Report(trial, EarlyVerdict(n_classes=data.n_classes, task=data.task))
         try:
-            result = fit(config, data, on_epoch)
+            result = fit(config, data, report)
         except DivergedError:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            records.append(TrialRecord(len(seen) + 1, "fail", None))  # + the epoch it broke in
+            records.append(TrialRecord(report.epochs + 1, "fail", None))  # + the epoch it broke in
             continue
         if result.stopped_by_callback:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            records.append(TrialRecord(len(seen), "pruned", None))
+            records.append(TrialRecord(report.epochs, "pruned", None))
         else:
             value = result.value(METRIC)
             study.tell(trial, value)
-            records.append(TrialRecord(len(seen), "complete", value))
+            records.append(TrialRecord(report.epochs, "complete", value))
     return records
 
 
@@ -138,11 +146,11 @@ def epochs_to_target(records: list[TrialRecord], target: float) -> tuple[int, bo
 
 
 def spread(costs: list[tuple[int, bool]]) -> str:
-    """`median [min–max]`, each unreached run marked with `*` in the count of unreached."""
+    """`median [min-max]` of the runs' costs, and how many of them never reached the target."""
     values = [c for c, _ in costs]
     missed = sum(not ok for _, ok in costs)
     flag = f"  ({missed} not reached)" if missed else ""
-    return f"{statistics.median(values):7.1f} [{min(values):4d}–{max(values):4d}]{flag}"
+    return f"{statistics.median(values):7.1f} [{min(values):4d}-{max(values):4d}]{flag}"
 
 
 def main() -> None:
@@ -198,7 +206,7 @@ def main() -> None:
             f"\n{dataset}: target val_accuracy {target:.4f} (p{args.percentile:g} of "
             f"{len(finals)} random finals; {len(data.y_val)} val rows)  [{seconds:.0f} s]"
         )
-        print("  epochs to target, median [min–max] over seeds:")
+        print("  epochs to target, median [min-max] over seeds:")
         print(f"    random, no pruning : {spread(costs['random'])}")
         print(f"    tpe + {args.pruner:13}: {spread(costs['tpe'])}")
         print(f"  ratio of medians (random / tpe+{args.pruner}): {ratio:.2f}x  (goal >= 3x)")
