@@ -17,7 +17,7 @@ Compute is epochs actually trained, summed over the study's trials in order: a p
 counts the epochs it ran. A study *reaches the target* when a COMPLETE trial's told value
 (the last epoch's val_accuracy: early stopping is off) is >= the target; its cost is the
 epochs trained up to and including that trial. A study that never reaches it is charged its
-total epochs and flagged `(not reached)`. The target of a dataset is the `--percentile`th
+total epochs and flagged: `(N not reached)`, and `*` after its cost in the per-seed line. The target of a dataset is the `--percentile`th
 percentile of all random-search final accuracies of that dataset (every seed pooled), so
 it is a value a decent configuration reaches; it is printed.
 
@@ -97,7 +97,7 @@ def make_spec(args: argparse.Namespace, dataset: str, seed: int, search: str) ->
             "dataset": {"name": dataset},
             "objective": {"metric": METRIC, "max_epochs": args.max_epochs},
             "space": SPACE,
-            "sampler": {"name": search, "seed": seed},
+            "sampler": {"name": search, "seed": seed, "n_startup_trials": args.n_startup},
             "pruner": pruner,
             "budget": {"n_trials": args.trials},
         }
@@ -162,6 +162,9 @@ def main() -> None:
     parser.add_argument(
         "--pruner", choices=["hyperband", "successive_halving"], default="hyperband"
     )
+    parser.add_argument(
+        "--n-startup", type=int, default=None, help="TPE's random startup trials (default 10)"
+    )
     parser.add_argument("--min-resource", type=int, default=1, help="epochs")
     parser.add_argument("--reduction-factor", type=int, default=3)
     parser.add_argument(
@@ -173,7 +176,7 @@ def main() -> None:
     seeds = range(args.seeds)
     print(
         f"{args.trials} trials x {args.max_epochs} max epochs, seeds 0..{args.seeds - 1}; "
-        f"candidate: tpe + {args.pruner} (min_resource {args.min_resource}, "
+        f"candidate: tpe (n_startup {args.n_startup or 10}) + {args.pruner} (min_resource {args.min_resource}, "
         f"reduction_factor {args.reduction_factor}); baseline: random, no pruner"
     )
     rows = []
@@ -209,6 +212,9 @@ def main() -> None:
         print("  epochs to target, median [min-max] over seeds:")
         print(f"    random, no pruning : {spread(costs['random'])}")
         print(f"    tpe + {args.pruner:13}: {spread(costs['tpe'])}")
+        for search in runs:
+            each = " ".join(f"{c}{'' if ok else '*'}" for c, ok in costs[search])
+            print(f"    {search} per seed: {each}")
         print(f"  ratio of medians (random / tpe+{args.pruner}): {ratio:.2f}x  (goal >= 3x)")
         print(
             f"  total epochs per study, median: random {statistics.median(totals['random']):.0f}"
