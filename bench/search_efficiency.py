@@ -17,9 +17,10 @@ Compute is epochs actually trained, summed over the study's trials in order: a p
 counts the epochs it ran. A study *reaches the target* when a COMPLETE trial's told value
 (the last epoch's val_accuracy: early stopping is off) is >= the target; its cost is the
 epochs trained up to and including that trial. A study that never reaches it is charged its
-total epochs and flagged: `(N not reached)`, and `*` after its cost in the per-seed line. The target of a dataset is the `--percentile`th
-percentile of all random-search final accuracies of that dataset (every seed pooled), so
-it is a value a decent configuration reaches; it is printed.
+total epochs and flagged (`N not reached`; `*` after its cost in the per-seed line). The
+target of a dataset is the `--percentile`th percentile of all random-search final accuracies
+of that dataset (every seed pooled), so it is a value a decent configuration reaches; it is
+printed.
 
     nice -n 19 python bench/search_efficiency.py [--datasets digits,breast_cancer] \
         [--seeds 5] [--trials 40] [--max-epochs 15]
@@ -176,8 +177,8 @@ def main() -> None:
     seeds = range(args.seeds)
     print(
         f"{args.trials} trials x {args.max_epochs} max epochs, seeds 0..{args.seeds - 1}; "
-        f"candidate: tpe (n_startup {args.n_startup or 10}) + {args.pruner} (min_resource {args.min_resource}, "
-        f"reduction_factor {args.reduction_factor}); baseline: random, no pruner"
+        f"candidate: tpe (n_startup {args.n_startup or 10}) + {args.pruner} "
+        f"(min_resource {args.min_resource}, reduction_factor {args.reduction_factor}); baseline: random, no pruner"
     )
     rows = []
     for dataset in args.datasets.split(","):
