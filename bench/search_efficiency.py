@@ -178,7 +178,8 @@ def main() -> None:
     print(
         f"{args.trials} trials x {args.max_epochs} max epochs, seeds 0..{args.seeds - 1}; "
         f"candidate: tpe (n_startup {args.n_startup or 10}) + {args.pruner} "
-        f"(min_resource {args.min_resource}, reduction_factor {args.reduction_factor}); baseline: random, no pruner"
+        f"(min_resource {args.min_resource}, reduction_factor {args.reduction_factor}); "
+        "baseline: random, no pruner"
     )
     rows = []
     for dataset in args.datasets.split(","):
