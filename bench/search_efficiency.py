@@ -108,6 +108,9 @@ def make_spec(args: argparse.Namespace, dataset: str, seed: int, search: str) ->
 def run_study(spec: StudySpec, data: TensorData) -> list[TrialRecord]:
     """Run `spec`'s trials one after another as a single worker would; one record each."""
     study = optuna.create_study(
+        # The service's study name: hyperband assigns brackets by a hash of it (and the trial
+        # number), so an unnamed study (a random name) would not repeat its own runs.
+        study_name=f"hpo:{spec.name}",
         storage=optuna.storages.InMemoryStorage(),
         direction="maximize",
         sampler=build_sampler(spec, 0),
