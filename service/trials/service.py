@@ -29,34 +29,26 @@ from service.trials.transfer import init_from_errors
 def summarize_trial(
     t: FrozenTrial, study_id: int, record: TrialRecord | None, retried_by: int | None = None
 ) -> TrialSummary:
-    values = list(t.values) if t.state == TrialState.COMPLETE and t.values is not None else None
-    duration = None
-    if t.datetime_start is not None and t.datetime_complete is not None:
-        duration = (t.datetime_complete - t.datetime_start).total_seconds()
-    return TrialSummary(
+    """A trial as the API lists it, from Optuna's `FrozenTrial` (one path with the trials
+    page's rows: `_row_summary`)."""
+    row = TrialRow(
         trial_id=trial_id_of(t),
-        study_id=study_id,
         number=t.number,
-        state=t.state.name.lower(),
+        state=t.state,
+        value=None,  # (read from `values`)
+        datetime_start=t.datetime_start,
+        datetime_complete=t.datetime_complete,
         params=t.params,
-        value=values[0] if values is not None and len(values) == 1 else None,
-        values=values,
-        duration_seconds=duration,
-        error=None if record is None else record.error,
-        started_at=t.datetime_start,
-        finished_at=t.datetime_complete,
-        retry_of=None if record is None else record.retry_of,
-        retried_by=retried_by,
-        oom_batch_size=None if record is None else record.oom_batch_size,
-        resumed_from_epoch=None if record is None else record.resumed_from_epoch,
-        device_seconds=None if record is None else record.device_seconds,
+        values=dict(enumerate(t.values)) if t.values is not None else {},
     )
+    return _row_summary(row, study_id, record, retried_by)
 
 
 def _row_summary(
     t: TrialRow, study_id: int, record: TrialRecord | None, retried_by: int | None
 ) -> TrialSummary:
-    """`summarize_trial` of a row read by `studies.pages` (the same fields, the same values)."""
+    """A trial as the API lists it, from a row read by `studies.pages` (or a FrozenTrial's,
+    `summarize_trial`)."""
     values = None
     if t.state == TrialState.COMPLETE and t.values:
         values = [t.values[k] for k in sorted(t.values)]
