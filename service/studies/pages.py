@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from optuna.trial import TrialState
-from sqlalchemy import and_, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.core.optuna_compat import rdb_models as om
@@ -39,11 +39,10 @@ class TrialRow:
     trial_id: int
     number: int
     state: TrialState
-    value: float | None  # objective 0 (±inf as stored), None if the trial has none
     datetime_start: datetime | None  # naive local time, as in a FrozenTrial
     datetime_complete: datetime | None
     params: dict[str, Any] = field(default_factory=dict)
-    values: dict[int, float] = field(default_factory=dict)  # objective index -> value
+    values: dict[int, float] = field(default_factory=dict)  # objective -> value (±inf as stored)
 
 
 def trial_rows(session: Session, trial_ids: Sequence[int]) -> list[TrialRow]:
@@ -53,26 +52,19 @@ def trial_rows(session: Session, trial_ids: Sequence[int]) -> list[TrialRow]:
     T, V, P = om.TrialModel, om.TrialValueModel, om.TrialParamModel
     ids = list(trial_ids)
     rows: dict[int, TrialRow] = {}
-    for tid, number, state, start, end, value, value_type in session.execute(
+    for tid, number, state, start, end in session.execute(
         select(
             T.trial_id,
             T.number,
             T.state,
             T._datetime_start_utc,
             T._datetime_complete_utc,
-            V.value,
-            V.value_type,
-        )
-        .outerjoin(V, and_(V.trial_id == T.trial_id, V.objective == 0))
-        .where(T.trial_id.in_(ids))
+        ).where(T.trial_id.in_(ids))
     ).all():
         rows[int(tid)] = TrialRow(
             trial_id=int(tid),
             number=int(number),
             state=TrialState(state),
-            value=None
-            if value_type is None
-            else om.TrialValueModel.stored_repr_to_value(value, value_type),
             datetime_start=_local(start),
             datetime_complete=_local(end),
         )

@@ -35,7 +35,6 @@ def summarize_trial(
         trial_id=trial_id_of(t),
         number=t.number,
         state=t.state,
-        value=None,  # (read from `values`)
         datetime_start=t.datetime_start,
         datetime_complete=t.datetime_complete,
         params=t.params,
